@@ -1,0 +1,77 @@
+"""ASE calculator for any nearsight model.
+
+    from nearsight import NearsightCalculator
+    atoms.calc = NearsightCalculator("model.pt", dtype="float64")
+    atoms.get_potential_energy(); atoms.get_forces(); atoms.get_stress()
+
+``results`` holds ``energy``, ``free_energy``, ``energies`` (per atom),
+``forces`` and, for cells periodic in all three directions, ``stress``
+(Voigt 6, eV/Å³, ASE sign).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+from torch import nn
+
+from . import keys
+from .data.neighbours import atoms_to_graph
+from .models.forcefield import ForceField
+
+_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+class NearsightCalculator(Calculator):
+    """ASE calculator wrapping a nearsight model (object or model file path)."""
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(
+        self,
+        model: nn.Module | str | os.PathLike,
+        dtype: str = "float64",
+        device: str = "cpu",
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        if isinstance(model, (str, os.PathLike)):
+            from .models.io import load_model
+
+            model = load_model(model)
+        self.dtype = _DTYPES[dtype]
+        self.device = torch.device(device)
+        self.forcefield = ForceField(model).to(device=self.device, dtype=self.dtype).eval()
+        for p in self.forcefield.parameters():
+            p.requires_grad_(False)
+
+    @property
+    def cutoff(self) -> float:
+        return self.forcefield.cutoff
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        want_stress = "stress" in properties
+        periodic = bool(np.all(atoms.pbc))
+        if want_stress and not periodic:
+            raise PropertyNotImplementedError("stress needs a cell periodic in all three directions")
+        graph = atoms_to_graph(atoms, self.cutoff, self.dtype)
+        graph = {k: v.to(self.device) for k, v in graph.items()}
+        out = self.forcefield(graph, forces=True, stress=periodic)
+        energy = float(out[keys.ENERGY].detach().sum())
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "energies": out[keys.ATOMIC_ENERGIES].detach().cpu().double().numpy(),
+            "forces": out[keys.FORCES].detach().cpu().double().numpy(),
+        }
+        if periodic:
+            stress = out[keys.STRESS][0].detach().cpu().double().numpy()
+            self.results["stress"] = full_3x3_to_voigt_6_stress(stress)

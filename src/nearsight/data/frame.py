@@ -1,0 +1,107 @@
+"""The in-memory record of one labelled structure.
+
+Every reader returns a list of :class:`Frame`.  A frame keeps where it came
+from (``source`` and ``index``) so that every later error can name the file
+and frame.  Labels are optional: a missing label is ``None`` and is masked
+in the loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from ase import Atoms
+
+
+@dataclass
+class Frame:
+    """One structure with optional labels, in eV, Å and eV/Å³.
+
+    ``stress`` follows ASE's sign convention, σ = (1/V) ∂E/∂ε, as a 3×3 array.
+    """
+
+    numbers: np.ndarray  # [n_atoms] int64
+    positions: np.ndarray  # [n_atoms, 3] float64, Å
+    cell: np.ndarray  # [3, 3] float64, Å, rows are lattice vectors
+    pbc: np.ndarray  # [3] bool
+    energy: float | None = None  # eV, total
+    forces: np.ndarray | None = None  # [n_atoms, 3] eV/Å
+    stress: np.ndarray | None = None  # [3, 3] eV/Å³, ASE sign
+    weight: float = 1.0
+    config_type: str = "default"
+    source: str = "<memory>"
+    index: int = 0
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.numbers = np.asarray(self.numbers, dtype=np.int64).reshape(-1)
+        self.positions = np.asarray(self.positions, dtype=np.float64)
+        self.cell = np.asarray(self.cell, dtype=np.float64).reshape(3, 3)
+        self.pbc = np.asarray(self.pbc, dtype=bool).reshape(3)
+        if self.forces is not None:
+            self.forces = np.asarray(self.forces, dtype=np.float64)
+        if self.stress is not None:
+            self.stress = np.asarray(self.stress, dtype=np.float64)
+        if self.energy is not None:
+            self.energy = float(self.energy)
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.numbers.shape[0])
+
+    @property
+    def where(self) -> str:
+        """``'file.xyz', frame 12`` for error messages."""
+        return f"{self.source!r}, frame {self.index}"
+
+    def to_atoms(self) -> Atoms:
+        """An ``ase.Atoms`` with the labels attached as a SinglePointCalculator."""
+        from ase.calculators.singlepoint import SinglePointCalculator
+
+        atoms = Atoms(numbers=self.numbers, positions=self.positions, cell=self.cell, pbc=self.pbc)
+        results = {}
+        if self.energy is not None:
+            results["energy"] = self.energy
+        if self.forces is not None:
+            results["forces"] = self.forces.copy()
+        if self.stress is not None:
+            results["stress"] = self.stress.copy()
+        if results:
+            atoms.calc = SinglePointCalculator(atoms, **results)
+        atoms.info["config_type"] = self.config_type
+        return atoms
+
+    @classmethod
+    def from_atoms(
+        cls,
+        atoms: Atoms,
+        *,
+        energy: float | None = None,
+        forces: np.ndarray | None = None,
+        stress: np.ndarray | None = None,
+        source: str = "<memory>",
+        index: int = 0,
+        config_type: str | None = None,
+        weight: float = 1.0,
+    ) -> Frame:
+        """Geometry from ``atoms``; labels as given (readers extract them)."""
+        if stress is not None:
+            stress = np.asarray(stress, dtype=np.float64)
+            if stress.shape == (6,):
+                from ase.constraints import voigt_6_to_full_3x3_stress
+
+                stress = voigt_6_to_full_3x3_stress(stress)
+        return cls(
+            numbers=atoms.numbers.copy(),
+            positions=atoms.positions.copy(),
+            cell=np.asarray(atoms.cell.array, dtype=np.float64).copy(),
+            pbc=atoms.pbc.copy(),
+            energy=energy,
+            forces=forces,
+            stress=stress,
+            weight=weight,
+            config_type=config_type or str(atoms.info.get("config_type", "default")),
+            source=source,
+            index=index,
+        )

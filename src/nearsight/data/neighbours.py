@@ -1,0 +1,118 @@
+"""Neighbour lists with vesin and conversion of frames to graph dictionaries.
+
+The neighbour search returns integer cell shifts ``S_ij``; edge vectors are
+*not* taken from the search but recomputed in torch as
+``r_ij = R_j - R_i + S_ij @ cell`` so that forces and stress are exact
+gradients of the energy.  Any triclinic cell, mixed or no periodicity, cells
+smaller than twice the cutoff (several images of one neighbour) and one-atom
+cells are handled by vesin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import vesin
+
+from .. import keys
+from .frame import Frame
+
+
+def neighbour_list(
+    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Full neighbour list within ``cutoff``.
+
+    Returns ``edge_index`` ``[2, n_edges]`` (centre i, neighbour j; sorted by i)
+    and integer ``shifts`` ``[n_edges, 3]`` with ``r_ij = R_j - R_i + S_ij @ cell``.
+    """
+    positions = np.ascontiguousarray(positions, dtype=np.float64)
+    pbc = np.asarray(pbc, dtype=bool).reshape(3)
+    box = np.asarray(cell, dtype=np.float64).reshape(3, 3)
+    if not pbc.any():
+        box = np.zeros((3, 3))
+    calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True, sorted=True)
+    i, j, shifts = calculator.compute(positions, box, pbc.tolist(), quantities="ijS")
+    edge_index = np.stack([i.astype(np.int64), j.astype(np.int64)])
+    return edge_index, shifts.astype(np.int64)
+
+
+def _labels(frame: Frame, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    n = frame.n_atoms
+    has_e = frame.energy is not None
+    has_f = frame.forces is not None
+    has_s = frame.stress is not None
+    return {
+        keys.REF_ENERGY: torch.tensor([frame.energy if has_e else 0.0], dtype=dtype),
+        keys.REF_FORCES: torch.as_tensor(frame.forces, dtype=dtype)
+        if has_f
+        else torch.zeros((n, 3), dtype=dtype),
+        keys.REF_STRESS: torch.as_tensor(frame.stress, dtype=dtype).reshape(1, 3, 3)
+        if has_s
+        else torch.zeros((1, 3, 3), dtype=dtype),
+        keys.HAS_ENERGY: torch.tensor([has_e]),
+        keys.HAS_FORCES: torch.tensor([has_f]),
+        keys.HAS_STRESS: torch.tensor([has_s]),
+        keys.WEIGHT: torch.tensor([frame.weight], dtype=dtype),
+    }
+
+
+def frame_to_graph(
+    frame: Frame, cutoff: float, dtype: torch.dtype = torch.float64, labels: bool = True
+) -> dict[str, torch.Tensor]:
+    """One structure as a graph dict (a batch of one) with neighbour list."""
+    edge_index, shifts = neighbour_list(frame.positions, frame.cell, frame.pbc, cutoff)
+    n = frame.n_atoms
+    graph = {
+        keys.POSITIONS: torch.as_tensor(frame.positions, dtype=dtype),
+        keys.ATOMIC_NUMBERS: torch.as_tensor(frame.numbers, dtype=torch.int64),
+        keys.CELL: torch.as_tensor(frame.cell, dtype=dtype).reshape(1, 3, 3),
+        keys.PBC: torch.as_tensor(frame.pbc, dtype=torch.bool).reshape(1, 3),
+        keys.BATCH: torch.zeros(n, dtype=torch.int64),
+        keys.N_ATOMS: torch.tensor([n], dtype=torch.int64),
+        keys.EDGE_INDEX: torch.as_tensor(edge_index),
+        keys.CELL_SHIFTS: torch.as_tensor(shifts, dtype=dtype),
+    }
+    if labels:
+        graph.update(_labels(frame, dtype))
+    return graph
+
+
+def atoms_to_graph(atoms, cutoff: float, dtype: torch.dtype = torch.float64) -> dict[str, torch.Tensor]:
+    """Graph of an ``ase.Atoms`` without labels (for inference)."""
+    frame = Frame(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell.array, pbc=atoms.pbc)
+    return frame_to_graph(frame, cutoff, dtype, labels=False)
+
+
+def collate(graphs: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Concatenate single- or multi-structure graphs into one batch."""
+    if len(graphs) == 1:
+        return dict(graphs[0])
+    out: dict[str, torch.Tensor] = {}
+    atom_offset = 0
+    graph_offset = 0
+    edges, batches = [], []
+    for g in graphs:
+        edges.append(g[keys.EDGE_INDEX] + atom_offset)
+        batches.append(g[keys.BATCH] + graph_offset)
+        atom_offset += g[keys.POSITIONS].shape[0]
+        graph_offset += g[keys.N_ATOMS].shape[0]
+    out[keys.EDGE_INDEX] = torch.cat(edges, dim=1)
+    out[keys.BATCH] = torch.cat(batches)
+    for key in graphs[0]:
+        if key in out:
+            continue
+        out[key] = torch.cat([g[key] for g in graphs], dim=0)
+    return out
+
+
+def graph_to(graph: dict[str, torch.Tensor], dtype: torch.dtype | None = None, device=None) -> dict:
+    """Move a graph to a device and cast its floating tensors to ``dtype``."""
+    out = {}
+    for key, value in graph.items():
+        if dtype is not None and value.is_floating_point():
+            value = value.to(dtype)
+        out[key] = value.to(device) if device is not None else value
+    return out

@@ -1,0 +1,107 @@
+"""Model files: safe to load (``torch.load(weights_only=True)``), self-describing.
+
+A model file is a dict of plain Python values and tensors::
+
+    {"format": "nearsight-model", "format_version": 1, "nearsight_version": ...,
+     "model_type": "bpnn", "config": {...}, "state_dict": {...},
+     "units": {"energy": "eV", "length": "Å", ...}, "cutoff": 5.0,
+     "species": [1, 6, 8], "dtype": "float64", "metadata": {...}}
+
+Writes go to a temporary file in the same directory and are moved into place
+with ``os.replace``, so a kill never leaves a truncated model.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..units import UNITS
+from .bpnn import BehlerParrinello
+
+FORMAT = "nearsight-model"
+FORMAT_VERSION = 1
+MODEL_TYPES: dict[str, type[nn.Module]] = {"bpnn": BehlerParrinello}
+
+
+def atomic_torch_save(obj: object, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary sibling, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def model_to_dict(model: nn.Module, metadata: dict | None = None) -> dict:
+    dtype = next(model.parameters()).dtype
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "nearsight_version": __version__,
+        "model_type": model.model_type,
+        "config": model.get_config(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "units": dict(UNITS),
+        "cutoff": float(model.cutoff),
+        "species": list(model.species),
+        "dtype": str(dtype).replace("torch.", ""),
+        "metadata": metadata or {},
+    }
+
+
+def save_model(model: nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> Path:
+    """Write ``model`` atomically to ``path``."""
+    return atomic_torch_save(model_to_dict(model, metadata), path)
+
+
+def model_from_dict(data: dict, source: str = "<dict>") -> nn.Module:
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"{source}: not a nearsight model file")
+    if data.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(
+            f"{source}: model format {data['format_version']} is newer than this nearsight "
+            f"({__version__}) reads ({FORMAT_VERSION}); upgrade nearsight"
+        )
+    if data.get("units") != UNITS:
+        raise ValueError(f"{source}: model units {data.get('units')} differ from nearsight's {UNITS}")
+    kind = data.get("model_type")
+    if kind not in MODEL_TYPES:
+        raise ValueError(f"{source}: unknown model type {kind!r}; known: {sorted(MODEL_TYPES)}")
+    model = MODEL_TYPES[kind].from_config(data["config"])
+    dtype = getattr(torch, data.get("dtype", "float64"))
+    model.to(dtype)
+    model.load_state_dict(data["state_dict"])
+    if abs(float(model.cutoff) - float(data["cutoff"])) > 1e-12 or list(model.species) != list(data["species"]):
+        raise ValueError(f"{source}: cutoff/species in the header do not match the model config")
+    model.metadata = dict(data.get("metadata", {}))
+    return model
+
+
+def load_model(path: str | os.PathLike, dtype: torch.dtype | str | None = None) -> nn.Module:
+    """Load a model file without unpickling arbitrary objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the file name
+        raise ValueError(f"{str(path)!r}: cannot read model file ({exc})") from exc
+    model = model_from_dict(data, source=repr(str(path)))
+    if dtype is not None:
+        model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+    return model.eval()
