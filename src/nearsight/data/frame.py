@@ -38,7 +38,7 @@ class Frame:
         self.numbers = np.asarray(self.numbers, dtype=np.int64).reshape(-1)
         self.positions = np.asarray(self.positions, dtype=np.float64)
         self.cell = np.asarray(self.cell, dtype=np.float64).reshape(3, 3)
-        self.pbc = np.asarray(self.pbc, dtype=bool).reshape(3)
+        self.pbc = np.broadcast_to(np.asarray(self.pbc, dtype=bool), (3,)).copy()
         if self.forces is not None:
             self.forces = np.asarray(self.forces, dtype=np.float64)
         if self.stress is not None:

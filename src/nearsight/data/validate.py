@@ -1,0 +1,174 @@
+"""Checks that catch broken input data before it reaches a model.
+
+Every error is a ``ValueError`` whose message starts with the file and frame
+(``Frame.where``) and names the offending value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from ase.data import chemical_symbols
+
+from nearsight.data.frame import Frame
+
+__all__ = ["validate_frame", "validate_frames", "LABELS"]
+
+LABELS = ("energy", "forces", "stress")
+
+
+def _symbol(z: int) -> str:
+    return chemical_symbols[z] if 0 < z < len(chemical_symbols) else f"Z={z}"
+
+
+def _check_finite(frame: Frame, name: str, value: np.ndarray | float) -> None:
+    arr = np.asarray(value, dtype=np.float64)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0]) if arr.ndim else ()
+        at = f" at {first}" if first else ""
+        raise ValueError(f"{frame.where}: {name} is not finite{at}: {arr[first] if first else arr}")
+
+
+def _check_shapes(frame: Frame) -> None:
+    n = frame.n_atoms
+    if n == 0:
+        raise ValueError(f"{frame.where}: frame has zero atoms")
+    if frame.positions.shape != (n, 3):
+        raise ValueError(f"{frame.where}: positions shape {frame.positions.shape} != ({n}, 3)")
+    if frame.forces is not None and frame.forces.shape != (n, 3):
+        raise ValueError(f"{frame.where}: forces shape {frame.forces.shape} != ({n}, 3)")
+    if frame.stress is not None and frame.stress.shape != (3, 3):
+        raise ValueError(f"{frame.where}: stress shape {frame.stress.shape} != (3, 3)")
+
+
+def _check_cell(frame: Frame) -> None:
+    periodic = np.flatnonzero(frame.pbc)
+    if periodic.size == 0:
+        return
+    vectors = frame.cell[periodic]
+    lengths = np.linalg.norm(vectors, axis=1)
+    for axis, length in zip(periodic, lengths, strict=True):
+        if length < 1e-8:
+            raise ValueError(
+                f"{frame.where}: cell vector {axis} is zero but the direction is periodic "
+                f"(cell {frame.cell.tolist()})"
+            )
+    # Singular values of the unit-normalised periodic vectors: one near zero
+    # means they are linearly dependent.
+    sv = np.linalg.svd(vectors / lengths[:, None], compute_uv=False)
+    if sv.min() < 1e-6:
+        volume = abs(float(np.linalg.det(frame.cell)))
+        raise ValueError(
+            f"{frame.where}: periodic cell is singular (volume {volume:.3g} Å³, cell {frame.cell.tolist()})"
+        )
+
+
+def _check_distances(frame: Frame, min_distance: float) -> None:
+    if min_distance <= 0 or frame.n_atoms == 0:
+        return
+    from vesin import NeighborList
+
+    if frame.pbc.any():
+        box, periodic = frame.cell, frame.pbc.tolist()
+    else:
+        box, periodic = np.zeros((3, 3)), False
+    nl = NeighborList(cutoff=float(min_distance), full_list=False)
+    i, j, shifts, d = nl.compute(frame.positions, box, periodic, quantities="ijSd")
+    if len(d) == 0:
+        return
+    k = int(np.argmin(d))
+    a, b = int(i[k]), int(j[k])
+    if d[k] >= min_distance:
+        return
+    image = f" (periodic image {shifts[k].tolist()})" if np.any(shifts[k]) else ""
+    raise ValueError(
+        f"{frame.where}: atoms {a} ({_symbol(int(frame.numbers[a]))}) and {b} "
+        f"({_symbol(int(frame.numbers[b]))}){image} are {float(d[k]):.4f} Å apart, "
+        f"closer than min_distance={min_distance} Å"
+    )
+
+
+def _check_species(frame: Frame, known_species: Iterable[int] | None) -> None:
+    bad = (frame.numbers < 1) | (frame.numbers >= len(chemical_symbols))
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{frame.where}: atom {k} has invalid atomic number {frame.numbers[k]}")
+    if known_species is None:
+        return
+    known = {int(z) for z in known_species}
+    unknown = sorted(set(frame.numbers.tolist()) - known)
+    if unknown:
+        k = int(np.flatnonzero(frame.numbers == unknown[0])[0])
+        names = ", ".join(_symbol(z) for z in unknown)
+        known_names = ", ".join(_symbol(z) for z in sorted(known))
+        raise ValueError(
+            f"{frame.where}: element {names} (atom {k}) is not among the known species [{known_names}]"
+        )
+
+
+def validate_frame(
+    frame: Frame,
+    *,
+    require: Sequence[str] = (),
+    min_distance: float = 0.5,
+    known_species: Iterable[int] | None = None,
+) -> None:
+    """Raise ``ValueError`` if ``frame`` is malformed or lacks a label in ``require``.
+
+    Checks: at least one atom; array shapes; finite positions, cell and labels;
+    valid and known elements; non-singular periodic cell; no two atoms (or
+    periodic images) closer than ``min_distance`` Å (0 disables).
+    """
+    for label in require:
+        if label not in LABELS:
+            raise ValueError(f"unknown label {label!r} in require; choose from {LABELS}")
+        if getattr(frame, label) is None:
+            raise ValueError(f"{frame.where}: required label {label!r} is missing")
+    _check_shapes(frame)
+    _check_finite(frame, "positions", frame.positions)
+    _check_finite(frame, "cell", frame.cell)
+    for label in LABELS:
+        value = getattr(frame, label)
+        if value is not None:
+            _check_finite(frame, label, value)
+    if not np.isfinite(frame.weight) or frame.weight < 0:
+        raise ValueError(f"{frame.where}: weight {frame.weight} must be finite and >= 0")
+    _check_species(frame, known_species)
+    _check_cell(frame)
+    _check_distances(frame, min_distance)
+
+
+def validate_frames(
+    frames: Sequence[Frame],
+    *,
+    require: Sequence[str] = ("energy", "forces"),
+    min_distance: float = 0.5,
+    known_species: Iterable[int] | None = None,
+    strict: bool = False,
+) -> None:
+    """Validate every frame; raise ``ValueError`` naming the file and frame.
+
+    A label in ``require`` missing from *every* frame is an error (a label
+    missing from only some frames is allowed and masked in the loss); with
+    ``strict=True`` each frame must carry every required label.
+    """
+    known = None if known_species is None else [int(z) for z in known_species]
+    for label in require:
+        if label not in LABELS:
+            raise ValueError(f"unknown label {label!r} in require; choose from {LABELS}")
+    for frame in frames:
+        validate_frame(
+            frame,
+            require=require if strict else (),
+            min_distance=min_distance,
+            known_species=known,
+        )
+    for label in require:
+        if frames and all(getattr(f, label) is None for f in frames):
+            sources = sorted({f.source for f in frames})
+            raise ValueError(
+                f"required label {label!r} is missing in all {len(frames)} frames "
+                f"(frames {frames[0].index}..{frames[-1].index}) of {', '.join(map(repr, sources))}"
+            )
