@@ -10,14 +10,22 @@ unordered neighbour pair counted once:
     G4_i = 2^(1-ζ) Σ_{j<k} (1 + λ cos θ_ijk)^ζ exp(-η (r_ij² + r_ik² + r_jk²)) f_c(r_ij) f_c(r_ik) f_c(r_jk)
     G5_i = 2^(1-ζ) Σ_{j<k} (1 + λ cos θ_ijk)^ζ exp(-η (r_ij² + r_ik²)) f_c(r_ij) f_c(r_ik)
 
+and the angle- and distance-shifted angular function of ANI (Smith, Isayev &
+Roitberg, Chem. Sci. 8, 3192, 2017), which resolves angles and distances finer:
+
+    GA_i = 2^(1-ζ) Σ_{j<k} (1 + cos(θ'_ijk - θ_s))^ζ exp(-η ((r_ij + r_ik)/2 - r_s)²) f_c(r_ij) f_c(r_ik)
+
+with θ' = arccos(0.95 cos θ) keeping the derivative finite at θ = 0 and π.
+
 Feature order: for each neighbour element (ascending Z) its G2 block, then for
-each element pair (Z_a <= Z_b, ascending) its G4 block followed by its G5
-block.  Everything is differentiable, so forces and stress of a model built on
+each element pair (Z_a <= Z_b, ascending) its G4 block, its G5 block, then
+its GA block.  Everything is differentiable, so forces and stress of a model built on
 these features come from autograd without dense descriptor-derivative arrays.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -46,6 +54,7 @@ class ACSF(nn.Module):
         g2_params: ``[(eta, r_s), ...]`` (Å⁻², Å).
         g4_params: ``[(eta, zeta, lambda), ...]``.
         g5_params: ``[(eta, zeta, lambda), ...]``.
+        ga_params: ``[(eta, zeta, r_s, theta_s), ...]`` (Å⁻², -, Å, rad), ANI-style.
         r_cut_angular: cutoff of the angular terms (defaults to ``r_cut``).
     """
 
@@ -56,6 +65,7 @@ class ACSF(nn.Module):
         g2_params: Sequence[Sequence[float]] | None = None,
         g4_params: Sequence[Sequence[float]] | None = None,
         g5_params: Sequence[Sequence[float]] | None = None,
+        ga_params: Sequence[Sequence[float]] | None = None,
         r_cut_angular: float | None = None,
     ) -> None:
         super().__init__()
@@ -69,6 +79,7 @@ class ACSF(nn.Module):
         self.register_buffer("g2", _params(g2_params, 2, "g2_params"))
         self.register_buffer("g4", _params(g4_params, 3, "g4_params"))
         self.register_buffer("g5", _params(g5_params, 3, "g5_params"))
+        self.register_buffer("ga", _params(ga_params, 4, "ga_params"))
         n = len(self.species)
         z_to_index = torch.full((119,), -1, dtype=torch.int64)
         z_to_index[torch.tensor(self.species)] = torch.arange(n)
@@ -85,7 +96,7 @@ class ACSF(nn.Module):
     @property
     def n_features(self) -> int:
         n = len(self.species)
-        return n * self.g2.shape[0] + self.n_pairs * (self.g4.shape[0] + self.g5.shape[0])
+        return n * self.g2.shape[0] + self.n_pairs * (self.g4.shape[0] + self.g5.shape[0] + self.ga.shape[0])
 
     def get_config(self) -> dict:
         return {
@@ -94,6 +105,7 @@ class ACSF(nn.Module):
             "g2_params": self.g2.tolist(),
             "g4_params": self.g4.tolist(),
             "g5_params": self.g5.tolist(),
+            "ga_params": self.ga.tolist(),
             "r_cut_angular": self.r_cut_angular,
         }
 
@@ -114,7 +126,7 @@ class ACSF(nn.Module):
             slot = centres * n_el + element[neighbours]  # [n_edges]
             out = vectors.new_zeros((n_atoms * n_el, g2.shape[1])).index_add_(0, slot, g2)
             blocks.append(out.reshape(n_atoms, -1))
-        if self.g4.shape[0] or self.g5.shape[0]:
+        if self.g4.shape[0] or self.g5.shape[0] or self.ga.shape[0]:
             blocks.append(self._angular(vectors, r, centres, neighbours, element, n_atoms))
         return torch.cat(blocks, dim=1)
 
@@ -146,19 +158,49 @@ class ACSF(nn.Module):
             g = 2.0 ** (1.0 - zeta) * base**zeta * torch.exp(-eta * r2[:, None]) * fc[:, None]
             out = vectors.new_zeros((n_atoms * self.n_pairs, params.shape[0])).index_add_(0, slot, g)
             parts.append(out.reshape(n_atoms, self.n_pairs, -1))
+        if self.ga.shape[0]:
+            eta, zeta, rs, theta_s = self.ga.to(dtype).unbind(-1)  # [n_par]
+            c = 0.95 * cos
+            sin = torch.sqrt(1.0 - c * c)  # >= 0.31, smooth
+            cos_shift = c[:, None] * torch.cos(theta_s) + sin[:, None] * torch.sin(theta_s)
+            radial = torch.exp(-eta * (0.5 * (dij + dik)[:, None] - rs) ** 2)
+            g = 2.0 ** (1.0 - zeta) * (1.0 + cos_shift) ** zeta * radial * (fc_ij * fc_ik)[:, None]
+            out = vectors.new_zeros((n_atoms * self.n_pairs, g.shape[1])).index_add_(0, slot, g)
+            parts.append(out.reshape(n_atoms, self.n_pairs, -1))
         return torch.cat(parts, dim=2).reshape(n_atoms, -1)
 
 
 def default_acsf_params(
-    r_cut: float, n_radial: int = 8, r_cut_angular: float | None = None, n_angular_eta: int = 2
+    r_cut: float,
+    n_radial: int = 8,
+    r_cut_angular: float | None = None,
+    n_angular_eta: int = 2,
+    angular: str = "g4",
+    n_angle_sections: int = 8,
+    n_angular_shifts: int = 4,
 ) -> dict:
-    """A general-purpose parameter set: G2 Gaussians centred on an even grid and G4 with
-    ζ ∈ {1, 2, 4, 8, 16}, λ = ±1 at ``n_angular_eta`` widths."""
+    """A general-purpose parameter set.
+
+    G2: ``n_radial`` Gaussians on an even grid from 0.5 Å to ``r_cut``, width = spacing.
+    ``angular="g4"``: G4 with ζ ∈ {1, 2, 4, 8, 16}, λ = ±1 at ``n_angular_eta`` widths.
+    ``angular="ani"``: GA with ``n_angle_sections`` angle shifts θ_s on (0, π) and
+    ``n_angular_shifts`` distance shifts, ζ = 32 (the ANI-1x choice).
+    """
+    if angular not in ("g4", "ani"):
+        raise ValueError(f"angular must be 'g4' or 'ani', got {angular!r}")
     r_min = 0.5
     spacing = (r_cut - r_min) / max(n_radial - 1, 1)
     eta = 1.0 / (2.0 * spacing**2)
     g2 = [(eta, r_min + k * spacing) for k in range(n_radial)]
     ra = r_cut_angular or r_cut
     etas = [1.0 / (2.0 * (ra * f) ** 2) for f in (0.5, 0.25, 0.15)[:n_angular_eta]]
-    g4 = [(e, z, lam) for e in etas for z in (1.0, 2.0, 4.0, 8.0, 16.0) for lam in (-1.0, 1.0)]
-    return {"g2_params": g2, "g4_params": g4}
+    if angular == "g4":
+        g4 = [(e, z, lam) for e in etas for z in (1.0, 2.0, 4.0, 8.0, 16.0) for lam in (-1.0, 1.0)]
+        return {"g2_params": g2, "g4_params": g4}
+    a_min = 0.8
+    a_step = (ra - a_min) / n_angular_shifts
+    a_eta = 1.0 / (2.0 * (0.75 * a_step) ** 2)
+    shifts = [a_min + (k + 0.5) * a_step for k in range(n_angular_shifts)]
+    thetas = [math.pi * (k + 0.5) / n_angle_sections for k in range(n_angle_sections)]
+    ga = [(a_eta, 32.0, r_s, t) for r_s in shifts for t in thetas]
+    return {"g2_params": g2, "ga_params": ga}

@@ -1,0 +1,189 @@
+"""Training configuration: a YAML file validated against a schema.
+
+Unknown keys and bad values raise ``ConfigError`` naming the file, the key
+path and the value.  Relative data paths resolve against the config file's
+directory.  ``yaml.safe_load`` only.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """Invalid configuration."""
+
+
+_NUM = (int, float)
+_OPT_STR = (str, type(None))
+_PATHS = (str, list, type(None))
+
+
+def _positive(v: Any) -> bool:
+    return v > 0
+
+
+def _non_negative(v: Any) -> bool:
+    return v >= 0
+
+
+def _fraction(v: Any) -> bool:
+    return 0 <= v < 1
+
+
+def _choice(*options: str) -> Callable[[Any], bool]:
+    def check(v: Any) -> bool:
+        return v in options
+
+    check.__doc__ = f"one of {list(options)}"
+    return check
+
+
+# section -> key -> (accepted types, default, extra check or None)
+SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any, Callable[[Any], bool] | None]]] = {
+    "": {
+        "seed": (int, 0, None),
+        "dtype": (str, "float64", _choice("float64", "float32")),
+        "output_dir": (str, "runs/nearsight", None),
+        "num_threads": ((int, type(None)), None, None),
+    },
+    "data": {
+        "train": (_PATHS, None, None),
+        "valid": (_PATHS, None, None),
+        "test": (_PATHS, None, None),
+        "valid_fraction": (_NUM, 0.1, _fraction),
+        "format": (_OPT_STR, None, None),
+        "energy_key": (str, "energy", None),
+        "forces_key": (str, "forces", None),
+        "stress_key": (str, "stress", None),
+        "max_train_frames": ((int, type(None)), None, None),
+        "reference_energies": ((str, dict), "least_squares", None),
+        "min_distance": (_NUM, 0.5, _non_negative),
+    },
+    "model": {
+        "type": (str, "bpnn", _choice("bpnn")),
+        "cutoff": (_NUM, 5.0, _positive),
+        "cutoff_angular": ((int, float, type(None)), None, None),
+        "n_radial": (int, 12, _positive),
+        "n_angular_eta": (int, 2, _choice(1, 2, 3)),
+        "angular": (str, "ani", _choice("g4", "ani")),
+        "n_angle_sections": (int, 8, _positive),
+        "n_angular_shifts": (int, 4, _positive),
+        "g2_params": ((list, type(None)), None, None),
+        "g4_params": ((list, type(None)), None, None),
+        "g5_params": ((list, type(None)), None, None),
+        "ga_params": ((list, type(None)), None, None),
+        "hidden": (list, [64, 64], None),
+        "activation": (str, "silu", _choice("silu", "tanh", "softplus", "gelu")),
+    },
+    "training": {
+        "epochs": (int, 300, _positive),
+        "batch_size": (int, 16, _positive),
+        "optimizer": (str, "adam", _choice("adam", "adamw")),
+        "lr": (_NUM, 1e-3, _positive),
+        "weight_decay": (_NUM, 0.0, _non_negative),
+        "scheduler": (str, "plateau", _choice("plateau", "cosine", "none")),
+        "scheduler_patience": (int, 10, _non_negative),
+        "scheduler_factor": (_NUM, 0.5, _fraction),
+        "min_lr": (_NUM, 1e-6, _non_negative),
+        "early_stopping_patience": (int, 40, _positive),
+        "sigma_energy": ((int, float, type(None)), None, None),
+        "sigma_forces": ((int, float, type(None)), None, None),
+        "sigma_stress": ((int, float, type(None)), None, None),
+        "stress_weight": (_NUM, 0.0, _non_negative),
+        "clip_grad_norm": ((int, float, type(None)), None, None),
+        "max_time_minutes": ((int, float, type(None)), None, None),
+        "valid_every": (int, 1, _positive),
+        "log_every": (int, 1, _positive),
+        "eval_batch_size": (int, 64, _positive),
+    },
+}
+
+
+def _check(section: str, key: str, value: Any, source: str) -> Any:
+    types, _, check = SCHEMA[section][key]
+    where = f"{source}: {section + '.' if section else ''}{key}"
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise ConfigError(f"{where} = {value!r}: expected {types}, got a boolean")
+    if not isinstance(value, types):
+        if isinstance(value, int) and float in (types if isinstance(types, tuple) else (types,)):
+            value = float(value)
+        else:
+            names = [t.__name__ for t in (types if isinstance(types, tuple) else (types,))]
+            raise ConfigError(f"{where} = {value!r}: expected {' or '.join(names)}")
+    if check is not None and value is not None and not check(value):
+        hint = check.__doc__ or check.__name__.strip("_").replace("_", " ")
+        raise ConfigError(f"{where} = {value!r}: must be {hint}")
+    return value
+
+
+def validate_config(raw: dict | None, source: str = "<config>") -> dict:
+    """Fill defaults and check every key; returns a new nested dict."""
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: top level must be a mapping, got {type(raw).__name__}")
+    out: dict[str, Any] = {}
+    for key, (_, default, _) in SCHEMA[""].items():
+        out[key] = _check("", key, raw[key], source) if key in raw else copy.deepcopy(default)
+    for section in (s for s in SCHEMA if s):
+        given = raw.get(section, {}) or {}
+        if not isinstance(given, dict):
+            raise ConfigError(f"{source}: section {section!r} must be a mapping")
+        unknown = sorted(set(given) - set(SCHEMA[section]))
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown key(s) {unknown} in section {section!r}; "
+                f"allowed: {sorted(SCHEMA[section])}"
+            )
+        out[section] = {
+            key: _check(section, key, given[key], source) if key in given else copy.deepcopy(default)
+            for key, (_, default, _) in SCHEMA[section].items()
+        }
+    unknown = sorted(set(raw) - set(SCHEMA[""]) - {s for s in SCHEMA if s})
+    if unknown:
+        raise ConfigError(f"{source}: unknown top-level key(s) {unknown}")
+    if out["data"]["train"] is None:
+        raise ConfigError(f"{source}: data.train is required")
+    model = out["model"]
+    if model["cutoff_angular"] is not None and not 0 < model["cutoff_angular"] <= model["cutoff"]:
+        raise ConfigError(
+            f"{source}: model.cutoff_angular = {model['cutoff_angular']!r}: must be in (0, model.cutoff]"
+        )
+    if not model["hidden"] or not all(isinstance(h, int) and h > 0 for h in model["hidden"]):
+        raise ConfigError(f"{source}: model.hidden = {model['hidden']!r}: must be a list of positive ints")
+    return out
+
+
+def _resolve(value: Any, base: Path) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return [_resolve(v, base) for v in value]
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p))
+
+
+def load_config(path: str | Path) -> dict:
+    """Read, validate and resolve a YAML config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{str(path)!r}: invalid YAML ({exc})") from exc
+    config = validate_config(raw, source=repr(str(path)))
+    base = path.resolve().parent
+    for key in ("train", "valid", "test"):
+        config["data"][key] = _resolve(config["data"][key], base)
+    ref = config["data"]["reference_energies"]
+    if isinstance(ref, str) and ref != "least_squares":
+        config["data"]["reference_energies"] = _resolve(ref, base)
+    out_dir = Path(config["output_dir"]).expanduser()
+    config["output_dir"] = str(out_dir if out_dir.is_absolute() else Path.cwd() / out_dir)
+    return config

@@ -1,0 +1,126 @@
+"""Error metrics of a model on labelled frames, parity plots and JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import keys
+from ..data.frame import Frame
+from ..data.neighbours import collate, frame_to_graph
+from ..models.forcefield import ForceField
+
+
+def predict(
+    model: nn.Module,
+    frames: Sequence[Frame],
+    batch_size: int = 64,
+    dtype: torch.dtype = torch.float64,
+    stress: bool | None = None,
+    graphs: Sequence[dict] | None = None,
+) -> list[dict[str, np.ndarray]]:
+    """Energy, forces (and stress for 3D-periodic frames) for each frame."""
+    ff = ForceField(model).to(dtype)
+    if graphs is None:
+        graphs = [frame_to_graph(f, ff.cutoff, dtype) for f in frames]
+    want_stress = any(f.pbc.all() for f in frames) if stress is None else stress
+    results = []
+    for start in range(0, len(graphs), batch_size):
+        batch = collate(graphs[start : start + batch_size])
+        batch = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in batch.items()}
+        out = ff(batch, forces=True, stress=want_stress)
+        energy = out[keys.ENERGY].detach().double().numpy()
+        forces = out[keys.FORCES].detach().double().numpy()
+        counts = batch[keys.N_ATOMS].numpy()
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        for k in range(len(counts)):
+            res = {"energy": energy[k], "forces": forces[offsets[k] : offsets[k + 1]]}
+            if want_stress:
+                res["stress"] = out[keys.STRESS][k].detach().double().numpy()
+            results.append(res)
+    return results
+
+
+def _mae_rmse(diff: np.ndarray) -> tuple[float, float]:
+    if diff.size == 0:
+        return float("nan"), float("nan")
+    return float(np.mean(np.abs(diff))), float(np.sqrt(np.mean(diff**2)))
+
+
+def compute_metrics(frames: Sequence[Frame], predictions: Sequence[dict]) -> dict:
+    """MAE/RMSE of energy (per structure and per atom), forces (per component), stress."""
+    de, de_atom, df, ds = [], [], [], []
+    for frame, pred in zip(frames, predictions):
+        if frame.energy is not None:
+            de.append(pred["energy"] - frame.energy)
+            de_atom.append((pred["energy"] - frame.energy) / frame.n_atoms)
+        if frame.forces is not None:
+            df.append((pred["forces"] - frame.forces).ravel())
+        if frame.stress is not None and "stress" in pred and frame.pbc.all():
+            ds.append((pred["stress"] - frame.stress).ravel())
+    m: dict[str, float | int] = {"n_frames": len(frames), "n_atoms": int(sum(f.n_atoms for f in frames))}
+    m["energy_mae"], m["energy_rmse"] = _mae_rmse(np.asarray(de))
+    m["energy_per_atom_mae"], m["energy_per_atom_rmse"] = _mae_rmse(np.asarray(de_atom))
+    m["forces_mae"], m["forces_rmse"] = _mae_rmse(np.concatenate(df) if df else np.zeros(0))
+    if ds:
+        m["stress_mae"], m["stress_rmse"] = _mae_rmse(np.concatenate(ds))
+    m["n_energy"], m["n_forces"], m["n_stress"] = len(de), len(df), len(ds)
+    return m
+
+
+def write_json(data: dict, path: str | os.PathLike) -> Path:
+    """Atomic JSON write."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2, default=float)
+        fh.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def parity_plot(
+    frames: Sequence[Frame], predictions: Sequence[dict], path: str | os.PathLike, title: str = ""
+) -> Path:
+    """Energy-per-atom and force-component parity plots side by side (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = []
+    e_ref = [f.energy / f.n_atoms for f in frames if f.energy is not None]
+    e_pred = [p["energy"] / f.n_atoms for f, p in zip(frames, predictions) if f.energy is not None]
+    if e_ref:
+        panels.append(("energy per atom (eV)", np.asarray(e_ref), np.asarray(e_pred)))
+    f_ref = [f.forces.ravel() for f in frames if f.forces is not None]
+    f_pred = [p["forces"].ravel() for f, p in zip(frames, predictions) if f.forces is not None]
+    if f_ref:
+        panels.append(("force component (eV/Å)", np.concatenate(f_ref), np.concatenate(f_pred)))
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(5 * max(len(panels), 1), 4.6), squeeze=False)
+    for ax, (label, ref, pred) in zip(axes[0], panels):
+        lo, hi = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.scatter(ref, pred, s=4, alpha=0.5)
+        mae = np.mean(np.abs(pred - ref))
+        ax.set_xlabel(f"reference {label}")
+        ax.set_ylabel(f"predicted {label}")
+        ax.set_title(f"MAE {mae * 1000:.2f} m{label.split('(')[1].rstrip(')')}")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,154 @@
+"""Config validation, the seed's loss, and train -> evaluate -> md end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from ase.build import molecule
+
+from nearsight import NearsightCalculator, keys
+from nearsight.cli.main import main
+from nearsight.data.frame import Frame
+from nearsight.data.neighbours import collate, frame_to_graph
+from nearsight.models.bpnn import UnknownElementError
+from nearsight.models.io import load_model
+from nearsight.training.config import ConfigError, load_config, validate_config
+from nearsight.training.loss import EnergyForceLoss
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "examples" / "data" / "ethanol_train300.xyz"
+TEST = ROOT / "examples" / "data" / "ethanol_test200.xyz"
+
+
+def test_config_defaults_and_errors(tmp_path):
+    cfg = validate_config({"data": {"train": "x.xyz"}})
+    assert cfg["training"]["optimizer"] == "adam" and cfg["model"]["cutoff"] == 5.0
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['learning_rate'\] in section 'training'"):
+        validate_config({"data": {"train": "x"}, "training": {"learning_rate": 1e-3}})
+    with pytest.raises(ConfigError, match=r"training.lr = -1.0: must be positive"):
+        validate_config({"data": {"train": "x"}, "training": {"lr": -1.0}})
+    with pytest.raises(ConfigError, match=r"training.optimizer = 'sgd'"):
+        validate_config({"data": {"train": "x"}, "training": {"optimizer": "sgd"}})
+    with pytest.raises(ConfigError, match=r"training.epochs = 'ten': expected int"):
+        validate_config({"data": {"train": "x"}, "training": {"epochs": "ten"}})
+    with pytest.raises(ConfigError, match="data.train is required"):
+        validate_config({})
+    with pytest.raises(ConfigError, match="unknown top-level"):
+        validate_config({"data": {"train": "x"}, "modle": {}})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: {train: a.xyz}\nmodel: {cutoff: 0}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*model.cutoff = 0"):
+        load_config(bad)
+    good = tmp_path / "sub" / "good.yaml"
+    good.parent.mkdir()
+    good.write_text("data: {train: ../a.xyz}\n")
+    assert load_config(good)["data"]["train"] == str(tmp_path / "sub" / ".." / "a.xyz")
+
+
+def test_loss_is_the_seed_formula():
+    rng = np.random.default_rng(0)
+    frames = []
+    for n, has_f in ((3, True), (5, True), (4, False)):
+        frames.append(
+            Frame(
+                numbers=[1] * n,
+                positions=rng.normal(size=(n, 3)) * 3,
+                cell=np.zeros((3, 3)),
+                pbc=[False] * 3,
+                energy=float(rng.normal()),
+                forces=rng.normal(size=(n, 3)) if has_f else None,
+            )
+        )
+    batch = collate([frame_to_graph(f, 1.0) for f in frames])
+    pred_e = torch.tensor(rng.normal(size=3))
+    pred_f = torch.tensor(rng.normal(size=(12, 3)))
+    loss = EnergyForceLoss(sigma_energy=0.3, sigma_forces=0.7)(
+        {keys.ENERGY: pred_e, keys.FORCES: pred_f}, batch
+    )
+    expected, start = 0.0, 0
+    for k, f in enumerate(frames):
+        expected += ((pred_e[k].item() - f.energy) / 0.3) ** 2
+        if f.forces is not None:
+            diff = pred_f[start : start + f.n_atoms].numpy() - f.forces
+            expected += (diff**2).sum() / (3 * f.n_atoms) / 0.7**2
+        start += f.n_atoms
+    assert loss.item() == pytest.approx(expected / 3, rel=1e-12)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train")
+    config = {
+        "seed": 1,
+        "dtype": "float64",
+        "output_dir": str(out / "run"),
+        "data": {"train": str(TRAIN), "max_train_frames": 40, "valid_fraction": 0.1},
+        "model": {"cutoff": 4.0, "n_radial": 6, "n_angular_eta": 1, "hidden": [16]},
+        "training": {"epochs": 6, "batch_size": 8, "lr": 0.005},
+    }
+    path = out / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, out
+
+
+def test_train_evaluate_md_cli(trained, capsys):
+    config, out = trained
+    assert main(["train", str(config)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    model_path = Path(lines[-1])
+    assert model_path.is_file() and model_path.name == "best_model.pt"
+    log = (out / "run" / "training_log.csv").read_text().splitlines()
+    first, last = float(log[1].split(",")[1]), float(log[-1].split(",")[1])
+    assert last < first  # training lowers the loss
+
+    data = torch.load(model_path, weights_only=True)
+    assert data["units"]["energy"] == "eV" and data["units"]["length"] == "Å"
+    assert data["cutoff"] == 4.0 and data["species"] == [1, 6, 8]
+    assert data["nearsight_version"]
+
+    report = out / "metrics.json"
+    assert main(["evaluate", str(model_path), str(TEST), "--json", str(report), "--plot", str(out / "p.png")]) == 0
+    metrics = json.loads(report.read_text())
+    for key in ("n_frames", "energy_mae", "energy_rmse", "forces_mae", "forces_rmse"):
+        assert key in metrics
+    assert metrics["n_frames"] == 200 and 0 < metrics["forces_mae"] < metrics["forces_rmse"]
+    assert (out / "p.png").stat().st_size > 1000
+
+    traj = out / "md.traj"
+    args = ["md", str(TEST), str(model_path), "--steps", "20", "--trajectory", str(traj), "--log", str(out / "md.log")]
+    assert main(args + ["--interval", "5"]) == 0
+    from ase.io import read
+
+    assert len(read(traj, ":")) == 5  # steps 0, 5, 10, 15, 20
+    assert "drift" in capsys.readouterr().out
+
+
+def test_calculator_dtypes_and_unknown_element(trained):
+    config, out = trained
+    model_path = out / "run" / "best_model.pt"
+    if not model_path.exists():
+        assert main(["train", str(config)]) == 0
+    atoms = molecule("CH3CH2OH")
+    e64 = NearsightCalculator(model_path, dtype="float64").get_potential_energy(atoms)
+    calc32 = NearsightCalculator(model_path, dtype="float32")
+    atoms.calc = calc32
+    assert abs(atoms.get_potential_energy() - e64) < 1e-3 * max(1.0, abs(e64) / 1000)
+    assert atoms.get_forces().dtype == np.float64
+    with pytest.raises(UnknownElementError, match=r"\['N'\] not known to the model"):
+        NearsightCalculator(model_path).get_potential_energy(molecule("CH3CONH2"))
+    model = load_model(model_path)
+    assert model.species == [1, 6, 8]
+
+
+def test_bad_model_file(tmp_path):
+    bad = tmp_path / "m.pt"
+    torch.save({"format": "something-else"}, bad)
+    with pytest.raises(ValueError, match="not a nearsight model file"):
+        load_model(bad)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_model(tmp_path / "missing.pt")
