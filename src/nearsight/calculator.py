@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 
 import numpy as np
@@ -45,6 +46,8 @@ class NearsightCalculator(Calculator):
             from .models.io import load_model
 
             model = load_model(model)
+        else:
+            model = copy.deepcopy(model)  # never change the caller's module (dtype, mode, grads)
         self.dtype = _DTYPES[dtype]
         self.device = torch.device(device)
         self.forcefield = ForceField(model).to(device=self.device, dtype=self.dtype).eval()
