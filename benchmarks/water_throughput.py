@@ -99,7 +99,14 @@ def main() -> None:
     for kind in args.models:
         for n in args.sizes:
             for dtype in args.dtypes:
-                cmd = [sys.executable, __file__, "--case", f"{n}:{dtype}:{kind}", "--repeats", str(args.repeats)]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--case",
+                    f"{n}:{dtype}:{kind}",
+                    "--repeats",
+                    str(args.repeats),
+                ]
                 res = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), check=True)
                 rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
     head = f"{'model':<10}{'atoms':>7}{'dtype':>9}{'edges':>9}{'NL ms':>9}{'model ms':>10}{'atoms/s':>10}{'peak MB':>9}"
@@ -114,7 +121,9 @@ def main() -> None:
         for n in args.sizes:
             a, b = by.get((f"bpnn-{kind}", n, "float32")), by.get((f"bpnn-{kind}", n, "float64"))
             if a and b:
-                print(f"bpnn-{kind} {n} atoms: float32/float64 throughput ratio {a['atoms_per_s'] / b['atoms_per_s']:.2f}")
+                print(
+                    f"bpnn-{kind} {n} atoms: float32/float64 throughput ratio {a['atoms_per_s'] / b['atoms_per_s']:.2f}"
+                )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

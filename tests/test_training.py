@@ -112,7 +112,10 @@ def test_train_evaluate_md_cli(trained, capsys):
     assert data["nearsight_version"]
 
     report = out / "metrics.json"
-    assert main(["evaluate", str(model_path), str(TEST), "--json", str(report), "--plot", str(out / "p.png")]) == 0
+    assert (
+        main(["evaluate", str(model_path), str(TEST), "--json", str(report), "--plot", str(out / "p.png")])
+        == 0
+    )
     metrics = json.loads(report.read_text())
     for key in ("n_frames", "energy_mae", "energy_rmse", "forces_mae", "forces_rmse"):
         assert key in metrics
@@ -120,7 +123,17 @@ def test_train_evaluate_md_cli(trained, capsys):
     assert (out / "p.png").stat().st_size > 1000
 
     traj = out / "md.traj"
-    args = ["md", str(TEST), str(model_path), "--steps", "20", "--trajectory", str(traj), "--log", str(out / "md.log")]
+    args = [
+        "md",
+        str(TEST),
+        str(model_path),
+        "--steps",
+        "20",
+        "--trajectory",
+        str(traj),
+        "--log",
+        str(out / "md.log"),
+    ]
     assert main(args + ["--interval", "5"]) == 0
     from ase.io import read
 

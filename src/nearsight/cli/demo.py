@@ -65,5 +65,7 @@ def run_demo(config_path: str, output_dir: str, md_steps: int = 400) -> dict:
         f"training wall time {trainer.wall_time:.0f} s; NVE MD {md.steps} steps x 0.5 fs: "
         f"drift {md.drift_ev_per_atom_ps:.2e} eV/atom/ps, mean T {md.temperature.mean():.0f} K"
     )
-    print(f"parity plot: {out / 'parity_test.png'}   trajectory: {out / 'md.traj'}   summary: {out / 'demo_summary.json'}")
+    print(
+        f"parity plot: {out / 'parity_test.png'}   trajectory: {out / 'md.traj'}   summary: {out / 'demo_summary.json'}"
+    )
     return summary

@@ -1,9 +1,9 @@
 """The ``nearsight`` command: thin wrappers over library code.
 
-    nearsight train CONFIG.yaml            # last line of output: the saved model path
-    nearsight evaluate MODEL DATA --json OUT.json [--plot parity.png]
-    nearsight md STRUCTURE MODEL --steps N [--ensemble nve|langevin] ...
-    nearsight demo CONFIG.yaml             # train, evaluate on held-out data, MD, table, plot
+nearsight train CONFIG.yaml            # last line of output: the saved model path
+nearsight evaluate MODEL DATA --json OUT.json [--plot parity.png]
+nearsight md STRUCTURE MODEL --steps N [--ensemble nve|langevin] ...
+nearsight demo CONFIG.yaml             # train, evaluate on held-out data, MD, table, plot
 """
 
 from __future__ import annotations
@@ -90,7 +90,9 @@ def _md(args: argparse.Namespace) -> int:
     from ..data.validate import validate_frame
 
     validate_frame(
-        Frame.from_atoms(atoms, source=args.structure, index=0), require=(), known_species=calc.forcefield.species
+        Frame.from_atoms(atoms, source=args.structure, index=0),
+        require=(),
+        known_species=calc.forcefield.species,
     )
     result = run_md(
         atoms,

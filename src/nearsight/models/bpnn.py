@@ -51,7 +51,9 @@ class BehlerParrinello(nn.Module):
     ) -> None:
         super().__init__()
         self.species = sorted(int(z) for z in species)
-        self.descriptor = ACSF(species=self.species, **{k: v for k, v in descriptor.items() if k != "species"})
+        self.descriptor = ACSF(
+            species=self.species, **{k: v for k, v in descriptor.items() if k != "species"}
+        )
         self.cutoff = self.descriptor.r_cut
         self.hidden = [int(h) for h in hidden]
         self.activation = activation

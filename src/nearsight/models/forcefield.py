@@ -19,7 +19,10 @@ from ..nn import scatter_sum
 
 
 def edge_vectors(
-    positions: torch.Tensor, cell: torch.Tensor, batch: torch.Tensor, edge_index: torch.Tensor,
+    positions: torch.Tensor,
+    cell: torch.Tensor,
+    batch: torch.Tensor,
+    edge_index: torch.Tensor,
     shifts: torch.Tensor,
 ) -> torch.Tensor:
     """r_ij = R_j - R_i + S_ij @ cell  ``[n_edges, 3]``."""
@@ -86,9 +89,7 @@ class ForceField(nn.Module):
         out = {keys.ENERGY: energy, keys.ATOMIC_ENERGIES: atomic}
         if not inputs:
             return out
-        grads = torch.autograd.grad(
-            energy.sum(), inputs, create_graph=create_graph, allow_unused=True
-        )
+        grads = torch.autograd.grad(energy.sum(), inputs, create_graph=create_graph, allow_unused=True)
         grads = [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]
         if forces:
             out[keys.FORCES] = -grads[0]

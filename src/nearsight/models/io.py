@@ -86,7 +86,9 @@ def model_from_dict(data: dict, source: str = "<dict>") -> nn.Module:
     dtype = getattr(torch, data.get("dtype", "float64"))
     model.to(dtype)
     model.load_state_dict(data["state_dict"])
-    if abs(float(model.cutoff) - float(data["cutoff"])) > 1e-12 or list(model.species) != list(data["species"]):
+    if abs(float(model.cutoff) - float(data["cutoff"])) > 1e-12 or list(model.species) != list(
+        data["species"]
+    ):
         raise ValueError(f"{source}: cutoff/species in the header do not match the model config")
     model.metadata = dict(data.get("metadata", {}))
     return model

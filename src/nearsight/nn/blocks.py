@@ -34,9 +34,7 @@ def cosine_cutoff(r: torch.Tensor, r_cut: float) -> torch.Tensor:
 class MLP(nn.Sequential):
     """Feed-forward network ``n_in -> hidden... -> n_out`` with one activation."""
 
-    def __init__(
-        self, n_in: int, hidden: Sequence[int], n_out: int = 1, activation: str = "silu"
-    ) -> None:
+    def __init__(self, n_in: int, hidden: Sequence[int], n_out: int = 1, activation: str = "silu") -> None:
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
         layers: list[nn.Module] = []

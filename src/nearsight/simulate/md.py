@@ -67,7 +67,9 @@ def run_md(
     if ensemble not in ("nve", "langevin"):
         raise ValueError(f"ensemble must be 'nve' or 'langevin', got {ensemble!r}")
     if steps < 0 or timestep_fs <= 0 or interval < 1:
-        raise ValueError(f"need steps >= 0, timestep_fs > 0, interval >= 1; got {steps}, {timestep_fs}, {interval}")
+        raise ValueError(
+            f"need steps >= 0, timestep_fs > 0, interval >= 1; got {steps}, {timestep_fs}, {interval}"
+        )
     atoms = atoms.copy()
     atoms.calc = calculator
     rng = np.random.default_rng(seed)
@@ -83,7 +85,9 @@ def run_md(
     if ensemble == "nve":
         dyn = VelocityVerlet(atoms, timestep=dt)
     else:
-        dyn = Langevin(atoms, timestep=dt, temperature_K=temperature_K, friction=friction_per_fs / units.fs, rng=rng)
+        dyn = Langevin(
+            atoms, timestep=dt, temperature_K=temperature_K, friction=friction_per_fs / units.fs, rng=rng
+        )
     times, energies, temps = [], [], []
 
     def record() -> None:

@@ -98,11 +98,17 @@ def ff_edge_vectors(batch: dict) -> torch.Tensor:
     from ..models.forcefield import edge_vectors
 
     return edge_vectors(
-        batch[keys.POSITIONS], batch[keys.CELL], batch[keys.BATCH], batch[keys.EDGE_INDEX], batch[keys.CELL_SHIFTS]
+        batch[keys.POSITIONS],
+        batch[keys.CELL],
+        batch[keys.BATCH],
+        batch[keys.EDGE_INDEX],
+        batch[keys.CELL_SHIFTS],
     )
 
 
-def _reference_energies(frames: Sequence[Frame], spec: str | dict, species: Sequence[int]) -> dict[int, float]:
+def _reference_energies(
+    frames: Sequence[Frame], spec: str | dict, species: Sequence[int]
+) -> dict[int, float]:
     if spec == "least_squares":
         return fit_reference_energies(frames, list(species))
     ref = isolated_atom_energies(spec)
@@ -115,9 +121,18 @@ def _reference_energies(frames: Sequence[Frame], spec: str | dict, species: Sequ
 def _mean_residual_per_atom(frames: Sequence[Frame], ref: dict[int, float]) -> float:
     """Mean of (E - Σ_i e_Z_i) / n over labelled frames: the start value of the atomic energies."""
     values = [
-        (f.energy - sum(ref.get(int(z), 0.0) for z in f.numbers)) / f.n_atoms for f in frames if f.energy is not None
+        (f.energy - sum(ref.get(int(z), 0.0) for z in f.numbers)) / f.n_atoms
+        for f in frames
+        if f.energy is not None
     ]
     return float(np.mean(values)) if values else 0.0
+
+
+def _stress_rms(frames: Sequence[Frame]) -> float:
+    """RMS stress component of the labelled frames (eV/Å³); 0.01 if none carry stress."""
+    values = [f.stress.ravel() for f in frames if f.stress is not None]
+    rms = float(np.sqrt(np.mean(np.concatenate(values) ** 2))) if values else 0.0
+    return rms if rms > 0 else 0.01
 
 
 class Trainer:
@@ -160,7 +175,7 @@ class Trainer:
         self.train_graphs = [frame_to_graph(f, cutoff, self.dtype) for f in self.train_frames]
         self.valid_graphs = [frame_to_graph(f, cutoff, self.dtype) for f in self.valid_frames]
         ref = _reference_energies(self.train_frames, cfg["data"]["reference_energies"], self.species)
-        f_rms = force_rms(self.train_frames)
+        f_rms = force_rms(self.train_frames) if any(f.forces is not None for f in self.train_frames) else None
         e_std = energy_residual_std(self.train_frames, ref)
         scale = f_rms if f_rms and math.isfinite(f_rms) and f_rms > 0 else max(e_std, 1e-3)
         shift = {z: e + _mean_residual_per_atom(self.train_frames, ref) for z, e in ref.items()}
@@ -169,7 +184,7 @@ class Trainer:
         self.loss_fn = EnergyForceLoss(
             sigma_energy=float(tcfg["sigma_energy"] or max(e_std, 1e-6)),
             sigma_forces=float(tcfg["sigma_forces"] or max(f_rms or 1.0, 1e-6)),
-            sigma_stress=float(tcfg["sigma_stress"] or 0.01),
+            sigma_stress=float(tcfg["sigma_stress"] or _stress_rms(self.train_frames)),
             stress_weight=float(tcfg["stress_weight"]),
         )
         self.model = model
@@ -209,7 +224,9 @@ class Trainer:
             n_g = batch[keys.N_ATOMS].shape[0]
             total += float(self.loss_fn(out, batch)) * n_g
             n += n_g
-        preds = predict(self.model, self.valid_frames, t["eval_batch_size"], self.dtype, graphs=self.valid_graphs)
+        preds = predict(
+            self.model, self.valid_frames, t["eval_batch_size"], self.dtype, graphs=self.valid_graphs
+        )
         return total / max(n, 1), compute_metrics(self.valid_frames, preds)
 
     # ----------------------------------------------------------------- train
