@@ -79,7 +79,7 @@ def run_md(
         else:  # ASE < 3.29
             MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
         Stationary(atoms)
-        if not atoms.pbc.any():
+        if not atoms.pbc.any() and len(atoms) > 2:
             ZeroRotation(atoms)
     dt = timestep_fs * units.fs
     if ensemble == "nve":

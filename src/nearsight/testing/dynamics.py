@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from ase import Atoms, units
-from ase.md.velocitydistribution import Stationary, ZeroRotation
-from ase.md.verlet import VelocityVerlet
+from ase import Atoms
 
+from ..simulate.md import run_md
 from ._common import CheckResult, Evaluator, as_rng, make_result
-
-try:  # ASE >= 3.29
-    from ase.md.velocitydistribution import thermalize_momenta as _thermalize
-except ImportError:  # pragma: no cover - older ASE
-
-    def _thermalize(atoms, temperature_K, *, rng=None):
-        _thermalize(atoms, temperature_K, rng=rng)
 
 
 def nve_energies(
@@ -29,29 +21,12 @@ def nve_energies(
     """Run velocity Verlet from Maxwell-Boltzmann velocities; return times (ps) and total energies (eV).
 
     Centre-of-mass momentum is removed, and for non-periodic structures the
-    angular momentum as well.
+    angular momentum as well (see :func:`nearsight.simulate.md.run_md`).
     """
-    rng = as_rng(rng)
-    ev = Evaluator.wrap(model)
-    atoms = atoms.copy()
-    atoms.calc = ev.ase_calculator()
-    _thermalize(atoms, temperature_K, rng=rng)
-    Stationary(atoms)
-    if not np.any(atoms.pbc) and len(atoms) > 2:
-        ZeroRotation(atoms)
-    dyn = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
-    energies: list[float] = []
-
-    def log() -> None:
-        energies.append(float(atoms.get_potential_energy() + atoms.get_kinetic_energy()))
-
-    dyn.attach(log, interval=1)
-    log()
-    dyn.run(n_steps)
-    # ASE's run() also calls observers at step 0; keep one value per step
-    energies = energies[-(n_steps + 1) :]
-    times_ps = np.arange(len(energies)) * timestep_fs * 1e-3
-    return times_ps, np.asarray(energies)
+    seed = int(as_rng(rng).integers(2**31))
+    calc = Evaluator.wrap(model).ase_calculator()
+    result = run_md(atoms, calc, steps=n_steps, timestep_fs=timestep_fs, temperature_K=temperature_K, seed=seed)
+    return result.time_ps, result.total_energy
 
 
 def check_nve(
