@@ -140,6 +140,10 @@ def test_train_evaluate_md_cli(trained, capsys):
     assert len(read(traj, ":")) == 5  # steps 0, 5, 10, 15, 20
     assert "drift" in capsys.readouterr().out
 
+    bad = ROOT / "tests" / "data" / "bad" / "nan_forces.xyz"
+    assert main(["evaluate", str(model_path), str(bad)]) == 2
+    assert "nan_forces.xyz', frame 1: forces is not finite" in capsys.readouterr().err
+
 
 def test_calculator_dtypes_and_unknown_element(trained):
     config, out = trained

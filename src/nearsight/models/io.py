@@ -82,10 +82,12 @@ def model_from_dict(data: dict, source: str = "<dict>") -> nn.Module:
     kind = data.get("model_type")
     if kind not in MODEL_TYPES:
         raise ValueError(f"{source}: unknown model type {kind!r}; known: {sorted(MODEL_TYPES)}")
-    model = MODEL_TYPES[kind].from_config(data["config"])
-    dtype = getattr(torch, data.get("dtype", "float64"))
-    model.to(dtype)
-    model.load_state_dict(data["state_dict"])
+    try:
+        model = MODEL_TYPES[kind].from_config(data["config"])
+        model.to(getattr(torch, data.get("dtype", "float64")))
+        model.load_state_dict(data["state_dict"])
+    except (TypeError, KeyError, RuntimeError) as exc:
+        raise ValueError(f"{source}: model config and weights do not fit together ({exc})") from exc
     if abs(float(model.cutoff) - float(data["cutoff"])) > 1e-12 or list(model.species) != list(
         data["species"]
     ):
