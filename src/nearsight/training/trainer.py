@@ -28,7 +28,7 @@ from ..data.stats import energy_residual_std, fit_reference_energies, force_rms,
 from ..data.validate import validate_frames
 from ..descriptors.acsf import default_acsf_params
 from ..models.bpnn import BehlerParrinello
-from ..models.forcefield import ForceField
+from ..models.forcefield import ForceField, edge_vectors
 from ..models.io import save_model
 from .loss import EnergyForceLoss
 from .metrics import compute_metrics, predict, write_json
@@ -76,34 +76,24 @@ def fit_statistics(
     model: BehlerParrinello, graphs: Sequence[dict], reference: dict[int, float], energy_scale: float
 ) -> None:
     """Descriptor mean/std over all training atoms; shift and scale of atomic energies."""
-    ff = ForceField(model)
-    total = None
-    total_sq = None
+    total = total_sq = None
     count = 0
     for start in range(0, len(graphs), 256):
-        batch = collate(graphs[start : start + 256])
-        data = dict(batch)
-        data[keys.EDGE_VECTORS] = ff_edge_vectors(batch)
-        x = model.features(data).double()
+        batch = dict(collate(graphs[start : start + 256]))
+        batch[keys.EDGE_VECTORS] = edge_vectors(
+            batch[keys.POSITIONS],
+            batch[keys.CELL],
+            batch[keys.BATCH],
+            batch[keys.EDGE_INDEX],
+            batch[keys.CELL_SHIFTS],
+        )
+        x = model.features(batch).double()  # [n_atoms, n_features]
         total = x.sum(0) if total is None else total + x.sum(0)
         total_sq = (x**2).sum(0) if total_sq is None else total_sq + (x**2).sum(0)
         count += x.shape[0]
     mean = total / count
     std = (total_sq / count - mean**2).clamp(min=0).sqrt()
-    del ff
     model.set_statistics(mean, std, reference, energy_scale)
-
-
-def ff_edge_vectors(batch: dict) -> torch.Tensor:
-    from ..models.forcefield import edge_vectors
-
-    return edge_vectors(
-        batch[keys.POSITIONS],
-        batch[keys.CELL],
-        batch[keys.BATCH],
-        batch[keys.EDGE_INDEX],
-        batch[keys.CELL_SHIFTS],
-    )
 
 
 def _reference_energies(
