@@ -96,24 +96,34 @@ def parity_plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = []
-    e_ref = [f.energy / f.n_atoms for f in frames if f.energy is not None]
-    e_pred = [p["energy"] / f.n_atoms for f, p in zip(frames, predictions) if f.energy is not None]
-    if e_ref:
-        panels.append(("energy per atom (eV)", np.asarray(e_ref), np.asarray(e_pred)))
+    panels = []  # (axis label, unit of the MAE, reference, prediction)
+    e_ref = np.asarray([f.energy / f.n_atoms for f in frames if f.energy is not None])
+    e_pred = np.asarray(
+        [p["energy"] / f.n_atoms for f, p in zip(frames, predictions) if f.energy is not None]
+    )
+    if e_ref.size:
+        offset = e_ref.mean()  # plot relative to the mean so that the axes stay readable
+        panels.append(
+            (
+                f"energy per atom (meV, from {offset:.3f} eV)",
+                "meV/atom",
+                1e3 * (e_ref - offset),
+                1e3 * (e_pred - offset),
+            )
+        )
     f_ref = [f.forces.ravel() for f in frames if f.forces is not None]
     f_pred = [p["forces"].ravel() for f, p in zip(frames, predictions) if f.forces is not None]
     if f_ref:
-        panels.append(("force component (eV/Å)", np.concatenate(f_ref), np.concatenate(f_pred)))
+        panels.append(("force component (eV/Å)", "meV/Å", np.concatenate(f_ref), np.concatenate(f_pred)))
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(5 * max(len(panels), 1), 4.6), squeeze=False)
-    for ax, (label, ref, pred) in zip(axes[0], panels):
+    for ax, (label, unit, ref, pred) in zip(axes[0], panels):
         lo, hi = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
         ax.scatter(ref, pred, s=4, alpha=0.5)
-        mae = np.mean(np.abs(pred - ref))
+        mae = float(np.mean(np.abs(pred - ref))) * (1.0 if unit == "meV/atom" else 1e3)
         ax.set_xlabel(f"reference {label}")
         ax.set_ylabel(f"predicted {label}")
-        ax.set_title(f"MAE {mae * 1000:.2f} m{label.split('(')[1].rstrip(')')}")
+        ax.set_title(f"MAE {mae:.2f} {unit}")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
