@@ -15,8 +15,6 @@ O(1) eV per atom and forces O(0.1-1) eV/Å.
 from __future__ import annotations
 
 import copy
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +24,7 @@ from ase.build import bulk, molecule
 from ase.calculators.calculator import Calculator, all_changes
 from torch import nn
 
+from conftest import shared_data_dir
 from nearsight import NearsightCalculator, keys
 from nearsight.data.neighbours import atoms_to_graph
 from nearsight.descriptors.acsf import default_acsf_params
@@ -51,7 +50,7 @@ from nearsight.testing import (
     run_all_checks,
 )
 
-DATA = Path(os.environ.get("NEARSIGHT_DATA", "/work/shared/data"))
+DATA = shared_data_dir()
 
 
 @pytest.fixture(scope="module", autouse=True)

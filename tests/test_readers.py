@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import shared_data_dir
 from nearsight import units
 from nearsight.data.frame import Frame
 from nearsight.data.readers import read_frames, read_many
@@ -22,7 +22,7 @@ from nearsight.data.stats import (
 )
 from nearsight.data.validate import validate_frame, validate_frames
 
-DATA = Path(os.environ.get("NEARSIGHT_DATA", "/work/shared/data"))
+DATA = shared_data_dir()
 BAD = Path(__file__).parent / "data" / "bad"
 NOPBC = [False, False, False]
 needs_data = pytest.mark.skipif(not DATA.exists(), reason="reference data not available")
