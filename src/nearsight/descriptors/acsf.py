@@ -45,6 +45,18 @@ def _params(values: Sequence[Sequence[float]] | None, width: int, name: str) -> 
     return t
 
 
+def _factorise(
+    params: torch.Tensor, radial: list[int], angular: list[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Unique radial and angular parameter rows, and the index of each function's rows in them."""
+    if not params.shape[0]:
+        empty = torch.zeros(0, dtype=torch.int64)
+        return params[:, radial], empty, params[:, angular], empty
+    r_u, r_idx = torch.unique(params[:, radial], dim=0, return_inverse=True)
+    a_u, a_idx = torch.unique(params[:, angular], dim=0, return_inverse=True)
+    return r_u, r_idx, a_u, a_idx
+
+
 class ACSF(nn.Module):
     """Element-resolved G2, G4 and G5 symmetry functions.
 
@@ -80,6 +92,11 @@ class ACSF(nn.Module):
         self.register_buffer("g4", _params(g4_params, 3, "g4_params"))
         self.register_buffer("g5", _params(g5_params, 3, "g5_params"))
         self.register_buffer("ga", _params(ga_params, 4, "ga_params"))
+        # radial columns and angular columns of each angular family
+        self._factors = {
+            name: _factorise(getattr(self, name), radial, angular)
+            for name, radial, angular in (("g4", [0], [1, 2]), ("g5", [0], [1, 2]), ("ga", [0, 2], [1, 3]))
+        }
         n = len(self.species)
         z_to_index = torch.full((119,), -1, dtype=torch.int64)
         z_to_index[torch.tensor(self.species)] = torch.arange(n)
@@ -130,8 +147,13 @@ class ACSF(nn.Module):
             blocks.append(self._angular(vectors, r, centres, neighbours, element, n_atoms))
         return torch.cat(blocks, dim=1)
 
+    def _factor(self, name: str, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The factor tables of one family on ``like``'s device and dtype."""
+        r_u, r_idx, a_u, a_idx = self._factors[name]
+        device, dtype = like.device, like.dtype
+        return r_u.to(device, dtype), r_idx.to(device), a_u.to(device, dtype), a_idx.to(device)
+
     def _angular(self, vectors, r, centres, neighbours, element, n_atoms) -> torch.Tensor:
-        dtype = vectors.dtype
         keep = torch.nonzero(r < self.r_cut_angular).squeeze(-1)  # edges inside the angular cutoff
         a, b = unordered_edge_pairs(centres[keep], n_atoms)
         a, b = keep[a], keep[b]
@@ -143,30 +165,49 @@ class ACSF(nn.Module):
         fc_ij = cosine_cutoff(dij, self.r_cut_angular)
         fc_ik = cosine_cutoff(dik, self.r_cut_angular)
         slot = centres[a] * self.n_pairs + self.pair_index[element[neighbours[a]], element[neighbours[b]]]
+        pair_fc = fc_ij * fc_ik
+        n_rows = n_atoms * self.n_pairs
         parts = []
-        for params, with_jk in ((self.g4, True), (self.g5, False)):
+        # Each family is an outer product of a radial factor (unique radial parameters) and an
+        # angular factor (unique angular parameters), gathered per function: the expensive
+        # exp and pow run on [n_trip, n_unique] instead of [n_trip, n_functions].
+        for name, with_jk in (("g4", True), ("g5", False)):
+            params = getattr(self, name)
             if not params.shape[0]:
                 continue
-            eta, zeta, lam = params.to(dtype).unbind(-1)  # [n_par]
-            r2 = dij**2 + dik**2
-            fc = fc_ij * fc_ik
+            r_u, r_idx, a_u, a_idx = self._factor(name, vectors)
+            r2, fc = dij**2 + dik**2, pair_fc
             if with_jk:
                 r2 = r2 + djk2
-                djk = torch.sqrt(djk2.clamp(min=1e-30))
-                fc = fc * cosine_cutoff(djk, self.r_cut_angular)
-            base = (1.0 + lam * cos[:, None]).clamp(min=0.0)  # [n_trip, n_par]
-            g = 2.0 ** (1.0 - zeta) * base**zeta * torch.exp(-eta * r2[:, None]) * fc[:, None]
-            out = vectors.new_zeros((n_atoms * self.n_pairs, params.shape[0])).index_add_(0, slot, g)
-            parts.append(out.reshape(n_atoms, self.n_pairs, -1))
+                fc = fc * cosine_cutoff(torch.sqrt(djk2.clamp(min=1e-30)), self.r_cut_angular)
+            radial = torch.exp(-r_u[:, 0] * r2[:, None]) * fc[:, None]  # [n_trip, n_eta]
+            zeta, lam = a_u.unbind(-1)
+            angular = (
+                2.0 ** (1.0 - zeta) * (1.0 + lam * cos[:, None]).clamp(min=0.0) ** zeta
+            )  # [n_trip, n_ang]
+            g = radial[:, r_idx] * angular[:, a_idx]  # [n_trip, n_par]
+            parts.append(
+                vectors.new_zeros((n_rows, g.shape[1]))
+                .index_add_(0, slot, g)
+                .reshape(n_atoms, self.n_pairs, -1)
+            )
         if self.ga.shape[0]:
-            eta, zeta, rs, theta_s = self.ga.to(dtype).unbind(-1)  # [n_par]
+            r_u, r_idx, a_u, a_idx = self._factor("ga", vectors)
+            eta, rs = r_u.unbind(-1)
+            radial = (
+                torch.exp(-eta * (0.5 * (dij + dik)[:, None] - rs) ** 2) * pair_fc[:, None]
+            )  # [n_trip, n_r]
+            zeta, theta_s = a_u.unbind(-1)
             c = 0.95 * cos
             sin = torch.sqrt(1.0 - c * c)  # >= 0.31, smooth
             cos_shift = c[:, None] * torch.cos(theta_s) + sin[:, None] * torch.sin(theta_s)
-            radial = torch.exp(-eta * (0.5 * (dij + dik)[:, None] - rs) ** 2)
-            g = 2.0 ** (1.0 - zeta) * (1.0 + cos_shift) ** zeta * radial * (fc_ij * fc_ik)[:, None]
-            out = vectors.new_zeros((n_atoms * self.n_pairs, g.shape[1])).index_add_(0, slot, g)
-            parts.append(out.reshape(n_atoms, self.n_pairs, -1))
+            angular = 2.0 ** (1.0 - zeta) * (1.0 + cos_shift) ** zeta  # [n_trip, n_theta]
+            g = radial[:, r_idx] * angular[:, a_idx]  # [n_trip, n_par]
+            parts.append(
+                vectors.new_zeros((n_rows, g.shape[1]))
+                .index_add_(0, slot, g)
+                .reshape(n_atoms, self.n_pairs, -1)
+            )
         return torch.cat(parts, dim=2).reshape(n_atoms, -1)
 
 
