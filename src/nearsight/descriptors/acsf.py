@@ -57,6 +57,20 @@ def _factorise(
     return r_u, r_idx, a_u, a_idx
 
 
+def _outer(
+    radial: torch.Tensor, angular: torch.Tensor, r_idx: torch.Tensor, a_idx: torch.Tensor
+) -> torch.Tensor:
+    """Columns ``radial[:, r_idx[p]] * angular[:, a_idx[p]]``; a plain outer product when the
+    parameters form a radial-major grid (the default sets), a gather otherwise."""
+    n_r, n_a = radial.shape[1], angular.shape[1]
+    if r_idx.shape[0] == n_r * n_a and bool(
+        (r_idx == torch.arange(n_r, device=r_idx.device).repeat_interleave(n_a)).all()
+        and (a_idx == torch.arange(n_a, device=a_idx.device).repeat(n_r)).all()
+    ):
+        return (radial[:, :, None] * angular[:, None, :]).reshape(radial.shape[0], n_r * n_a)
+    return radial[:, r_idx] * angular[:, a_idx]
+
+
 class ACSF(nn.Module):
     """Element-resolved G2, G4 and G5 symmetry functions.
 
@@ -185,7 +199,7 @@ class ACSF(nn.Module):
             angular = (
                 2.0 ** (1.0 - zeta) * (1.0 + lam * cos[:, None]).clamp(min=0.0) ** zeta
             )  # [n_trip, n_ang]
-            g = radial[:, r_idx] * angular[:, a_idx]  # [n_trip, n_par]
+            g = _outer(radial, angular, r_idx, a_idx)  # [n_trip, n_par]
             parts.append(
                 vectors.new_zeros((n_rows, g.shape[1]))
                 .index_add_(0, slot, g)
@@ -202,7 +216,7 @@ class ACSF(nn.Module):
             sin = torch.sqrt(1.0 - c * c)  # >= 0.31, smooth
             cos_shift = c[:, None] * torch.cos(theta_s) + sin[:, None] * torch.sin(theta_s)
             angular = 2.0 ** (1.0 - zeta) * (1.0 + cos_shift) ** zeta  # [n_trip, n_theta]
-            g = radial[:, r_idx] * angular[:, a_idx]  # [n_trip, n_par]
+            g = _outer(radial, angular, r_idx, a_idx)  # [n_trip, n_par]
             parts.append(
                 vectors.new_zeros((n_rows, g.shape[1]))
                 .index_add_(0, slot, g)
