@@ -130,7 +130,9 @@ def _add_label_keys(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nearsight", description="nearsight: machine-learning interatomic potentials")
+    parser = argparse.ArgumentParser(
+        prog="nearsight", description="nearsight: machine-learning interatomic potentials"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model from a YAML config")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from ase.data import atomic_numbers as _SYMBOL_TO_Z
 from nearsight import units
 from nearsight.data.frame import Frame
 
-__all__ = ["read_frames", "read_many", "read_deepmd", "read_mlearn", "read_ase_db", "read_ase"]
+__all__ = ["LabelKeys", "read_frames", "read_many", "read_deepmd", "read_mlearn", "read_ase_db", "read_ase"]
 
 # VASP orders the six stress components xx, yy, zz, xy, yz, zx (checked against
 # finite-strain energy differences of the mlearn silicon "Elastic" set).
@@ -54,6 +55,18 @@ def virial_to_stress(virial: Any, cell: np.ndarray, where: str) -> np.ndarray:
     return -w / volume
 
 
+@dataclass(frozen=True)
+class LabelKeys:
+    """Where labels sit in ``atoms.info`` / ``atoms.arrays`` (or a database row)."""
+
+    energy: str = "energy"
+    forces: str = "forces"
+    stress: str = "stress"
+    virial: str = "virial"
+    config_type: str = "config_type"
+    weight: str = "weight"
+
+
 def _select(items: list[Any], index: int | str | slice) -> list[Any]:
     """Items picked by an ASE-style index (``":"``, ``"-1"``, ``"::2"``, 3, slice)."""
     if isinstance(index, str):
@@ -77,28 +90,23 @@ def _lookup(key: str, *sources: Mapping[str, Any] | None) -> Any:
 
 def _frame_from_atoms(
     atoms: Atoms,
+    keys: LabelKeys,
     *,
     source: str,
     index: int,
     info: Mapping[str, Any],
     arrays: Mapping[str, Any],
-    energy_key: str,
-    forces_key: str,
-    stress_key: str,
-    virial_key: str,
-    config_type_key: str,
-    weight_key: str,
 ) -> Frame:
     """Geometry from ``atoms``; labels from ``info``/``arrays`` or the calculator results."""
     where = f"{source!r}, frame {index}"
     results = atoms.calc.results if atoms.calc is not None else {}
-    energy = _lookup(energy_key, info, results)
-    forces = _lookup(forces_key, arrays, info, results)
-    stress = _lookup(stress_key, info, results)
+    energy = _lookup(keys.energy, info, results)
+    forces = _lookup(keys.forces, arrays, info, results)
+    stress = _lookup(keys.stress, info, results)
     if stress is not None:
         stress = stress_to_3x3(stress, where)
     else:
-        virial = _lookup(virial_key, info, results)
+        virial = _lookup(keys.virial, info, results)
         if virial is not None:
             stress = virial_to_stress(virial, atoms.cell.array, where)
     if energy is not None:
@@ -108,8 +116,8 @@ def _frame_from_atoms(
             raise ValueError(f"{where}: energy {energy!r} is not a single number") from None
     if forces is not None:
         forces = np.asarray(forces, dtype=np.float64)
-    config_type = info.get(config_type_key)
-    weight = info.get(weight_key, 1.0)
+    config_type = info.get(keys.config_type)
+    weight = info.get(keys.weight, 1.0)
     frame = Frame.from_atoms(
         atoms,
         energy=energy,
@@ -120,7 +128,7 @@ def _frame_from_atoms(
         config_type=None if config_type is None else str(config_type),
         weight=float(weight),
     )
-    used = {energy_key, forces_key, stress_key, virial_key, config_type_key, weight_key}
+    used = {keys.energy, keys.forces, keys.stress, keys.virial, keys.config_type, keys.weight}
     frame.info.update({k: v for k, v in info.items() if k not in used})
     return frame
 
@@ -130,12 +138,7 @@ def read_ase(
     format: str | None = None,
     *,
     index: int | str | slice = ":",
-    energy_key: str = "energy",
-    forces_key: str = "forces",
-    stress_key: str = "stress",
-    virial_key: str = "virial",
-    config_type_key: str = "config_type",
-    weight_key: str = "weight",
+    keys: LabelKeys | None = None,
 ) -> list[Frame]:
     """Frames from any file that ``ase.io.read`` can read (extxyz, ...).
 
@@ -150,16 +153,9 @@ def read_ase(
     if isinstance(images, Atoms):
         images = [images]
     numbered = _select(list(enumerate(images)), index)
-    keys = dict(
-        energy_key=energy_key,
-        forces_key=forces_key,
-        stress_key=stress_key,
-        virial_key=virial_key,
-        config_type_key=config_type_key,
-        weight_key=weight_key,
-    )
+    keys = keys or LabelKeys()
     return [
-        _frame_from_atoms(atoms, source=str(path), index=i, info=atoms.info, arrays=atoms.arrays, **keys)
+        _frame_from_atoms(atoms, keys, source=str(path), index=i, info=atoms.info, arrays=atoms.arrays)
         for i, atoms in numbered
     ]
 
@@ -168,26 +164,14 @@ def read_ase_db(
     path: str | Path,
     *,
     index: int | str | slice = ":",
-    energy_key: str = "energy",
-    forces_key: str = "forces",
-    stress_key: str = "stress",
-    virial_key: str = "virial",
-    config_type_key: str = "config_type",
-    weight_key: str = "weight",
+    keys: LabelKeys | None = None,
 ) -> list[Frame]:
     """Frames from an ASE database; labels from the row, ``key_value_pairs`` or ``data``."""
     import ase.db
 
     if not Path(path).exists():
         raise ValueError(f"{str(path)!r}: no such database file")
-    keys = dict(
-        energy_key=energy_key,
-        forces_key=forces_key,
-        stress_key=stress_key,
-        virial_key=virial_key,
-        config_type_key=config_type_key,
-        weight_key=weight_key,
-    )
+    keys = keys or LabelKeys()
     frames = []
     with ase.db.connect(str(path)) as db:
         rows = list(db.select())
@@ -195,7 +179,7 @@ def read_ase_db(
         atoms = row.toatoms()
         data = dict(row.data)
         info = {**data, **row.key_value_pairs}
-        frame = _frame_from_atoms(atoms, source=str(path), index=i, info=info, arrays=data, **keys)
+        frame = _frame_from_atoms(atoms, keys, source=str(path), index=i, info=info, arrays=data)
         frame.info["db_id"] = int(row.id)
         frames.append(frame)
     return frames
@@ -399,22 +383,15 @@ def read_frames(
     if not p.exists():
         raise ValueError(f"{str(path)!r}: no such file or directory")
     kind = _detect_format(p, format)
-    keys = dict(
-        energy_key=energy_key,
-        forces_key=forces_key,
-        stress_key=stress_key,
-        virial_key=virial_key,
-        config_type_key=config_type_key,
-        weight_key=weight_key,
-    )
+    keys = LabelKeys(energy_key, forces_key, stress_key, virial_key, config_type_key, weight_key)
     if kind == "deepmd":
         frames = read_deepmd(path, index=index, type_map=type_map)
     elif kind == "mlearn":
         frames = read_mlearn(path, index=index)
     elif kind == "db":
-        frames = read_ase_db(path, index=index, **keys)
+        frames = read_ase_db(path, index=index, keys=keys)
     else:
-        frames = read_ase(path, format=format, index=index, **keys)
+        frames = read_ase(path, format=format, index=index, keys=keys)
     if validate:
         from nearsight.data.validate import validate_frames
 
