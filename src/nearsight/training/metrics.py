@@ -18,6 +18,21 @@ from ..data.neighbours import collate, frame_to_graph
 from ..models.forcefield import ForceField
 
 
+def split_predictions(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> list[dict]:
+    """Per-frame numpy ``energy``, ``forces`` (and ``stress`` if computed) from batched outputs."""
+    energy = out[keys.ENERGY].detach().double().numpy()
+    forces = out[keys.FORCES].detach().double().numpy()
+    stress = out[keys.STRESS].detach().double().numpy() if keys.STRESS in out else None
+    offsets = np.concatenate([[0], np.cumsum(batch[keys.N_ATOMS].numpy())])
+    results = []
+    for k in range(len(offsets) - 1):
+        res = {"energy": energy[k], "forces": forces[offsets[k] : offsets[k + 1]]}
+        if stress is not None:
+            res["stress"] = stress[k]
+        results.append(res)
+    return results
+
+
 def predict(
     model: nn.Module,
     frames: Sequence[Frame],
@@ -36,15 +51,7 @@ def predict(
         batch = collate(graphs[start : start + batch_size])
         batch = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in batch.items()}
         out = ff(batch, forces=True, stress=want_stress)
-        energy = out[keys.ENERGY].detach().double().numpy()
-        forces = out[keys.FORCES].detach().double().numpy()
-        counts = batch[keys.N_ATOMS].numpy()
-        offsets = np.concatenate([[0], np.cumsum(counts)])
-        for k in range(len(counts)):
-            res = {"energy": energy[k], "forces": forces[offsets[k] : offsets[k + 1]]}
-            if want_stress:
-                res["stress"] = out[keys.STRESS][k].detach().double().numpy()
-            results.append(res)
+        results += split_predictions(out, batch)
     return results
 
 

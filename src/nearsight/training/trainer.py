@@ -31,7 +31,7 @@ from ..models.bpnn import BehlerParrinello
 from ..models.forcefield import ForceField, edge_vectors
 from ..models.io import save_model
 from .loss import EnergyForceLoss
-from .metrics import compute_metrics, predict, write_json
+from .metrics import compute_metrics, split_predictions, write_json
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -204,19 +204,17 @@ class Trainer:
         return opt, sched
 
     def _valid_loss(self) -> tuple[float, dict]:
+        """Validation loss and metrics from one pass over the validation graphs."""
         t = self.config["training"]
-        stress = self.loss_fn.needs_stress
-        total, n = 0.0, 0
+        stress = self.loss_fn.needs_stress or any(f.pbc.all() for f in self.valid_frames)
+        total, n, preds = 0.0, 0, []
         for start in range(0, len(self.valid_graphs), t["eval_batch_size"]):
             batch = collate(self.valid_graphs[start : start + t["eval_batch_size"]])
-            out = self.forcefield(batch, forces=True, stress=stress)
-            out = {k: v.detach() for k, v in out.items()}
+            out = {k: v.detach() for k, v in self.forcefield(batch, forces=True, stress=stress).items()}
             n_g = batch[keys.N_ATOMS].shape[0]
             total += float(self.loss_fn(out, batch)) * n_g
             n += n_g
-        preds = predict(
-            self.model, self.valid_frames, t["eval_batch_size"], self.dtype, graphs=self.valid_graphs
-        )
+            preds += split_predictions(out, batch)
         return total / max(n, 1), compute_metrics(self.valid_frames, preds)
 
     # ----------------------------------------------------------------- train
