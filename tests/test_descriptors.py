@@ -21,22 +21,26 @@ def fc(r, rc):
     return 0.5 * (math.cos(math.pi * r / rc) + 1) if r < rc else 0.0
 
 
-def reference_acsf(atoms, species, rc, rca, g2, g4, g5, ga):
-    """Direct evaluation over explicit periodic images (slow, obvious)."""
+def reference_acsf(atoms, species, rc, rca, g2, g3, g4, g5, ga):
+    """Direct evaluation over explicit periodic images (slow, obvious), in DScribe's order:
+    per element [G1, G2s, G3s], then per element pair (a >= b, at a(a+1)/2 + b) [G4s, G5s, GAs]."""
     from ase.neighborlist import neighbor_list
 
     i_list, j_list, D = neighbor_list("ijD", atoms, rc)
-    pairs = [(a, b) for a in range(len(species)) for b in range(a, len(species))]
+    pairs = [(a, b) for a in range(len(species)) for b in range(a + 1)]
     out = []
     for i in range(len(atoms)):
         mask = i_list == i
         js, vecs = j_list[mask], D[mask]
         zj = [species.index(atoms.numbers[j]) for j in js]
-        rad = np.zeros((len(species), len(g2)))
+        rad = np.zeros((len(species), 1 + len(g2) + len(g3)))
         for z, v in zip(zj, vecs):
             r = np.linalg.norm(v)
+            rad[z, 0] += fc(r, rc)
             for p, (eta, rs) in enumerate(g2):
-                rad[z, p] += math.exp(-eta * (r - rs) ** 2) * fc(r, rc)
+                rad[z, 1 + p] += math.exp(-eta * (r - rs) ** 2) * fc(r, rc)
+            for p, kappa in enumerate(g3):
+                rad[z, 1 + len(g2) + p] += math.cos(kappa * r) * fc(r, rc)
         ang = np.zeros((len(pairs), len(g4) + len(g5) + len(ga)))
         for a, b in itertools.combinations(range(len(js)), 2):
             u, w = vecs[a], vecs[b]
@@ -45,7 +49,7 @@ def reference_acsf(atoms, species, rc, rca, g2, g4, g5, ga):
                 continue
             rjk = np.linalg.norm(w - u)
             cos = u @ w / (rij * rik)
-            slot = pairs.index(tuple(sorted((zj[a], zj[b]))))
+            slot = pairs.index(tuple(sorted((zj[a], zj[b]), reverse=True)))
             col = 0
             for eta, zeta, lam in g4:
                 ang[slot, col] += (
@@ -94,6 +98,7 @@ def _compute(acsf, atoms):
 
 def test_acsf_matches_direct_loop_molecule_and_crystal():
     g2 = [(0.5, 0.0), (2.0, 1.5), (4.0, 3.0)]
+    g3 = [0.8, 2.1]
     g4 = [(0.01, 1.0, 1.0), (0.05, 4.0, -1.0)]
     g5 = [(0.02, 2.0, 1.0)]
     ga = [(3.0, 8.0, 1.2, 0.5), (2.0, 32.0, 2.0, 2.5)]
@@ -102,9 +107,9 @@ def test_acsf_matches_direct_loop_molecule_and_crystal():
     sic = bulk("SiC", "zincblende", a=4.36)  # cell smaller than 2 r_c: many images
     sic.rattle(0.03, seed=4)
     for atoms, species in ((mol, [1, 6, 8]), (sic, [6, 14])):
-        acsf = ACSF(species, 4.5, g2, g4, g5, ga, r_cut_angular=3.8)
+        acsf = ACSF(species, 4.5, g2, g3, g4, g5, ga_params=ga, r_cut_angular=3.8)
         ours = _compute(acsf, atoms)
-        ref = reference_acsf(atoms, species, 4.5, 3.8, g2, g4, g5, ga)
+        ref = reference_acsf(atoms, species, 4.5, 3.8, g2, g3, g4, g5, ga)
         assert ours.shape == (len(atoms), acsf.n_features) == ref.shape
         np.testing.assert_allclose(ours, ref, rtol=1e-10, atol=1e-12)
 
@@ -121,7 +126,7 @@ def test_default_params_and_errors():
     p = default_acsf_params(5.0, 8, 3.5, angular="ani", n_angle_sections=4, n_angular_shifts=2)
     assert len(p["g2_params"]) == 8 and len(p["ga_params"]) == 8
     acsf = ACSF([8, 1], 5.0, **p, r_cut_angular=3.5)
-    assert acsf.species == [1, 8] and acsf.n_features == 2 * 8 + 3 * 8
+    assert acsf.species == [1, 8] and acsf.n_features == 2 * (1 + 8) + 3 * 8
     import pytest
 
     with pytest.raises(ValueError, match="angular must be"):

@@ -1,8 +1,11 @@
-"""Atom-centred symmetry functions (Behler, J. Chem. Phys. 134, 074106, 2011), in torch.
+"""Atom-centred symmetry functions (Behler, J. Chem. Phys. 134, 074106, 2011), in torch,
+with DScribe's conventions and feature order.
 
-Radial, resolved by the neighbour's element:
+Radial, resolved by the neighbour's element (f_c(r) = ½ [cos(π r / r_c) + 1] for r < r_c):
 
+    G1_i = Σ_j f_c(r_ij)
     G2_i = Σ_j exp(-η (r_ij - r_s)²) f_c(r_ij)
+    G3_i = Σ_j cos(κ r_ij) f_c(r_ij)
 
 Angular, resolved by the unordered element pair of the two neighbours, each
 unordered neighbour pair counted once:
@@ -10,17 +13,23 @@ unordered neighbour pair counted once:
     G4_i = 2^(1-ζ) Σ_{j<k} (1 + λ cos θ_ijk)^ζ exp(-η (r_ij² + r_ik² + r_jk²)) f_c(r_ij) f_c(r_ik) f_c(r_jk)
     G5_i = 2^(1-ζ) Σ_{j<k} (1 + λ cos θ_ijk)^ζ exp(-η (r_ij² + r_ik²)) f_c(r_ij) f_c(r_ik)
 
-and the angle- and distance-shifted angular function of ANI (Smith, Isayev &
+(2^(1-ζ) (1 + λ cos θ)^ζ is DScribe's 2 [½ (1 + λ cos θ)]^ζ), and, as an extension beyond
+DScribe, the angle- and distance-shifted angular function of ANI (Smith, Isayev &
 Roitberg, Chem. Sci. 8, 3192, 2017), which resolves angles and distances finer:
 
     GA_i = 2^(1-ζ) Σ_{j<k} (1 + cos(θ'_ijk - θ_s))^ζ exp(-η ((r_ij + r_ik)/2 - r_s)²) f_c(r_ij) f_c(r_ik)
 
 with θ' = arccos(0.95 cos θ) keeping the derivative finite at θ = 0 and π.
 
-Feature order: for each neighbour element (ascending Z) its G2 block, then for
-each element pair (Z_a <= Z_b, ascending) its G4 block, its G5 block, then
-its GA block.  Everything is differentiable, so forces and stress of a model built on
-these features come from autograd without dense descriptor-derivative arrays.
+Feature order (DScribe's): for each neighbour element (ascending Z) the block
+``[G1, G2 × n_g2, G3 × n_g3]``; then for each unordered element pair the block
+``[G4 × n_g4, G5 × n_g5, GA × n_ga]``, pairs ordered as DScribe does: species
+indices (a, b) with a >= b at position a (a + 1) / 2 + b, i.e. (0,0), (1,0), (1,1),
+(2,0), (2,1), (2,2), ...  Without GA parameters and with ``r_cut_angular = r_cut``
+the output equals ``dscribe.descriptors.ACSF(...).create(atoms)``.
+
+Everything is differentiable, so forces and stress of a model built on these features
+come from autograd without dense descriptor-derivative arrays.
 """
 
 from __future__ import annotations
@@ -28,21 +37,65 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
-from torch import nn
 
 from .. import keys
 from ..nn import cosine_cutoff
+from .base import Descriptor, atomic_numbers_of
 from .triplets import unordered_edge_pairs
 
+# Column names of each parameter table, and the checks on them.
+_COLUMNS = {
+    "g2_params": ("eta", "r_s"),
+    "g4_params": ("eta", "zeta", "lambda"),
+    "g5_params": ("eta", "zeta", "lambda"),
+    "ga_params": ("eta", "zeta", "r_s", "theta_s"),
+}
 
-def _params(values: Sequence[Sequence[float]] | None, width: int, name: str) -> torch.Tensor:
-    if not values:
+
+def _as_array(values, name: str, what: str) -> np.ndarray:
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be {what}, got {values!r}") from err
+
+
+def _params(values: Sequence[Sequence[float]] | None, name: str) -> torch.Tensor:
+    """A validated ``[n, width]`` float64 table of one family's parameters (``[0, width]`` if none)."""
+    columns = _COLUMNS[name]
+    width = len(columns)
+    what = f"a list of ({', '.join(columns)}) rows"
+    if values is None:
         return torch.zeros((0, width), dtype=torch.float64)
-    t = torch.as_tensor([list(map(float, v)) for v in values], dtype=torch.float64)
+    t = _as_array(values, name, what)
+    if t.size == 0:
+        return torch.zeros((0, width), dtype=torch.float64)
     if t.ndim != 2 or t.shape[1] != width:
-        raise ValueError(f"{name} must be a list of {width}-tuples, got {values!r}")
-    return t
+        raise ValueError(f"{name} must be {what}, got shape {t.shape}: {values!r}")
+    if not np.isfinite(t).all():
+        raise ValueError(f"{name} must be finite, got {values!r}")
+    if (t[:, 0] < 0).any():
+        raise ValueError(f"{name}: eta must be >= 0, got {t[:, 0].tolist()}")
+    if name != "g2_params" and (t[:, 1] < 1).any():
+        raise ValueError(f"{name}: zeta must be >= 1 (finite forces at θ = 0, π), got {t[:, 1].tolist()}")
+    if "lambda" in columns and (np.abs(t[:, 2]) > 1).any():
+        raise ValueError(f"{name}: lambda must be in [-1, 1] (usually ±1), got {t[:, 2].tolist()}")
+    return torch.as_tensor(t)
+
+
+def _kappas(values: Sequence[float] | None) -> torch.Tensor:
+    """The validated 1-D table of G3 wave numbers κ."""
+    if values is None:
+        return torch.zeros(0, dtype=torch.float64)
+    t = _as_array(values, "g3_params", "a 1-D list of kappa values")
+    if t.size == 0:
+        return torch.zeros(0, dtype=torch.float64)
+    if t.ndim != 1:
+        raise ValueError(f"g3_params must be a 1-D list of kappa values, got shape {t.shape}: {values!r}")
+    if not np.isfinite(t).all():
+        raise ValueError(f"g3_params must be finite, got {values!r}")
+    return torch.as_tensor(t)
 
 
 def _factorise(
@@ -71,41 +124,54 @@ def _outer(
     return radial[:, r_idx] * angular[:, a_idx]
 
 
-class ACSF(nn.Module):
-    """Element-resolved G2, G4 and G5 symmetry functions.
+class ACSF(Descriptor):
+    """Element-resolved G1-G5 symmetry functions (DScribe's ACSF), plus ANI-style GA.
 
     Args:
-        species: atomic numbers the descriptor resolves.
-        r_cut: radial cutoff (Å).
+        species: the elements the descriptor resolves, atomic numbers or chemical symbols
+            (sorted by atomic number internally).
+        r_cut: cutoff (Å) of G1-G3, and of G4/G5/GA unless ``r_cut_angular`` is given.
         g2_params: ``[(eta, r_s), ...]`` (Å⁻², Å).
-        g4_params: ``[(eta, zeta, lambda), ...]``.
+        g3_params: ``[kappa, ...]`` (Å⁻¹).
+        g4_params: ``[(eta, zeta, lambda), ...]`` (Å⁻², -, -).
         g5_params: ``[(eta, zeta, lambda), ...]``.
-        ga_params: ``[(eta, zeta, r_s, theta_s), ...]`` (Å⁻², -, Å, rad), ANI-style.
-        r_cut_angular: cutoff of the angular terms (defaults to ``r_cut``).
+        ga_params: ``[(eta, zeta, r_s, theta_s), ...]`` (Å⁻², -, Å, rad), ANI-style (our extension).
+        r_cut_angular: cutoff of all angular terms, f_c(r_jk) of G4 included (our extension;
+            defaults to ``r_cut``, DScribe's setting).
+        periodic: whether :meth:`compute` honours the cell and pbc of the ``Atoms`` (DScribe's
+            ``periodic``); ``forward(graph)`` uses whatever neighbour graph it is given.
+
+    G1 is always computed (DScribe always outputs it), so
+    ``n_features = (1 + n_g2 + n_g3) n_elements + (n_g4 + n_g5 + n_ga) n_pairs``.
     """
 
     def __init__(
         self,
-        species: Sequence[int],
+        species: Sequence[int | str],
         r_cut: float,
         g2_params: Sequence[Sequence[float]] | None = None,
+        g3_params: Sequence[float] | None = None,
         g4_params: Sequence[Sequence[float]] | None = None,
         g5_params: Sequence[Sequence[float]] | None = None,
+        *,
         ga_params: Sequence[Sequence[float]] | None = None,
         r_cut_angular: float | None = None,
+        periodic: bool = False,
     ) -> None:
         super().__init__()
-        self.species = sorted(int(z) for z in species)
-        if len(set(self.species)) != len(self.species) or not self.species:
-            raise ValueError(f"species must be distinct atomic numbers, got {species!r}")
+        self.species = atomic_numbers_of(species)
         self.r_cut = float(r_cut)
+        if not (math.isfinite(self.r_cut) and self.r_cut > 0):
+            raise ValueError(f"r_cut must be a positive number, got {r_cut!r}")
         self.r_cut_angular = float(r_cut_angular) if r_cut_angular is not None else self.r_cut
         if not 0 < self.r_cut_angular <= self.r_cut:
             raise ValueError(f"r_cut_angular must be in (0, r_cut], got {self.r_cut_angular}")
-        self.register_buffer("g2", _params(g2_params, 2, "g2_params"))
-        self.register_buffer("g4", _params(g4_params, 3, "g4_params"))
-        self.register_buffer("g5", _params(g5_params, 3, "g5_params"))
-        self.register_buffer("ga", _params(ga_params, 4, "ga_params"))
+        self.periodic = bool(periodic)
+        self.register_buffer("g2", _params(g2_params, "g2_params"))
+        self.register_buffer("g3", _kappas(g3_params))
+        self.register_buffer("g4", _params(g4_params, "g4_params"))
+        self.register_buffer("g5", _params(g5_params, "g5_params"))
+        self.register_buffer("ga", _params(ga_params, "ga_params"))
         # radial columns and angular columns of each angular family
         self._factors = {
             name: _factorise(getattr(self, name), radial, angular)
@@ -115,33 +181,53 @@ class ACSF(nn.Module):
         z_to_index = torch.full((119,), -1, dtype=torch.int64)
         z_to_index[torch.tensor(self.species)] = torch.arange(n)
         self.register_buffer("z_to_index", z_to_index, persistent=False)
+        # DScribe's pair order: (a, b), a >= b, at a (a + 1) / 2 + b
         pair = torch.full((n, n), -1, dtype=torch.int64)
-        count = 0
         for a in range(n):
-            for b in range(a, n):
-                pair[a, b] = pair[b, a] = count
-                count += 1
+            for b in range(a + 1):
+                pair[a, b] = pair[b, a] = a * (a + 1) // 2 + b
         self.register_buffer("pair_index", pair, persistent=False)
-        self.n_pairs = count
+        self.n_pairs = n * (n + 1) // 2
+
+    @property
+    def n_radial_per_element(self) -> int:
+        """Features per neighbour element: G1, the G2s and the G3s."""
+        return 1 + self.g2.shape[0] + self.g3.shape[0]
+
+    @property
+    def n_angular_per_pair(self) -> int:
+        """Features per element pair: the G4s, G5s and GAs."""
+        return self.g4.shape[0] + self.g5.shape[0] + self.ga.shape[0]
 
     @property
     def n_features(self) -> int:
-        n = len(self.species)
-        return n * self.g2.shape[0] + self.n_pairs * (self.g4.shape[0] + self.g5.shape[0] + self.ga.shape[0])
+        return len(self.species) * self.n_radial_per_element + self.n_pairs * self.n_angular_per_pair
 
     def get_config(self) -> dict:
         return {
-            "species": self.species,
+            "species": list(self.species),
             "r_cut": self.r_cut,
             "g2_params": self.g2.tolist(),
+            "g3_params": self.g3.tolist(),
             "g4_params": self.g4.tolist(),
             "g5_params": self.g5.tolist(),
             "ga_params": self.ga.tolist(),
             "r_cut_angular": self.r_cut_angular,
+            "periodic": self.periodic,
         }
 
+    def extra_repr(self) -> str:
+        return (
+            f"species={self.species}, r_cut={self.r_cut}, r_cut_angular={self.r_cut_angular}, "
+            f"n_g2={self.g2.shape[0]}, n_g3={self.g3.shape[0]}, n_g4={self.g4.shape[0]}, "
+            f"n_g5={self.g5.shape[0]}, n_ga={self.ga.shape[0]}, periodic={self.periodic}"
+        )
+
     def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Descriptors ``[n_atoms, n_features]`` from ``graph[keys.EDGE_VECTORS]``."""
+        """Descriptors ``[n_atoms, n_features]`` from ``graph[keys.EDGE_VECTORS]``.
+
+        The graph may have been built with any cutoff >= ``r_cut``; edges beyond it add nothing.
+        """
         vectors = graph[keys.EDGE_VECTORS]  # [n_edges, 3]
         centres = graph[keys.EDGE_INDEX][0]
         neighbours = graph[keys.EDGE_INDEX][1]
@@ -150,16 +236,20 @@ class ACSF(nn.Module):
         dtype = vectors.dtype
         n_el = len(self.species)
         r = torch.linalg.vector_norm(vectors, dim=-1)  # [n_edges]
-        blocks = []
+        fc = cosine_cutoff(r, self.r_cut)[:, None]  # [n_edges, 1]
+        columns = [fc]  # G1
         if self.g2.shape[0]:
             eta, rs = self.g2.to(dtype).unbind(-1)
-            g2 = torch.exp(-eta * (r[:, None] - rs) ** 2) * cosine_cutoff(r, self.r_cut)[:, None]
-            slot = centres * n_el + element[neighbours]  # [n_edges]
-            out = vectors.new_zeros((n_atoms * n_el, g2.shape[1])).index_add_(0, slot, g2)
-            blocks.append(out.reshape(n_atoms, -1))
-        if self.g4.shape[0] or self.g5.shape[0] or self.ga.shape[0]:
+            columns.append(torch.exp(-eta * (r[:, None] - rs) ** 2) * fc)
+        if self.g3.shape[0]:
+            columns.append(torch.cos(r[:, None] * self.g3.to(dtype)) * fc)
+        radial = torch.cat(columns, dim=1) if len(columns) > 1 else fc  # [n_edges, n_radial]
+        slot = centres * n_el + element[neighbours]  # [n_edges]
+        out = vectors.new_zeros((n_atoms * n_el, radial.shape[1])).index_add_(0, slot, radial)
+        blocks = [out.reshape(n_atoms, -1)]
+        if self.n_angular_per_pair:
             blocks.append(self._angular(vectors, r, centres, neighbours, element, n_atoms))
-        return torch.cat(blocks, dim=1)
+        return torch.cat(blocks, dim=1) if len(blocks) > 1 else blocks[0]
 
     def _factor(self, name: str, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The factor tables of one family on ``like``'s device and dtype."""

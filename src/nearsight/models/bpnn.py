@@ -3,7 +3,7 @@
     E = Σ_i ε_i,   ε_i = s · NN_{Z_i}((G_i - μ) / σ) + e_{Z_i}
 
 One feed-forward network per element, shared by all atoms of that element;
-G_i are atom-centred symmetry functions; μ, σ are descriptor statistics of the
+G_i are local descriptors (atom-centred symmetry functions or SOAP); μ, σ are descriptor statistics of the
 training set; e_Z are per-element reference energies and s an energy scale.
 """
 
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .. import keys
-from ..descriptors.acsf import ACSF
+from ..descriptors import build_descriptor
 from ..nn import MLP
 
 
@@ -38,7 +38,11 @@ def element_indices(z_to_index: torch.Tensor, numbers: torch.Tensor, species: Se
 
 
 class BehlerParrinello(nn.Module):
-    """ACSF descriptors -> per-element MLP -> atomic energies ``[n_atoms]``."""
+    """Descriptors (ACSF or SOAP) -> per-element MLP -> atomic energies ``[n_atoms]``.
+
+    ``descriptor`` is ``{"type": "acsf" | "soap", **arguments of that class}``; without
+    ``type`` it is ACSF.
+    """
 
     model_type = "bpnn"
 
@@ -51,10 +55,9 @@ class BehlerParrinello(nn.Module):
     ) -> None:
         super().__init__()
         self.species = sorted(int(z) for z in species)
-        self.descriptor = ACSF(
-            species=self.species, **{k: v for k, v in descriptor.items() if k != "species"}
-        )
-        self.cutoff = self.descriptor.r_cut
+        self.descriptor_type = descriptor.get("type", "acsf")
+        self.descriptor = build_descriptor(descriptor, self.species)
+        self.cutoff = self.descriptor.neighbour_cutoff
         self.hidden = [int(h) for h in hidden]
         self.activation = activation
         n_feat = self.descriptor.n_features
@@ -69,7 +72,7 @@ class BehlerParrinello(nn.Module):
         self.register_buffer("z_to_index", z_to_index, persistent=False)
 
     def get_config(self) -> dict:
-        desc = self.descriptor.get_config()
+        desc = {"type": self.descriptor_type, **self.descriptor.get_config()}
         desc.pop("species")
         return {
             "species": self.species,

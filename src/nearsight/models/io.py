@@ -25,7 +25,7 @@ from ..units import UNITS
 from .bpnn import BehlerParrinello
 
 FORMAT = "nearsight-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: ACSF with G1 and DScribe pair order; descriptor type recorded
 MODEL_TYPES: dict[str, type[nn.Module]] = {"bpnn": BehlerParrinello}
 
 
@@ -79,6 +79,11 @@ def model_from_dict(data: dict, source: str = "<dict>") -> nn.Module:
         raise ValueError(
             f"{source}: model format {data['format_version']} is newer than this nearsight "
             f"({__version__}) reads ({FORMAT_VERSION}); upgrade nearsight"
+        )
+    if data.get("format_version", 0) < FORMAT_VERSION:
+        raise ValueError(
+            f"{source}: model format {data.get('format_version')} predates the descriptor layout this "
+            f"nearsight ({__version__}) uses (format {FORMAT_VERSION}); retrain the model"
         )
     if data.get("units") != UNITS:
         raise ValueError(f"{source}: model units {data.get('units')} differ from nearsight's {UNITS}")

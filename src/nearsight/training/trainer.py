@@ -54,6 +54,18 @@ def load_split(paths: str | list[str] | None, data_cfg: dict) -> list[Frame]:
 def build_model(model_cfg: dict, species: Sequence[int]) -> nn.Module:
     """A model from the ``model`` section of a config."""
     cutoff = float(model_cfg["cutoff"])
+    if model_cfg["descriptor"] == "soap":
+        weighting = model_cfg["weighting"] or {"function": "poly", "r0": cutoff, "c": 1.0, "m": 2.0}
+        descriptor = {
+            "type": "soap",
+            "r_cut": cutoff,
+            "n_max": model_cfg["n_max"],
+            "l_max": model_cfg["l_max"],
+            "sigma": model_cfg["sigma"],
+            "rbf": model_cfg["rbf"],
+            "weighting": weighting,
+        }
+        return BehlerParrinello(species, descriptor, model_cfg["hidden"], model_cfg["activation"])
     r_ang = model_cfg["cutoff_angular"]
     params = default_acsf_params(
         cutoff,
@@ -64,7 +76,7 @@ def build_model(model_cfg: dict, species: Sequence[int]) -> nn.Module:
         model_cfg["n_angle_sections"],
         model_cfg["n_angular_shifts"],
     )
-    for key in ("g2_params", "g4_params", "g5_params", "ga_params"):
+    for key in ("g2_params", "g3_params", "g4_params", "g5_params", "ga_params"):
         if model_cfg[key] is not None:
             params[key] = model_cfg[key]
     descriptor = {"r_cut": cutoff, "r_cut_angular": r_ang, **params}

@@ -1,0 +1,495 @@
+"""Smooth Overlap of Atomic Positions: the partial power spectrum, in torch.
+
+Bartók, Kondor & Csányi, Phys. Rev. B 87, 184115 (2013) (with its erratum); element
+resolution as in De, Bartók, Csányi & Ceriotti, PCCP 18, 13754 (2016).  Conventions,
+radial bases and feature order are DScribe's (Himanen et al., Comput. Phys. Commun.
+247, 106949, 2020), so the two compare element by element.
+
+The neighbour density of element Z around atom i is a sum of unnormalised Gaussians,
+
+    ρ_i^Z(r) = Σ_{j ∈ Z} w(r_ij) exp(-|r - r_ij|² / 2σ²),
+
+the centre atom included.  It is expanded in radial functions g_nl and real spherical
+harmonics Y_lm over all space, c^Z_nlm = ∫ g_nl(r) Y_lm(r̂) ρ_i^Z(r) d³r, and
+
+    p^{ZZ'}_{nn'l} = π √(8/(2l+1)) Σ_m c^Z_nlm c^Z'_n'lm.
+
+Radial bases:
+
+* ``"gto"``: g_nl(r) = Σ_k β_nkl r^l exp(-α_kl r²), the α decaying to 10⁻³ at n_max
+  distances evenly spaced on [1 Å, r_cut], Löwdin-orthonormalised.  The integral is
+  analytic: with η = 1/2σ²,
+
+      c_nlm = π^{3/2} Σ_j w_j Σ_k β_nkl η^l/(α_kl+η)^{l+3/2} exp(-α_kl η r_j²/(α_kl+η)) r_j^l Y_lm(r̂_j).
+
+  Atoms are included up to r_cut + σ √(-2 ln 10⁻³) (DScribe's padding).
+* ``"polynomial"``: g_n(r) = Σ_k β_nk (r_cut - r)^{k+2} on [0, r_cut], orthonormalised,
+  integrated radially on DScribe's 100-point Gauss-Legendre grid with its recurrence for
+  the modified spherical Bessel functions (including its truncations), so values match.
+
+Optional weighting of each neighbour's Gaussian (DScribe's ``weighting`` dict):
+``{"function": "poly", "r0", "c", "m"}``: w = c (1 + 2x³ - 3x²)^m for x = r/r0 <= 1, else 0,
+which makes the descriptor (and a potential built on it) smooth at r0;
+``"pow"``: w = c / (d + (r/r0)^m); ``"exp"``: w = c / (d + exp(-r/r0)); ``"w0"``: the
+weight of the centre atom.
+
+Everything is differentiable; forces and stress of a model on SOAP come from autograd.
+Work and memory are linear in the number of atoms: per-edge terms are accumulated in
+chunks, so no ``[n_edges, n_max, (l_max+1)²]`` array ever exists at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .. import keys
+from .base import Descriptor, atomic_numbers_of
+
+_DECAY = 1e-3  # DScribe: GTOs decay to this at their radii; Gaussian padding threshold
+_CHUNK_ELEMENTS = 1 << 22  # per-edge working set of one chunk, in scalars
+
+
+def gto_basis(r_cut: float, n_max: int, l_max: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exponents ``alpha [l_max+1, n_max]`` and orthonormalising ``beta [l_max+1, n_max, n_max]``."""
+    from scipy.linalg import inv, sqrtm
+    from scipy.special import gamma
+
+    radii = np.linspace(1.0, r_cut, n_max)
+    alphas = np.zeros((l_max + 1, n_max))
+    betas = np.zeros((l_max + 1, n_max, n_max))
+    for l in range(l_max + 1):
+        a = -np.log(_DECAY / radii**l) / radii**2
+        overlap = 0.5 * gamma(l + 1.5) * (a[:, None] + a[None, :]) ** (-l - 1.5)
+        b = sqrtm(inv(overlap))
+        if np.iscomplexobj(b):
+            raise ValueError(
+                f"the GTO basis (r_cut={r_cut}, n_max={n_max}, l={l}) cannot be orthonormalised in "
+                "real numbers; lower n_max or raise r_cut"
+            )
+        alphas[l], betas[l] = a, b
+    return alphas, betas
+
+
+def gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Legendre nodes and weights on [-1, 1], Newton-polished in extended precision so
+    the nodes are correctly rounded (the polynomial basis is ill-conditioned enough for
+    one-ulp differences in the nodes to show)."""
+    x = np.polynomial.legendre.leggauss(n)[0].astype(np.longdouble)
+
+    def legendre(x):
+        p0, p1 = np.ones_like(x), x.copy()
+        for k in range(2, n + 1):
+            p0, p1 = p1, ((2 * k - 1) * x * p1 - (k - 1) * p0) / k
+        return p1, n * (x * p1 - p0) / (x * x - 1)
+
+    for _ in range(3):
+        p, dp = legendre(x)
+        x = x - p / dp
+    _, dp = legendre(x)
+    return x.astype(np.float64), (2 / ((1 - x * x) * dp * dp)).astype(np.float64)
+
+
+def polynomial_basis(r_cut: float, n_max: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Quadrature nodes ``r [100]``, weights ``[100]`` (on [-1, 1]) and basis values ``g [n_max, 100]``."""
+    from scipy.linalg import sqrtm
+
+    # Overlaps ∫ (r_c - r)^(a+2) (r_c - r)^(b+2) r² dr, evaluated term by term as DScribe does:
+    # the matrix is ill-conditioned for large n_max, so its rounding decides the basis.
+    overlap = np.zeros((n_max, n_max))
+    for a in range(1, n_max + 1):
+        for b in range(1, n_max + 1):
+            overlap[a - 1, b - 1] = (2 * r_cut ** (7 + a + b)) / ((5 + a + b) * (6 + a + b) * (7 + a + b))
+    betas = sqrtm(np.linalg.inv(overlap))
+    if np.iscomplexobj(betas):
+        raise ValueError(
+            f"the polynomial basis (r_cut={r_cut}, n_max={n_max}) cannot be orthonormalised in "
+            "real numbers; lower n_max"
+        )
+    x, weights = gauss_legendre(100)
+    r = r_cut * 0.5 * (x + 1.0)
+    values = np.stack([(r_cut - np.clip(r, 0.0, r_cut)) ** (k + 2) for k in range(1, n_max + 1)])
+    return r, weights, betas @ values
+
+
+def real_solid_harmonics(vec: torch.Tensor, l_max: int, dim: int = -1) -> torch.Tensor:
+    """``r^l Y_lm(r̂)`` for orthonormal real spherical harmonics, ``[..., (l_max+1)²]`` (the
+    harmonics axis inserted at ``dim`` of the output).
+
+    Columns run l = 0..l_max and, within l, m = -l..l (sine terms for m < 0).  Built by
+    the Cartesian recurrences of the regular solid harmonics, so there is no division by r.
+    """
+    x, y, z = vec.unbind(-1)
+    r2 = x * x + y * y + z * z
+    one = torch.ones_like(x)
+    cos: dict[tuple[int, int], torch.Tensor] = {(0, 0): one}
+    sin: dict[tuple[int, int], torch.Tensor] = {(0, 0): torch.zeros_like(x)}
+    for m in range(1, l_max + 1):
+        c, s = cos[(m - 1, m - 1)], sin[(m - 1, m - 1)]
+        cos[(m, m)] = (2 * m - 1) * (x * c - y * s)
+        sin[(m, m)] = (2 * m - 1) * (y * c + x * s)
+    for m in range(0, l_max + 1):
+        for l in range(m + 1, l_max + 1):
+            for table in (cos, sin):
+                f = (2 * l - 1) * z * table[(l - 1, m)]
+                if l - 2 >= m:
+                    f = f - (l + m - 1) * r2 * table[(l - 2, m)]
+                table[(l, m)] = f / (l - m)
+    columns = []
+    for l in range(l_max + 1):
+        base = (2 * l + 1) / (4 * math.pi)
+        for m in range(-l, l + 1):
+            a = abs(m)
+            norm = math.sqrt(base * math.factorial(l - a) / math.factorial(l + a))
+            if m == 0:
+                columns.append(norm * cos[(l, 0)])
+            else:
+                columns.append(math.sqrt(2.0) * norm * (cos[(l, a)] if m > 0 else sin[(l, a)]))
+    return torch.stack(columns, dim=dim)
+
+
+def _weighting(weighting: dict | None) -> dict:
+    if not weighting:
+        return {}
+    w = dict(weighting)
+    unknown = set(w) - {"function", "r0", "c", "d", "m", "w0", "threshold"}
+    if unknown:
+        raise ValueError(f"unknown weighting keys {sorted(unknown)} in {weighting!r}")
+    if "w0" in w:
+        if w["w0"] is None or float(w["w0"]) < 0:
+            raise ValueError(f"weighting w0 must be >= 0, got {w['w0']!r}")
+        w["w0"] = float(w["w0"])
+    func = w.get("function")
+    if func is None:
+        return w
+    needed = {"poly": ("r0", "c", "m"), "pow": ("r0", "c", "d", "m"), "exp": ("r0", "c", "d")}
+    if func not in needed:
+        raise ValueError(f"weighting function must be one of {sorted(needed)}, got {func!r}")
+    for key in needed[func]:
+        if key not in w:
+            raise ValueError(f"weighting function {func!r} needs {key!r}, got {weighting!r}")
+        w[key] = float(w[key])
+        if (key == "r0" and w[key] <= 0) or w[key] < 0:
+            raise ValueError(f"weighting {key} must be {'> 0' if key == 'r0' else '>= 0'}, got {w[key]}")
+    w["threshold"] = float(w.get("threshold", 1e-2))
+    return w
+
+
+class SOAP(Descriptor):
+    """SOAP partial power spectrum with DScribe's arguments and feature order.
+
+    Args:
+        species: elements resolved (atomic numbers or symbols; sorted by Z internally).
+        r_cut: cutoff (Å); may be left ``None`` with a weighting function, as in DScribe.
+        n_max: number of radial basis functions.
+        l_max: largest angular momentum.
+        sigma: Gaussian width σ of the atomic density (Å).
+        rbf: ``"gto"`` or ``"polynomial"``.
+        weighting: DScribe's weighting dict (see the module docstring) or ``None``.
+        periodic: whether ``compute(atoms)`` uses the cell; ``forward`` uses the graph it is given.
+    """
+
+    def __init__(
+        self,
+        species: Sequence[int | str],
+        r_cut: float | None = None,
+        n_max: int = 8,
+        l_max: int = 6,
+        sigma: float = 1.0,
+        rbf: str = "gto",
+        weighting: dict | None = None,
+        periodic: bool = False,
+    ) -> None:
+        super().__init__()
+        self.species = atomic_numbers_of(species)
+        if rbf not in ("gto", "polynomial"):
+            raise ValueError(f"rbf must be 'gto' or 'polynomial', got {rbf!r}")
+        if int(n_max) != n_max or n_max < 1:
+            raise ValueError(f"n_max must be a positive integer, got {n_max!r}")
+        if int(l_max) != l_max or not 0 <= l_max <= 20:
+            raise ValueError(f"l_max must be an integer in [0, 20], got {l_max!r}")
+        if not sigma > 0:
+            raise ValueError(f"sigma must be > 0, got {sigma!r}")
+        self.weighting = _weighting(weighting)
+        if r_cut is None:
+            r_cut = self._inferred_r_cut()
+        if not r_cut or r_cut <= 0:
+            raise ValueError(f"r_cut must be > 0 (or given through a weighting function), got {r_cut!r}")
+        if rbf == "gto" and r_cut <= 1.0:
+            raise ValueError(f"the GTO basis needs r_cut > 1 Å, got {r_cut}")
+        self.r_cut, self.n_max, self.l_max = float(r_cut), int(n_max), int(l_max)
+        self.sigma, self.rbf, self.periodic = float(sigma), rbf, bool(periodic)
+        self.eta = 1.0 / (2.0 * self.sigma**2)
+        self.padding = self.sigma * math.sqrt(-2.0 * math.log(_DECAY))
+        n_lm = (self.l_max + 1) ** 2
+        lm_to_l = torch.tensor([l for l in range(self.l_max + 1) for _ in range(2 * l + 1)])
+        self.register_buffer("lm_to_l", lm_to_l, persistent=False)
+        if rbf == "gto":
+            alphas, betas = gto_basis(self.r_cut, self.n_max, self.l_max)
+            alphas, betas = torch.as_tensor(alphas), torch.as_tensor(betas)
+            scaled = alphas / (1.0 + alphas / self.eta)  # α η / (α + η)
+            ls = torch.arange(self.l_max + 1, dtype=torch.float64)[:, None]
+            mix = betas * (self.eta**-1.5 * (1.0 + alphas / self.eta) ** -(ls + 1.5))[:, None, :]
+            self.register_buffer("decay", scaled, persistent=False)  # [L, K]
+            self.register_buffer("mix", mix, persistent=False)  # [L, N, K]
+            self_term = math.pi**1.5 / math.sqrt(4 * math.pi) * torch.ones(self.n_max, dtype=torch.float64)
+        else:
+            nodes, weights, values = polynomial_basis(self.r_cut, self.n_max)
+            nodes, weights, values = (torch.as_tensor(a) for a in (nodes, weights, values))
+            project = values * (nodes**2 * weights)[None, :]  # [N, W]
+            self.register_buffer("nodes", nodes, persistent=False)
+            self.register_buffer("project", project, persistent=False)
+            self_term = 0.5 / math.sqrt(math.pi) * (project * torch.exp(-self.eta * nodes**2)).sum(-1)
+        self.register_buffer("self_term", self_term, persistent=False)  # [N or K]
+        prefactor = torch.tensor(
+            [math.pi * math.sqrt(8.0 / (2 * l + 1)) for l in range(self.l_max + 1)], dtype=torch.float64
+        )
+        if rbf == "polynomial":
+            prefactor = prefactor * (2.0 * math.pi * self.r_cut) ** 2
+        self._set_feature_index(prefactor)
+        n = len(self.species)
+        z_to_index = torch.full((119,), -1, dtype=torch.int64)
+        z_to_index[torch.tensor(self.species)] = torch.arange(n)
+        self.register_buffer("z_to_index", z_to_index, persistent=False)
+        self._n_lm = n_lm
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def _inferred_r_cut(self) -> float | None:
+        w = self.weighting
+        func = w.get("function")
+        if func == "poly":
+            return w["r0"]
+        if func == "pow":
+            return w["r0"] * (w["c"] / w["threshold"] - w["d"]) ** (1.0 / w["m"])
+        if func == "exp":
+            return w["r0"] * math.log(w["c"] / w["threshold"] - w["d"])
+        return None
+
+    @property
+    def neighbour_cutoff(self) -> float:
+        """r_cut plus the Gaussian padding; the weighting radius where it has compact support."""
+        full = self.r_cut + self.padding
+        if self.weighting.get("function") == "poly":
+            return min(full, self.weighting["r0"])
+        return full
+
+    @property
+    def n_features(self) -> int:
+        sn = len(self.species) * self.n_max
+        return sn * (sn + 1) // 2 * (self.l_max + 1)
+
+    def get_config(self) -> dict:
+        return {
+            "species": self.species,
+            "r_cut": self.r_cut,
+            "n_max": self.n_max,
+            "l_max": self.l_max,
+            "sigma": self.sigma,
+            "rbf": self.rbf,
+            "weighting": {k: v for k, v in self.weighting.items()} or None,
+            "periodic": self.periodic,
+        }
+
+    def get_location(self, pair: tuple[int | str, int | str]) -> slice:
+        """Columns of the element pair ``(Z1, Z2)`` in the output (DScribe's ``get_location``)."""
+        z1, z2 = (atomic_numbers_of([p])[0] for p in pair)
+        if z1 not in self.species or z2 not in self.species:
+            raise ValueError(f"pair {pair!r} not in the descriptor's species {self.species}")
+        a, b = sorted((self.species.index(z1), self.species.index(z2)))
+        return self._pair_slices[(a, b)]
+
+    def _set_feature_index(self, prefactor: torch.Tensor) -> None:
+        """Flat indices into ``[L, S·N, S·N]`` of each feature, in DScribe's order."""
+        n_el, n = len(self.species), self.n_max
+        sn = n_el * n
+        flat, pref = [], []
+        self._pair_slices = {}
+        for a in range(n_el):
+            for b in range(a, n_el):
+                start = len(flat)
+                for l in range(self.l_max + 1):
+                    for i in range(n):
+                        for j in range(i if a == b else 0, n):
+                            flat.append((l * sn + a * n + i) * sn + b * n + j)
+                            pref.append(float(prefactor[l]))
+                self._pair_slices[(a, b)] = slice(start, len(flat))
+        self.register_buffer("feature_index", torch.tensor(flat), persistent=False)
+        self.register_buffer("feature_prefactor", torch.tensor(pref, dtype=torch.float64), persistent=False)
+
+    # -- computation -----------------------------------------------------------------------
+
+    def _weights(self, r: torch.Tensor) -> torch.Tensor | None:
+        w = self.weighting
+        func = w.get("function")
+        if func is None:
+            return None
+        x = r / w["r0"]
+        if func == "poly":
+            inside = x <= 1.0
+            xc = torch.where(inside, x, torch.ones_like(x))
+            return torch.where(
+                inside, w["c"] * (1.0 + 2.0 * xc**3 - 3.0 * xc**2) ** w["m"], torch.zeros_like(x)
+            )
+        if func == "pow":
+            return w["c"] / (w["d"] + x ** w["m"])
+        return w["c"] / (w["d"] + torch.exp(-x))
+
+    def _centre_weight(self) -> float:
+        w = self.weighting
+        if "w0" in w:
+            return w["w0"]
+        if w.get("function") is None:
+            return 1.0
+        return float(self._weights(torch.zeros(1, dtype=torch.float64))[0])
+
+    def _radial_gto(self, r2: torch.Tensor) -> torch.Tensor:
+        """Primitive radial terms ``[e, L, K]``: exp(-α_kl η r²/(α_kl + η))."""
+        return torch.exp(-self.decay.to(r2.dtype) * r2[:, None, None])
+
+    def _radial_polynomial(self, r2: torch.Tensor) -> torch.Tensor:
+        """Projected radial terms ``[e, L, N]`` by DScribe's radial quadrature."""
+        out = r2.new_empty((r2.shape[0], self.l_max + 1, self.n_max))
+        step = 1024  # keeps the [e, L, 100] work arrays in cache
+        for start in range(0, r2.shape[0], step):
+            out[start : start + step] = self._radial_polynomial_block(r2[start : start + step])
+        return out
+
+    def _radial_polynomial_block(self, r2: torch.Tensor) -> torch.Tensor:
+        ri = torch.sqrt(r2)
+        rw = self.nodes.to(r2.dtype)  # [W]
+        eta = self.eta
+        inv_4ar = (0.25 * (1.0 / eta) * (1.0 / ri))[:, None] * (1.0 / rw)[None, :]  # [e, W]
+        diff = rw[None, :] - ri[:, None]
+        total = rw[None, :] + ri[:, None]
+        # DScribe drops these Gaussians beyond 5 Å (absolute); reproduced for equality
+        minus = torch.where(diff > 5.0, torch.zeros_like(diff), torch.exp(-eta * diff * diff))
+        plus = torch.where(total > 5.0, torch.zeros_like(total), torch.exp(-eta * total * total))
+        # exp(-η(r² + r_i²)) i_l(2η r r_i) by the upward recurrence, negatives clipped, as in DScribe
+        f = [inv_4ar * (minus - plus)]
+        if self.l_max > 0:
+            f.append(inv_4ar * (minus + plus - 2.0 * f[0]))
+        for l in range(2, self.l_max + 1):
+            f.append((f[l - 2] - inv_4ar * (4 * l - 2) * f[l - 1]).clamp(min=0.0))
+        return torch.stack(f, dim=1) @ self.project.to(r2.dtype).T  # [e, L, N]
+
+    def _species_coefficients(
+        self,
+        vec: torch.Tensor,
+        r2: torch.Tensor,
+        row: torch.Tensor,
+        pos: torch.Tensor,
+        n_rows: int,
+        width: int,
+    ) -> torch.Tensor:
+        """Σ over each row's edges of radial ⊗ angular, ``[n_rows, LM, K]``.
+
+        Edges are laid out ``[row, neighbour]`` (zero padded to ``width``) and each l is one
+        batched matrix product, so no per-edge ``[LM, K]`` array is formed.
+        """
+        n_l = self.l_max + 1
+        weights = self._weights(torch.sqrt(r2)) if self.weighting.get("function") else torch.ones_like(r2)
+        mask = vec.new_zeros((n_rows, width)).index_put((row, pos), weights)
+        if self.rbf == "gto":
+            # padded slots hold zero vectors: finite everywhere, masked out of the radial part
+            padded = vec.new_zeros((n_rows, width, 3)).index_put((row, pos), vec)
+            r2p = (padded * padded).sum(-1)
+            rp = torch.exp(-self.decay.to(vec.dtype)[:, None, None, :] * r2p[None, :, :, None])
+            rp = rp * mask[None, :, :, None]  # [L, rows, width, K]
+            ap = real_solid_harmonics(padded, self.l_max, dim=1) * math.pi**1.5  # [rows, LM, width]
+        else:
+            radial = self._radial_polynomial(r2) * weights[:, None, None]  # [e, L, N]
+            rp = vec.new_zeros((n_l, n_rows, width, self.n_max))
+            rp[:, row, pos] = radial.transpose(0, 1)
+            ri = torch.sqrt(r2)
+            powers = torch.stack([ri**l for l in range(n_l)], dim=-1)[:, self.lm_to_l]
+            ap = vec.new_zeros((n_rows, self._n_lm, width))
+            ap[row, :, pos] = real_solid_harmonics(vec, self.l_max) / powers
+        blocks = [torch.bmm(ap[:, l * l : (l + 1) * (l + 1)], rp[l]) for l in range(n_l)]
+        return torch.cat(blocks, dim=1)
+
+    def coefficients(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Expansion coefficients ``[n_atoms, n_species, (l_max+1)², n_max]``."""
+        vec = graph[keys.EDGE_VECTORS]
+        centres, neighbours = graph[keys.EDGE_INDEX][0], graph[keys.EDGE_INDEX][1]
+        numbers = graph[keys.ATOMIC_NUMBERS]
+        n_atoms, n_el = numbers.shape[0], len(self.species)
+        element = self.z_to_index[numbers]
+        if bool((element < 0).any()):
+            raise ValueError(
+                f"atomic numbers {sorted(set(numbers[element < 0].tolist()))} not in species {self.species}"
+            )
+        r2 = (vec * vec).sum(-1)
+        keep = r2 <= self.neighbour_cutoff**2
+        if self.rbf == "polynomial":  # DScribe treats atoms on the centre as the centre
+            keep &= r2 > 1e-12
+        vec, r2 = vec[keep], r2[keep]
+        centres, kind = centres[keep], element[neighbours[keep]]
+        # position of each edge among its centre's neighbours of the same element
+        slot = centres * n_el + kind
+        order = torch.argsort(slot, stable=True)
+        counts = torch.bincount(slot, minlength=n_atoms * n_el)
+        pos = torch.empty_like(slot)
+        pos[order] = (
+            torch.arange(slot.shape[0], device=slot.device) - (torch.cumsum(counts, 0) - counts)[slot[order]]
+        )
+        counts = counts.reshape(n_atoms, n_el)
+        per_edge = 3 * self._n_lm + (self.l_max + 1) * self.n_max * (2 if self.rbf == "gto" else 16)
+        grad = torch.is_grad_enabled() and vec.requires_grad
+        per_species = []
+        for s in range(n_el):
+            sel = torch.nonzero(kind == s).squeeze(-1)
+            sel = sel[torch.argsort(centres[sel], stable=True)]  # no-op for sorted neighbour lists
+            width_all = max(1, int(counts[:, s].max())) if n_atoms else 1
+            step = max(1, _CHUNK_ELEMENTS // (width_all * per_edge))
+            c_vec, c_r2, c_row, c_pos = vec[sel], r2[sel], centres[sel], pos[sel]
+            bounds = torch.searchsorted(
+                c_row, torch.arange(0, n_atoms + step, step, device=vec.device)
+            ).tolist()
+            parts = []
+            for k, a0 in enumerate(range(0, n_atoms, step)):
+                a1 = min(n_atoms, a0 + step)
+                e0, e1 = bounds[k], bounds[k + 1]
+                width = max(1, int(counts[a0:a1, s].max()))
+                args = (c_vec[e0:e1], c_r2[e0:e1], c_row[e0:e1] - a0, c_pos[e0:e1], a1 - a0, width)
+                if grad and step < n_atoms:
+                    from torch.utils.checkpoint import checkpoint  # memory: one chunk at a time
+
+                    parts.append(checkpoint(self._species_coefficients, *args, use_reentrant=False))
+                else:
+                    parts.append(self._species_coefficients(*args))
+            per_species.append(parts[0] if len(parts) == 1 else torch.cat(parts))
+        acc = torch.stack(per_species, dim=1).reshape(n_atoms * n_el, self._n_lm, -1)  # [slots, LM, K]
+        # the centre atom's own Gaussian (only l = 0)
+        centre_slot = torch.arange(n_atoms, device=vec.device) * n_el + element
+        own = (self._centre_weight() * self.self_term.to(vec.dtype)).expand(n_atoms, -1)
+        acc = acc.index_put((centre_slot, torch.zeros_like(centre_slot)), own, accumulate=True)
+        acc = acc.reshape(n_atoms, n_el, self._n_lm, -1)
+        if self.rbf == "gto":
+            acc = torch.einsum("aslk,lnk->asln", acc, self.mix.to(vec.dtype)[self.lm_to_l])
+        return acc
+
+    def power_spectrum(self, coeff: torch.Tensor) -> torch.Tensor:
+        """``[n_atoms, n_features]`` from coefficients, in DScribe's order."""
+        n_atoms, n_el = coeff.shape[0], coeff.shape[1]
+        sn = n_el * self.n_max
+        blocks = []
+        for l in range(self.l_max + 1):
+            c = coeff[:, :, l * l : (l + 1) * (l + 1), :].permute(0, 1, 3, 2).reshape(n_atoms, sn, 2 * l + 1)
+            blocks.append(torch.bmm(c, c.transpose(1, 2)).reshape(n_atoms, sn * sn))
+        full = torch.cat(blocks, dim=1)  # [n_atoms, L·S·N·S·N]
+        return full[:, self.feature_index] * self.feature_prefactor.to(coeff.dtype)
+
+    def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
+        """SOAP ``[n_atoms, n_features]`` from ``graph[keys.EDGE_VECTORS]``."""
+        coeff = self.coefficients(graph)
+        n_atoms = coeff.shape[0]
+        sn = len(self.species) * self.n_max
+        per_atom = (self.l_max + 1) * sn * sn
+        step = max(1, _CHUNK_ELEMENTS // per_atom)
+        if n_atoms <= step:
+            return self.power_spectrum(coeff)
+        return torch.cat([self.power_spectrum(coeff[s : s + step]) for s in range(0, n_atoms, step)])
