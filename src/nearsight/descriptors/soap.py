@@ -51,6 +51,7 @@ from .base import Descriptor, atomic_numbers_of
 
 _DECAY = 1e-3  # DScribe: GTOs decay to this at their radii; Gaussian padding threshold
 _CHUNK_ELEMENTS = 1 << 22  # per-edge working set of one chunk, in scalars
+_SPLIT_EDGES = 20_000  # above this many edges, elements are accumulated one at a time
 
 
 def gto_basis(r_cut: float, n_max: int, l_max: int) -> tuple[np.ndarray, np.ndarray]:
@@ -120,35 +121,44 @@ def real_solid_harmonics(vec: torch.Tensor, l_max: int, dim: int = -1) -> torch.
     harmonics axis inserted at ``dim`` of the output).
 
     Columns run l = 0..l_max and, within l, m = -l..l (sine terms for m < 0).  Built by
-    the Cartesian recurrences of the regular solid harmonics, so there is no division by r.
+    the Cartesian recurrences of the regular solid harmonics, vectorised over m, so there
+    is no division by r and few tensor operations (which matters under double backward):
+
+        F_mm = (2m-1)(x + iy) F_{m-1,m-1},
+        (l-m) F_lm = (2l-1) z F_{l-1,m} - (l+m-1) r² F_{l-2,m},
+
+    with F_lm = r^l P_l^m(cos θ) e^{imφ} held as (real, imaginary) pairs.
     """
-    x, y, z = vec.unbind(-1)
+    x, y, z = vec[..., 0:1], vec[..., 1:2], vec[..., 2:3]
     r2 = x * x + y * y + z * z
-    one = torch.ones_like(x)
-    cos: dict[tuple[int, int], torch.Tensor] = {(0, 0): one}
-    sin: dict[tuple[int, int], torch.Tensor] = {(0, 0): torch.zeros_like(x)}
-    for m in range(1, l_max + 1):
-        c, s = cos[(m - 1, m - 1)], sin[(m - 1, m - 1)]
-        cos[(m, m)] = (2 * m - 1) * (x * c - y * s)
-        sin[(m, m)] = (2 * m - 1) * (y * c + x * s)
-    for m in range(0, l_max + 1):
-        for l in range(m + 1, l_max + 1):
-            for table in (cos, sin):
-                f = (2 * l - 1) * z * table[(l - 1, m)]
-                if l - 2 >= m:
-                    f = f - (l + m - 1) * r2 * table[(l - 2, m)]
-                table[(l, m)] = f / (l - m)
-    columns = []
-    for l in range(l_max + 1):
-        base = (2 * l + 1) / (4 * math.pi)
-        for m in range(-l, l + 1):
-            a = abs(m)
-            norm = math.sqrt(base * math.factorial(l - a) / math.factorial(l + a))
-            if m == 0:
-                columns.append(norm * cos[(l, 0)])
-            else:
-                columns.append(math.sqrt(2.0) * norm * (cos[(l, a)] if m > 0 else sin[(l, a)]))
-    return torch.stack(columns, dim=dim)
+    prev2 = None
+    prev = torch.stack([torch.ones_like(x), torch.zeros_like(x)], dim=-2)  # F_0: [..., 2, 1]
+    columns = [prev[..., 0, :] * math.sqrt(1.0 / (4.0 * math.pi))]
+    for l in range(1, l_max + 1):
+        m = torch.arange(l, dtype=vec.dtype, device=vec.device)
+        a = (2 * l - 1) / (l - m)
+        upper = a * z[..., None, :] * prev  # [..., 2, l]
+        if prev2 is not None:
+            b = (l + m[: l - 1] - 1) / (l - m[: l - 1])
+            upper = torch.cat(
+                [upper[..., : l - 1] - b * r2[..., None, :] * prev2, upper[..., l - 1 :]], dim=-1
+            )
+        c, s = prev[..., 0, l - 1 :], prev[..., 1, l - 1 :]
+        diag = torch.stack([x * c - y * s, y * c + x * s], dim=-2) * (2 * l - 1)  # [..., 2, 1]
+        prev2, prev = prev, torch.cat([upper, diag], dim=-1)  # F_l: [..., 2, l+1]
+        norm = torch.tensor(
+            [
+                math.sqrt((2 * l + 1) / (4 * math.pi) * math.factorial(l - k) / math.factorial(l + k))
+                for k in range(l + 1)
+            ],
+            dtype=vec.dtype,
+            device=vec.device,
+        )
+        norm[1:] *= math.sqrt(2.0)
+        scaled = prev * norm  # [..., 2, l+1]
+        columns.append(torch.cat([scaled[..., 1, 1:].flip(-1), scaled[..., 0, :]], dim=-1))
+    out = torch.cat(columns, dim=-1)
+    return out if dim in (-1, out.ndim - 1) else out.movedim(-1, dim)
 
 
 def _weighting(weighting: dict | None) -> dict:
@@ -376,40 +386,87 @@ class SOAP(Descriptor):
             f.append((f[l - 2] - inv_4ar * (4 * l - 2) * f[l - 1]).clamp(min=0.0))
         return torch.stack(f, dim=1) @ self.project.to(r2.dtype).T  # [e, L, N]
 
-    def _species_coefficients(
+    def _chunk_coefficients(
         self,
         vec: torch.Tensor,
         r2: torch.Tensor,
+        kind: torch.Tensor,
         row: torch.Tensor,
         pos: torch.Tensor,
         n_rows: int,
         width: int,
+        n_kinds: int,
     ) -> torch.Tensor:
-        """Σ over each row's edges of radial ⊗ angular, ``[n_rows, LM, K]``.
+        """Σ over each row's (centre's) edges of radial ⊗ angular, ``[n_rows, n_kinds, LM, K]``.
 
-        Edges are laid out ``[row, neighbour]`` (zero padded to ``width``) and each l is one
-        batched matrix product, so no per-edge ``[LM, K]`` array is formed.
+        Edges are laid out ``[row, neighbour]`` (zero padded to ``width``), the neighbour's
+        kind (element) selects its radial columns, and each l is one batched matrix product,
+        so no per-edge ``[LM, K]`` array is formed.
         """
-        n_l = self.l_max + 1
+        n_l, n_el = self.l_max + 1, n_kinds
         weights = self._weights(torch.sqrt(r2)) if self.weighting.get("function") else torch.ones_like(r2)
-        mask = vec.new_zeros((n_rows, width)).index_put((row, pos), weights)
+        select = vec.new_zeros((n_rows, width, n_el)).index_put((row, pos, kind), weights)
         if self.rbf == "gto":
-            # padded slots hold zero vectors: finite everywhere, masked out of the radial part
+            # padded slots hold zero vectors: finite everywhere, and `select` is zero there
             padded = vec.new_zeros((n_rows, width, 3)).index_put((row, pos), vec)
             r2p = (padded * padded).sum(-1)
-            rp = torch.exp(-self.decay.to(vec.dtype)[:, None, None, :] * r2p[None, :, :, None])
-            rp = rp * mask[None, :, :, None]  # [L, rows, width, K]
+            radial = torch.exp(-self.decay.to(vec.dtype)[:, None, None, :] * r2p[None, :, :, None])
             ap = real_solid_harmonics(padded, self.l_max, dim=1) * math.pi**1.5  # [rows, LM, width]
         else:
-            radial = self._radial_polynomial(r2) * weights[:, None, None]  # [e, L, N]
-            rp = vec.new_zeros((n_l, n_rows, width, self.n_max))
-            rp[:, row, pos] = radial.transpose(0, 1)
+            radial = vec.new_zeros((n_l, n_rows, width, self.n_max))
+            radial[:, row, pos] = self._radial_polynomial(r2).transpose(0, 1)
             ri = torch.sqrt(r2)
             powers = torch.stack([ri**l for l in range(n_l)], dim=-1)[:, self.lm_to_l]
             ap = vec.new_zeros((n_rows, self._n_lm, width))
             ap[row, :, pos] = real_solid_harmonics(vec, self.l_max) / powers
+        rp = (radial[:, :, :, None, :] * select[None, :, :, :, None]).reshape(n_l, n_rows, width, -1)
         blocks = [torch.bmm(ap[:, l * l : (l + 1) * (l + 1)], rp[l]) for l in range(n_l)]
-        return torch.cat(blocks, dim=1)
+        return torch.cat(blocks, dim=1).reshape(n_rows, self._n_lm, n_el, -1).transpose(1, 2)
+
+    def _accumulate(
+        self,
+        vec: torch.Tensor,
+        r2: torch.Tensor,
+        kind: torch.Tensor,
+        centres: torch.Tensor,
+        n_atoms: int,
+        n_kinds: int,
+    ) -> torch.Tensor:
+        """Coefficients before radial mixing, ``[n_atoms, n_kinds, LM, K]``, in chunks of whole atoms."""
+        order = torch.argsort(centres, stable=True)  # a no-op for sorted neighbour lists
+        vec, r2, centres, kind = vec[order], r2[order], centres[order], kind[order]
+        counts = torch.bincount(centres, minlength=n_atoms)
+        starts = torch.cumsum(counts, 0) - counts
+        pos = torch.arange(centres.shape[0], device=vec.device) - starts[centres]
+        per_edge = 3 * self._n_lm + (self.l_max + 1) * self.n_max * (2 * n_kinds + 1)
+        width_all = max(1, int(counts.max())) if centres.numel() else 1
+        step = max(1, _CHUNK_ELEMENTS // (width_all * per_edge))
+        bounds = torch.searchsorted(
+            centres, torch.arange(0, n_atoms + step, step, device=vec.device)
+        ).tolist()
+        grad = torch.is_grad_enabled() and vec.requires_grad
+        parts = []
+        for k, a0 in enumerate(range(0, n_atoms, step)):
+            a1 = min(n_atoms, a0 + step)
+            e0, e1 = bounds[k], bounds[k + 1]
+            width = max(1, int(counts[a0:a1].max())) if e1 > e0 else 1
+            args = (
+                vec[e0:e1],
+                r2[e0:e1],
+                kind[e0:e1],
+                centres[e0:e1] - a0,
+                pos[e0:e1],
+                a1 - a0,
+                width,
+                n_kinds,
+            )
+            if grad and step < n_atoms:
+                from torch.utils.checkpoint import checkpoint  # memory: one chunk at a time
+
+                parts.append(checkpoint(self._chunk_coefficients, *args, use_reentrant=False))
+            else:
+                parts.append(self._chunk_coefficients(*args))
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def coefficients(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
         """Expansion coefficients ``[n_atoms, n_species, (l_max+1)², n_max]``."""
@@ -428,41 +485,19 @@ class SOAP(Descriptor):
             keep &= r2 > 1e-12
         vec, r2 = vec[keep], r2[keep]
         centres, kind = centres[keep], element[neighbours[keep]]
-        # position of each edge among its centre's neighbours of the same element
-        slot = centres * n_el + kind
-        order = torch.argsort(slot, stable=True)
-        counts = torch.bincount(slot, minlength=n_atoms * n_el)
-        pos = torch.empty_like(slot)
-        pos[order] = (
-            torch.arange(slot.shape[0], device=slot.device) - (torch.cumsum(counts, 0) - counts)[slot[order]]
-        )
-        counts = counts.reshape(n_atoms, n_el)
-        per_edge = 3 * self._n_lm + (self.l_max + 1) * self.n_max * (2 if self.rbf == "gto" else 16)
-        grad = torch.is_grad_enabled() and vec.requires_grad
-        per_species = []
-        for s in range(n_el):
-            sel = torch.nonzero(kind == s).squeeze(-1)
-            sel = sel[torch.argsort(centres[sel], stable=True)]  # no-op for sorted neighbour lists
-            width_all = max(1, int(counts[:, s].max())) if n_atoms else 1
-            step = max(1, _CHUNK_ELEMENTS // (width_all * per_edge))
-            c_vec, c_r2, c_row, c_pos = vec[sel], r2[sel], centres[sel], pos[sel]
-            bounds = torch.searchsorted(
-                c_row, torch.arange(0, n_atoms + step, step, device=vec.device)
-            ).tolist()
-            parts = []
-            for k, a0 in enumerate(range(0, n_atoms, step)):
-                a1 = min(n_atoms, a0 + step)
-                e0, e1 = bounds[k], bounds[k + 1]
-                width = max(1, int(counts[a0:a1, s].max()))
-                args = (c_vec[e0:e1], c_r2[e0:e1], c_row[e0:e1] - a0, c_pos[e0:e1], a1 - a0, width)
-                if grad and step < n_atoms:
-                    from torch.utils.checkpoint import checkpoint  # memory: one chunk at a time
-
-                    parts.append(checkpoint(self._species_coefficients, *args, use_reentrant=False))
-                else:
-                    parts.append(self._species_coefficients(*args))
-            per_species.append(parts[0] if len(parts) == 1 else torch.cat(parts))
-        acc = torch.stack(per_species, dim=1).reshape(n_atoms * n_el, self._n_lm, -1)  # [slots, LM, K]
+        # Small graphs (training batches) run all elements in one pass: fewer tensor operations.
+        # Large ones run one element at a time: no zero blocks for the other elements' columns.
+        if n_el > 1 and vec.shape[0] > _SPLIT_EDGES:
+            blocks = []
+            for s in range(n_el):
+                sel = torch.nonzero(kind == s).squeeze(-1)
+                blocks.append(
+                    self._accumulate(vec[sel], r2[sel], torch.zeros_like(sel), centres[sel], n_atoms, 1)
+                )
+            acc = torch.cat(blocks, dim=1)
+        else:
+            acc = self._accumulate(vec, r2, kind, centres, n_atoms, n_el)
+        acc = acc.reshape(n_atoms * n_el, self._n_lm, -1)
         # the centre atom's own Gaussian (only l = 0)
         centre_slot = torch.arange(n_atoms, device=vec.device) * n_el + element
         own = (self._centre_weight() * self.self_term.to(vec.dtype)).expand(n_atoms, -1)
