@@ -243,9 +243,9 @@ class SOAP(Descriptor):
             scaled = alphas / (1.0 + alphas / self.eta)  # α η / (α + η)
             ls = torch.arange(self.l_max + 1, dtype=torch.float64)[:, None]
             mix = betas * (self.eta**-1.5 * (1.0 + alphas / self.eta) ** -(ls + 1.5))[:, None, :]
-            self.register_buffer("decay", scaled, persistent=False)  # [L, K]
-            self.register_buffer("mix", mix, persistent=False)  # [L, N, K]
-            self_term = math.pi**1.5 / math.sqrt(4 * math.pi) * torch.ones(self.n_max, dtype=torch.float64)
+            # kept in float64 (plain attributes, untouched by module.to(dtype)): see _chunk_coefficients
+            self._decay64, self._mix64 = scaled, mix  # [L, K], [L, N, K]
+            self_term = math.pi**1.5 / math.sqrt(4 * math.pi) * mix[0].sum(-1)  # r = 0: only l = 0
         else:
             nodes, weights, values = polynomial_basis(self.r_cut, self.n_max)
             nodes, weights, values = (torch.as_tensor(a) for a in (nodes, weights, values))
@@ -356,10 +356,6 @@ class SOAP(Descriptor):
             return 1.0
         return float(self._weights(torch.zeros(1, dtype=torch.float64))[0])
 
-    def _radial_gto(self, r2: torch.Tensor) -> torch.Tensor:
-        """Primitive radial terms ``[e, L, K]``: exp(-α_kl η r²/(α_kl + η))."""
-        return torch.exp(-self.decay.to(r2.dtype) * r2[:, None, None])
-
     def _radial_polynomial(self, r2: torch.Tensor) -> torch.Tensor:
         """Projected radial terms ``[e, L, N]`` by DScribe's radial quadrature."""
         out = r2.new_empty((r2.shape[0], self.l_max + 1, self.n_max))
@@ -410,7 +406,11 @@ class SOAP(Descriptor):
             # padded slots hold zero vectors: finite everywhere, and `select` is zero there
             padded = vec.new_zeros((n_rows, width, 3)).index_put((row, pos), vec)
             r2p = (padded * padded).sum(-1)
-            radial = torch.exp(-self.decay.to(vec.dtype)[:, None, None, :] * r2p[None, :, :, None])
+            # The GTOs are far from orthogonal; their orthonormal combinations cancel strongly, so
+            # they are formed per edge in float64 and only then rounded to the working dtype.
+            decay, mix = self._decay64.to(vec.device), self._mix64.to(vec.device)
+            prim = torch.exp(-decay[:, None, :] * r2p.double().reshape(1, -1, 1))  # [L, rows·width, K]
+            radial = torch.bmm(prim, mix.transpose(1, 2)).to(vec.dtype).reshape(n_l, n_rows, width, -1)
             ap = real_solid_harmonics(padded, self.l_max, dim=1) * math.pi**1.5  # [rows, LM, width]
         else:
             radial = vec.new_zeros((n_l, n_rows, width, self.n_max))
@@ -503,8 +503,6 @@ class SOAP(Descriptor):
         own = (self._centre_weight() * self.self_term.to(vec.dtype)).expand(n_atoms, -1)
         acc = acc.index_put((centre_slot, torch.zeros_like(centre_slot)), own, accumulate=True)
         acc = acc.reshape(n_atoms, n_el, self._n_lm, -1)
-        if self.rbf == "gto":
-            acc = torch.einsum("aslk,lnk->asln", acc, self.mix.to(vec.dtype)[self.lm_to_l])
         return acc
 
     def power_spectrum(self, coeff: torch.Tensor) -> torch.Tensor:
