@@ -151,16 +151,16 @@ def test_real_solid_harmonics_are_orthonormal():
 
 
 @pytest.mark.parametrize("rbf", ["gto", "polynomial"])
-@pytest.mark.parametrize("split", [False, True])
-def test_chunked_and_checkpointed_paths_equal_the_direct_one(monkeypatch, split, rbf):
+@pytest.mark.parametrize("checkpointed", [False, True])
+def test_chunked_and_checkpointed_paths_equal_the_direct_one(monkeypatch, checkpointed, rbf):
     atoms = water_box(n_side=2)
     desc = SOAP(["H", "O"], 4.0, 4, 3, sigma=0.5, rbf=rbf, periodic=True)
     graph = desc.graph(atoms, requires_grad=True)
     direct = desc(graph)
     (g_direct,) = torch.autograd.grad(direct.sum(), graph["positions"])
     monkeypatch.setattr(soap_module, "_CHUNK_ELEMENTS", 4000)  # forces many atom chunks
-    if split:
-        monkeypatch.setattr(soap_module, "_SPLIT_EDGES", 0)  # one element at a time
+    if checkpointed:
+        monkeypatch.setattr(soap_module, "_CHECKPOINT_ELEMENTS", 0)
     graph = desc.graph(atoms, requires_grad=True)
     chunked = desc(graph)
     (g_chunked,) = torch.autograd.grad(chunked.sum(), graph["positions"])

@@ -50,8 +50,13 @@ from .. import keys
 from .base import Descriptor, atomic_numbers_of
 
 _DECAY = 1e-3  # DScribe: GTOs decay to this at their radii; Gaussian padding threshold
-_CHUNK_ELEMENTS = 1 << 22  # per-edge working set of one chunk, in scalars
-_SPLIT_EDGES = 20_000  # above this many edges, elements are accumulated one at a time
+# Per-edge working set of one chunk, in scalars.  Kept well below glibc's largest mmap
+# threshold (32 MiB): larger blocks are mapped and unmapped on every allocation, and the
+# page faults cost more than the arithmetic.
+_CHUNK_ELEMENTS = 1 << 20
+# Above this much per-edge work in all (scalars), chunks are checkpointed under autograd
+# (recomputed in the backward pass) so memory stays bounded; below it, kept.
+_CHECKPOINT_ELEMENTS = 1 << 25
 
 
 def gto_basis(r_cut: float, n_max: int, l_max: int) -> tuple[np.ndarray, np.ndarray]:
@@ -120,45 +125,58 @@ def real_solid_harmonics(vec: torch.Tensor, l_max: int, dim: int = -1) -> torch.
     """``r^l Y_lm(r̂)`` for orthonormal real spherical harmonics, ``[..., (l_max+1)²]`` (the
     harmonics axis inserted at ``dim`` of the output).
 
-    Columns run l = 0..l_max and, within l, m = -l..l (sine terms for m < 0).  Built by
-    the Cartesian recurrences of the regular solid harmonics, vectorised over m, so there
-    is no division by r and few tensor operations (which matters under double backward):
+    Columns run l = 0..l_max and, within l, m = -l..l (sine terms for m < 0).
+    """
+    flat = solid_harmonics_lm_first(vec.reshape(-1, 3).T, l_max)  # [LM, P]
+    out = flat.T.reshape(*vec.shape[:-1], flat.shape[0])
+    return out if dim in (-1, out.ndim - 1) else out.movedim(-1, dim)
+
+
+def solid_harmonics_lm_first(xyz: torch.Tensor, l_max: int) -> torch.Tensor:
+    """``r^l Y_lm`` of points ``xyz [3, P]`` as ``[(l_max+1)², P]`` (order as above).
+
+    Built by the Cartesian recurrences of the regular solid harmonics, vectorised over m,
+    so there is no division by r and few tensor operations (which matters under double
+    backward):
 
         F_mm = (2m-1)(x + iy) F_{m-1,m-1},
         (l-m) F_lm = (2l-1) z F_{l-1,m} - (l+m-1) r² F_{l-2,m},
 
-    with F_lm = r^l P_l^m(cos θ) e^{imφ} held as (real, imaginary) pairs.
+    with F_lm = r^l P_l^m(cos θ) e^{imφ} held as real and imaginary parts ``[m, P]``.  The
+    points run along the last, contiguous axis, so every operation broadcasts over a long
+    inner axis (fast) rather than a short one.
     """
-    x, y, z = vec[..., 0:1], vec[..., 1:2], vec[..., 2:3]
+    x, y, z = xyz[0:1], xyz[1:2], xyz[2:3]  # [1, P]
     r2 = x * x + y * y + z * z
-    prev2 = None
-    prev = torch.stack([torch.ones_like(x), torch.zeros_like(x)], dim=-2)  # F_0: [..., 2, 1]
-    columns = [prev[..., 0, :] * math.sqrt(1.0 / (4.0 * math.pi))]
+    c_prev2 = s_prev2 = None
+    c_prev, s_prev = torch.ones_like(x), torch.zeros_like(x)  # F_00
+    rows = [c_prev * math.sqrt(1.0 / (4.0 * math.pi))]
     for l in range(1, l_max + 1):
-        m = torch.arange(l, dtype=vec.dtype, device=vec.device)
-        a = (2 * l - 1) / (l - m)
-        upper = a * z[..., None, :] * prev  # [..., 2, l]
-        if prev2 is not None:
-            b = (l + m[: l - 1] - 1) / (l - m[: l - 1])
-            upper = torch.cat(
-                [upper[..., : l - 1] - b * r2[..., None, :] * prev2, upper[..., l - 1 :]], dim=-1
-            )
-        c, s = prev[..., 0, l - 1 :], prev[..., 1, l - 1 :]
-        diag = torch.stack([x * c - y * s, y * c + x * s], dim=-2) * (2 * l - 1)  # [..., 2, 1]
-        prev2, prev = prev, torch.cat([upper, diag], dim=-1)  # F_l: [..., 2, l+1]
-        norm = torch.tensor(
+        m = np.arange(l)
+        a = torch.as_tensor((2 * l - 1) / (l - m), dtype=xyz.dtype, device=xyz.device)[:, None]
+        az = a * z
+        c_up, s_up = az * c_prev, az * s_prev  # [l, P]
+        if c_prev2 is not None:
+            b = torch.as_tensor((l + m[:-1] - 1) / (l - m[:-1]), dtype=xyz.dtype, device=xyz.device)
+            br2 = b[:, None] * r2
+            c_up = torch.cat([c_up[:-1] - br2 * c_prev2, c_up[-1:]])
+            s_up = torch.cat([s_up[:-1] - br2 * s_prev2, s_up[-1:]])
+        c, s = c_prev[-1:], s_prev[-1:]
+        c_diag = (2 * l - 1) * (x * c - y * s)
+        s_diag = (2 * l - 1) * (y * c + x * s)
+        c_prev2, s_prev2 = c_prev, s_prev
+        c_prev, s_prev = torch.cat([c_up, c_diag]), torch.cat([s_up, s_diag])  # F_l: [l+1, P]
+        norm = np.array(
             [
                 math.sqrt((2 * l + 1) / (4 * math.pi) * math.factorial(l - k) / math.factorial(l + k))
                 for k in range(l + 1)
-            ],
-            dtype=vec.dtype,
-            device=vec.device,
+            ]
         )
         norm[1:] *= math.sqrt(2.0)
-        scaled = prev * norm  # [..., 2, l+1]
-        columns.append(torch.cat([scaled[..., 1, 1:].flip(-1), scaled[..., 0, :]], dim=-1))
-    out = torch.cat(columns, dim=-1)
-    return out if dim in (-1, out.ndim - 1) else out.movedim(-1, dim)
+        norm_t = torch.as_tensor(norm, dtype=xyz.dtype, device=xyz.device)[:, None]
+        rows.append((s_prev[1:] * norm_t[1:]).flip(0))
+        rows.append(c_prev * norm_t)
+    return torch.cat(rows)
 
 
 def _weighting(weighting: dict | None) -> dict:
@@ -242,10 +260,12 @@ class SOAP(Descriptor):
             alphas, betas = torch.as_tensor(alphas), torch.as_tensor(betas)
             scaled = alphas / (1.0 + alphas / self.eta)  # α η / (α + η)
             ls = torch.arange(self.l_max + 1, dtype=torch.float64)[:, None]
-            mix = betas * (self.eta**-1.5 * (1.0 + alphas / self.eta) ** -(ls + 1.5))[:, None, :]
+            mix = (
+                betas * (self.eta**-1.5 * (1.0 + alphas / self.eta) ** -(ls + 1.5))[:, None, :] * math.pi**1.5
+            )
             # kept in float64 (plain attributes, untouched by module.to(dtype)): see _chunk_coefficients
             self._decay64, self._mix64 = scaled, mix  # [L, K], [L, N, K]
-            self_term = math.pi**1.5 / math.sqrt(4 * math.pi) * mix[0].sum(-1)  # r = 0: only l = 0
+            self_term = mix[0].sum(-1) / math.sqrt(4 * math.pi)  # r = 0: only l = 0
         else:
             nodes, weights, values = polynomial_basis(self.r_cut, self.n_max)
             nodes, weights, values = (torch.as_tensor(a) for a in (nodes, weights, values))
@@ -386,87 +406,99 @@ class SOAP(Descriptor):
         self,
         vec: torch.Tensor,
         r2: torch.Tensor,
-        kind: torch.Tensor,
         row: torch.Tensor,
         pos: torch.Tensor,
         n_rows: int,
         width: int,
-        n_kinds: int,
     ) -> torch.Tensor:
-        """Σ over each row's (centre's) edges of radial ⊗ angular, ``[n_rows, n_kinds, LM, K]``.
+        """Σ over each row's edges of radial ⊗ angular, ``[n_rows, LM, N]``.
 
-        Edges are laid out ``[row, neighbour]`` (zero padded to ``width``), the neighbour's
-        kind (element) selects its radial columns, and each l is one batched matrix product,
-        so no per-edge ``[LM, K]`` array is formed.
+        A row is one (centre, neighbour element) pair; its edges are laid out
+        ``[row, slot]``, zero padded to ``width``, and each l is one batched matrix product,
+        so no per-edge ``[LM, N]`` array is formed.
         """
-        n_l, n_el = self.l_max + 1, n_kinds
-        weights = self._weights(torch.sqrt(r2)) if self.weighting.get("function") else torch.ones_like(r2)
-        select = vec.new_zeros((n_rows, width, n_el)).index_put((row, pos, kind), weights)
         if self.rbf == "gto":
-            # padded slots hold zero vectors: finite everywhere, and `select` is zero there
-            padded = vec.new_zeros((n_rows, width, 3)).index_put((row, pos), vec)
-            r2p = (padded * padded).sum(-1)
-            # The GTOs are far from orthogonal; their orthonormal combinations cancel strongly, so
-            # they are formed per edge in float64 and only then rounded to the working dtype.
-            decay, mix = self._decay64.to(vec.device), self._mix64.to(vec.device)
-            prim = torch.exp(-decay[:, None, :] * r2p.double().reshape(1, -1, 1))  # [L, rows·width, K]
-            radial = torch.bmm(prim, mix.transpose(1, 2)).to(vec.dtype).reshape(n_l, n_rows, width, -1)
-            ap = real_solid_harmonics(padded, self.l_max, dim=1) * math.pi**1.5  # [rows, LM, width]
-        else:
-            radial = vec.new_zeros((n_l, n_rows, width, self.n_max))
-            radial[:, row, pos] = self._radial_polynomial(r2).transpose(0, 1)
-            ri = torch.sqrt(r2)
-            powers = torch.stack([ri**l for l in range(n_l)], dim=-1)[:, self.lm_to_l]
-            ap = vec.new_zeros((n_rows, self._n_lm, width))
-            ap[row, :, pos] = real_solid_harmonics(vec, self.l_max) / powers
-        rp = (radial[:, :, :, None, :] * select[None, :, :, :, None]).reshape(n_l, n_rows, width, -1)
-        blocks = [torch.bmm(ap[:, l * l : (l + 1) * (l + 1)], rp[l]) for l in range(n_l)]
-        return torch.cat(blocks, dim=1).reshape(n_rows, self._n_lm, n_el, -1).transpose(1, 2)
+            return self._chunk_gto(vec, row, pos, n_rows, width)
+        n_l = self.l_max + 1
+        weights = self._weights(torch.sqrt(r2)) if self.weighting.get("function") else None
+        radial = vec.new_zeros((n_l, n_rows, width, self.n_max))
+        radial[:, row, pos] = self._radial_polynomial(r2).transpose(0, 1)
+        ri = torch.sqrt(r2)
+        powers = torch.stack([ri**l for l in range(n_l)], dim=-1)[:, self.lm_to_l]
+        angular = real_solid_harmonics(vec, self.l_max) / powers
+        if weights is not None:
+            angular = angular * weights[:, None]
+        ap = vec.new_zeros((n_rows, self._n_lm, width))
+        ap[row, :, pos] = angular
+        blocks = [torch.bmm(a, r) for a, r in zip(ap.split([2 * l + 1 for l in range(n_l)], dim=1), radial)]
+        return torch.cat(blocks, dim=1)
+
+    def _chunk_gto(
+        self, vec: torch.Tensor, row: torch.Tensor, pos: torch.Tensor, n_rows: int, width: int
+    ) -> torch.Tensor:
+        """The GTO case of ``_chunk_coefficients``.
+
+        The primitive Gaussians exp(-α'_kl r²) are summed over neighbours first and combined
+        into the orthonormal radial functions per row afterwards (``mix``), which takes the
+        K x N mixing off the edges.  The primitives are far from orthogonal and their
+        combinations cancel strongly, so this part runs in float64 whatever the working dtype.
+        """
+        n_l, n_k = self.l_max + 1, self._decay64.shape[1]
+        vec64 = vec.double()
+        padded = vec64.new_zeros((n_rows, width, 3)).index_put((row, pos), vec64)
+        # empty slots get r² = 10⁶ Å², where every primitive is exactly 0
+        r2p = vec64.new_full((n_rows, width), 1e6).index_put((row, pos), (vec64 * vec64).sum(-1))
+        decay, mix = self._decay64.to(vec.device), self._mix64.to(vec.device)
+        # one product and one exp over [rows·W, L·K]
+        prim = torch.exp(r2p.reshape(-1, 1) * decay.neg().reshape(1, -1)).reshape(n_rows, width, n_l, n_k)
+        ap = solid_harmonics_lm_first(padded.reshape(-1, 3).T, self.l_max)
+        ap = ap.reshape(-1, n_rows, width).transpose(0, 1)  # [rows, LM, W], a view
+        if self.weighting.get("function"):
+            ap = ap * vec64.new_zeros((n_rows, 1, width)).index_put(
+                (row, torch.zeros_like(row), pos), self._weights(torch.sqrt(r2p[row, pos]))
+            )
+        # split/unbind rather than slices: their backward assembles one gradient, not one per l
+        per_l = zip(ap.split([2 * l + 1 for l in range(n_l)], dim=1), prim.unbind(2), mix)
+        blocks = [torch.bmm(a, p) @ m.T for a, p, m in per_l]  # [rows, 2l+1, K] -> [rows, 2l+1, N]
+        return torch.cat(blocks, dim=1).to(vec.dtype)  # [rows, LM, N]
 
     def _accumulate(
-        self,
-        vec: torch.Tensor,
-        r2: torch.Tensor,
-        kind: torch.Tensor,
-        centres: torch.Tensor,
-        n_atoms: int,
-        n_kinds: int,
+        self, vec: torch.Tensor, r2: torch.Tensor, slot: torch.Tensor, n_rows: int
     ) -> torch.Tensor:
-        """Coefficients before radial mixing, ``[n_atoms, n_kinds, LM, K]``, in chunks of whole atoms."""
-        order = torch.argsort(centres, stable=True)  # a no-op for sorted neighbour lists
-        vec, r2, centres, kind = vec[order], r2[order], centres[order], kind[order]
-        counts = torch.bincount(centres, minlength=n_atoms)
+        """Coefficients ``[n_rows, LM, N]`` of the rows ``slot`` (centre · n_species + element),
+        in chunks of whole rows; under autograd each chunk is checkpointed (linear memory)."""
+        # rows in order of decreasing edge count, so each chunk pads to a width close to its rows' own
+        counts = torch.bincount(slot, minlength=n_rows)
+        by_count = torch.argsort(counts, descending=True, stable=True)
+        rank = torch.empty_like(by_count).index_put_((by_count,), torch.arange(n_rows, device=vec.device))
+        slot = rank[slot]
+        order = torch.argsort(slot, stable=True)
+        vec, r2, slot = vec[order], r2[order], slot[order]
+        counts = counts[by_count]
         starts = torch.cumsum(counts, 0) - counts
-        pos = torch.arange(centres.shape[0], device=vec.device) - starts[centres]
-        per_edge = 3 * self._n_lm + (self.l_max + 1) * self.n_max * (2 * n_kinds + 1)
-        width_all = max(1, int(counts.max())) if centres.numel() else 1
-        step = max(1, _CHUNK_ELEMENTS // (width_all * per_edge))
-        bounds = torch.searchsorted(
-            centres, torch.arange(0, n_atoms + step, step, device=vec.device)
-        ).tolist()
+        pos = torch.arange(slot.shape[0], device=vec.device) - starts[slot]
+        per_edge = 4 + self._n_lm * 2 + (self.l_max + 1) * self.n_max * 2
+        # chunks of whole rows, each about _CHUNK_ELEMENTS scalars of per-edge work when padded
+        widths = counts.clamp(min=1).tolist()
+        chunks, a0 = [], 0
+        while a0 < n_rows:
+            rows_fit = max(1, _CHUNK_ELEMENTS // (widths[a0] * per_edge))
+            chunks.append((a0, min(n_rows, a0 + rows_fit)))
+            a0 = chunks[-1][1]
+        ends = torch.cumsum(counts, 0).tolist()
         grad = torch.is_grad_enabled() and vec.requires_grad
+        n_work = sum(widths[a0] * (a1 - a0) for a0, a1 in chunks) * per_edge
         parts = []
-        for k, a0 in enumerate(range(0, n_atoms, step)):
-            a1 = min(n_atoms, a0 + step)
-            e0, e1 = bounds[k], bounds[k + 1]
-            width = max(1, int(counts[a0:a1].max())) if e1 > e0 else 1
-            args = (
-                vec[e0:e1],
-                r2[e0:e1],
-                kind[e0:e1],
-                centres[e0:e1] - a0,
-                pos[e0:e1],
-                a1 - a0,
-                width,
-                n_kinds,
-            )
-            if grad and step < n_atoms:
+        for a0, a1 in chunks:
+            e0, e1 = (ends[a0 - 1] if a0 else 0), ends[a1 - 1]
+            args = (vec[e0:e1], r2[e0:e1], slot[e0:e1] - a0, pos[e0:e1], a1 - a0, widths[a0])
+            if grad and len(chunks) > 1 and n_work > _CHECKPOINT_ELEMENTS:
                 from torch.utils.checkpoint import checkpoint  # memory: one chunk at a time
 
                 parts.append(checkpoint(self._chunk_coefficients, *args, use_reentrant=False))
             else:
                 parts.append(self._chunk_coefficients(*args))
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+        return (parts[0] if len(parts) == 1 else torch.cat(parts))[rank]
 
     def coefficients(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
         """Expansion coefficients ``[n_atoms, n_species, (l_max+1)², n_max]``."""
@@ -484,26 +516,13 @@ class SOAP(Descriptor):
         if self.rbf == "polynomial":  # DScribe treats atoms on the centre as the centre
             keep &= r2 > 1e-12
         vec, r2 = vec[keep], r2[keep]
-        centres, kind = centres[keep], element[neighbours[keep]]
-        # Small graphs (training batches) run all elements in one pass: fewer tensor operations.
-        # Large ones run one element at a time: no zero blocks for the other elements' columns.
-        if n_el > 1 and vec.shape[0] > _SPLIT_EDGES:
-            blocks = []
-            for s in range(n_el):
-                sel = torch.nonzero(kind == s).squeeze(-1)
-                blocks.append(
-                    self._accumulate(vec[sel], r2[sel], torch.zeros_like(sel), centres[sel], n_atoms, 1)
-                )
-            acc = torch.cat(blocks, dim=1)
-        else:
-            acc = self._accumulate(vec, r2, kind, centres, n_atoms, n_el)
-        acc = acc.reshape(n_atoms * n_el, self._n_lm, -1)
+        slot = centres[keep] * n_el + element[neighbours[keep]]
+        acc = self._accumulate(vec, r2, slot, n_atoms * n_el)
         # the centre atom's own Gaussian (only l = 0)
         centre_slot = torch.arange(n_atoms, device=vec.device) * n_el + element
         own = (self._centre_weight() * self.self_term.to(vec.dtype)).expand(n_atoms, -1)
         acc = acc.index_put((centre_slot, torch.zeros_like(centre_slot)), own, accumulate=True)
-        acc = acc.reshape(n_atoms, n_el, self._n_lm, -1)
-        return acc
+        return acc.reshape(n_atoms, n_el, self._n_lm, -1)
 
     def power_spectrum(self, coeff: torch.Tensor) -> torch.Tensor:
         """``[n_atoms, n_features]`` from coefficients, in DScribe's order."""
