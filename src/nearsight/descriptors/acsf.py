@@ -45,6 +45,9 @@ from ..nn import cosine_cutoff
 from .base import Descriptor, atomic_numbers_of
 from .triplets import unordered_edge_pairs
 
+_TRIPLETS_PER_CHUNK = 16384  # per-triplet work arrays of one chunk stay in cache
+_CHECKPOINT_TRIPLETS = 1 << 21  # above this many triplets, chunks are recomputed in the backward pass
+
 # Column names of each parameter table, and the checks on them.
 _COLUMNS = {
     "g2_params": ("eta", "r_s"),
@@ -113,15 +116,40 @@ def _factorise(
 def _outer(
     radial: torch.Tensor, angular: torch.Tensor, r_idx: torch.Tensor, a_idx: torch.Tensor
 ) -> torch.Tensor:
-    """Columns ``radial[:, r_idx[p]] * angular[:, a_idx[p]]``; a plain outer product when the
-    parameters form a radial-major grid (the default sets), a gather otherwise."""
+    """Columns ``radial[:, r_idx[p]] * angular[:, a_idx[p]]``; for parameters on a radial-major
+    grid (the default sets) one product per radial column, concatenated (a broadcast outer
+    product over two short inner axes is several times slower), a gather otherwise."""
     n_r, n_a = radial.shape[1], angular.shape[1]
     if r_idx.shape[0] == n_r * n_a and bool(
         (r_idx == torch.arange(n_r, device=r_idx.device).repeat_interleave(n_a)).all()
         and (a_idx == torch.arange(n_a, device=a_idx.device).repeat(n_r)).all()
     ):
-        return (radial[:, :, None] * angular[:, None, :]).reshape(radial.shape[0], n_r * n_a)
+        return torch.cat([col[:, None] * angular for col in radial.unbind(1)], dim=1)
     return radial[:, r_idx] * angular[:, a_idx]
+
+
+def _int_pow(x: torch.Tensor, n: int) -> torch.Tensor:
+    """``x ** n`` for an integer n >= 1 by repeated squaring (a few multiplications instead of
+    ``exp(n log x)``; exact derivatives at x = 0)."""
+    out, square = None, x
+    while True:
+        if n & 1:
+            out = square if out is None else out * square
+        n >>= 1
+        if not n:
+            return out
+        square = square * square
+
+
+def _power(x: torch.Tensor, zeta: torch.Tensor) -> torch.Tensor:
+    """``x ** zeta`` column by column (``x [n, k]``, ``zeta [k]``), by repeated squaring where
+    the exponents are integers up to 64 (the usual ζ = 1, 2, 4, 8, 16, 32)."""
+    z = zeta.tolist()
+    if not all(float(v).is_integer() and 1 <= v <= 64 for v in z):
+        return x**zeta
+    if len(set(z)) == 1:
+        return _int_pow(x, int(z[0]))
+    return torch.stack([_int_pow(col, int(v)) for col, v in zip(x.unbind(1), z)], dim=1)
 
 
 class ACSF(Descriptor):
@@ -258,17 +286,48 @@ class ACSF(Descriptor):
         return r_u.to(device, dtype), r_idx.to(device), a_u.to(device, dtype), a_idx.to(device)
 
     def _angular(self, vectors, r, centres, neighbours, element, n_atoms) -> torch.Tensor:
+        """Angular features ``[n_atoms, n_pairs · n_angular_per_pair]``, in chunks of whole centres.
+
+        Each chunk holds about ``_TRIPLETS_PER_CHUNK`` triplets, so the per-triplet work arrays
+        stay in cache, and under autograd large graphs checkpoint their chunks (memory linear
+        in the number of atoms with a small constant, not in the number of triplets).
+        """
         keep = torch.nonzero(r < self.r_cut_angular).squeeze(-1)  # edges inside the angular cutoff
-        a, b = unordered_edge_pairs(centres[keep], n_atoms)
-        a, b = keep[a], keep[b]
-        rij, rik = vectors[a], vectors[b]  # [n_trip, 3]
+        vectors, r, centres, neighbours = vectors[keep], r[keep], centres[keep], neighbours[keep]
+        counts = torch.bincount(centres, minlength=n_atoms)
+        triplets = (counts * (counts - 1) // 2).tolist()
+        ends = torch.cumsum(counts, 0).tolist()
+        grad = torch.is_grad_enabled() and vectors.requires_grad
+        checkpointed = grad and sum(triplets) > _CHECKPOINT_TRIPLETS
+        parts, a0 = [], 0
+        while a0 < n_atoms:
+            a1, n_trip = a0, 0
+            while a1 < n_atoms and (a1 == a0 or n_trip + triplets[a1] <= _TRIPLETS_PER_CHUNK):
+                n_trip += triplets[a1]
+                a1 += 1
+            e0, e1 = (ends[a0 - 1] if a0 else 0), ends[a1 - 1]
+            args = (vectors[e0:e1], r[e0:e1], centres[e0:e1] - a0, element[neighbours[e0:e1]], a1 - a0)
+            if checkpointed:
+                from torch.utils.checkpoint import checkpoint
+
+                parts.append(checkpoint(self._angular_chunk, *args, use_reentrant=False))
+            else:
+                parts.append(self._angular_chunk(*args))
+            a0 = a1
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def _angular_chunk(self, vectors, r, centres, kind, n_atoms) -> torch.Tensor:
+        """Angular features of ``n_atoms`` centres from their edges (centres local, sorted)."""
+        a, b = unordered_edge_pairs(centres, n_atoms)
+        xyz = vectors.T  # [3, n_edges]: gathers and sums over the coordinates run on long rows
+        rij, rik = xyz[:, a], xyz[:, b]  # [3, n_trip]
         dij, dik = r[a], r[b]
-        cos = (rij * rik).sum(-1) / (dij * dik)  # [n_trip]
+        cos = (rij * rik).sum(0) / (dij * dik)  # [n_trip]
         rjk_vec = rik - rij
-        djk2 = (rjk_vec * rjk_vec).sum(-1)
-        fc_ij = cosine_cutoff(dij, self.r_cut_angular)
-        fc_ik = cosine_cutoff(dik, self.r_cut_angular)
-        slot = centres[a] * self.n_pairs + self.pair_index[element[neighbours[a]], element[neighbours[b]]]
+        djk2 = (rjk_vec * rjk_vec).sum(0)
+        fc = cosine_cutoff(r, self.r_cut_angular)
+        fc_ij, fc_ik = fc[a], fc[b]
+        slot = centres[a] * self.n_pairs + self.pair_index[kind[a], kind[b]]
         pair_fc = fc_ij * fc_ik
         n_rows = n_atoms * self.n_pairs
         parts = []
@@ -286,9 +345,7 @@ class ACSF(Descriptor):
                 fc = fc * cosine_cutoff(torch.sqrt(djk2.clamp(min=1e-30)), self.r_cut_angular)
             radial = torch.exp(-r_u[:, 0] * r2[:, None]) * fc[:, None]  # [n_trip, n_eta]
             zeta, lam = a_u.unbind(-1)
-            angular = (
-                2.0 ** (1.0 - zeta) * (1.0 + lam * cos[:, None]).clamp(min=0.0) ** zeta
-            )  # [n_trip, n_ang]
+            angular = 2.0 ** (1.0 - zeta) * _power((1.0 + lam * cos[:, None]).clamp(min=0.0), zeta)
             g = _outer(radial, angular, r_idx, a_idx)  # [n_trip, n_par]
             parts.append(
                 vectors.new_zeros((n_rows, g.shape[1]))
@@ -305,7 +362,7 @@ class ACSF(Descriptor):
             c = 0.95 * cos
             sin = torch.sqrt(1.0 - c * c)  # >= 0.31, smooth
             cos_shift = c[:, None] * torch.cos(theta_s) + sin[:, None] * torch.sin(theta_s)
-            angular = 2.0 ** (1.0 - zeta) * (1.0 + cos_shift) ** zeta  # [n_trip, n_theta]
+            angular = 2.0 ** (1.0 - zeta) * _power(1.0 + cos_shift, zeta)  # [n_trip, n_theta]
             g = _outer(radial, angular, r_idx, a_idx)  # [n_trip, n_par]
             parts.append(
                 vectors.new_zeros((n_rows, g.shape[1]))
