@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -102,9 +103,13 @@ def test_train_evaluate_md_cli(trained, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     model_path = Path(lines[-1])
     assert model_path.is_file() and model_path.name == "best_model.pt"
-    log = (out / "run" / "training_log.csv").read_text().splitlines()
-    first, last = float(log[1].split(",")[1]), float(log[-1].split(",")[1])
-    assert last < first  # training lowers the loss
+    with open(out / "run" / "training_log.csv", newline="") as fh:
+        log = list(csv.DictReader(fh))
+    assert float(log[-1]["train_loss"]) < float(log[0]["train_loss"])  # training lowers the loss
+    for name in ("learning_curve.png", "parity_valid.png", "final_model.pt", "checkpoint.pt"):
+        assert (out / "run" / name).stat().st_size > 1000
+    summary = json.loads((out / "run" / "training_summary.json").read_text())
+    assert summary["stopped_by"] == "epochs" and summary["steps"] == 6 * 5  # 36 frames, batch 8
 
     data = torch.load(model_path, weights_only=True)
     assert data["units"]["energy"] == "eV" and data["units"]["length"] == "Å"

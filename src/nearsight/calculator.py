@@ -7,6 +7,13 @@
 ``results`` holds ``energy``, ``free_energy``, ``energies`` (per atom),
 ``forces`` and, for cells periodic in all three directions, ``stress``
 (Voigt 6, eV/Å³, ASE sign).
+
+A Δ-model (trained with ``data.baseline_energy_key``) predicts a correction to a
+cheaper method; its calculator evaluates that baseline and returns the sum, so
+``energy`` is the full high-level energy.  The baseline is the ASE calculator given
+as ``baseline=``, or else the one the model file records (see
+:mod:`nearsight.baselines`).  Then ``results`` also holds ``baseline_energy`` and
+``delta_energy``, and ``energies`` only if the baseline provides per-atom energies.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ class NearsightCalculator(Calculator):
         model: nn.Module | str | os.PathLike,
         dtype: str = "float64",
         device: str = "cpu",
+        baseline: Calculator | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -53,6 +61,22 @@ class NearsightCalculator(Calculator):
         self.forcefield = ForceField(model).to(device=self.device, dtype=self.dtype).eval()
         for p in self.forcefield.parameters():
             p.requires_grad_(False)
+        delta = getattr(model, "metadata", {}).get("delta")
+        if delta is None and baseline is not None:
+            raise ValueError(
+                "baseline= given, but the model was not trained as a Δ-model (no baseline recorded)"
+            )
+        if delta is not None and baseline is None:
+            if not delta.get("baseline"):
+                raise ValueError(
+                    "this is a Δ-model (trained on labels minus "
+                    f"{delta.get('baseline_energy_key')!r}) whose file records no baseline calculator: "
+                    "pass baseline=<the ASE calculator of that method>"
+                )
+            from .baselines import make_baseline
+
+            baseline = make_baseline(delta["baseline"])
+        self.baseline = baseline
 
     @property
     def cutoff(self) -> float:
@@ -78,3 +102,27 @@ class NearsightCalculator(Calculator):
         if periodic:
             stress = out[keys.STRESS][0].detach().cpu().double().numpy()
             self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
+        if self.baseline is not None:
+            self._add_baseline(atoms, want_stress)
+
+    def _add_baseline(self, atoms, want_stress: bool) -> None:
+        """Full = baseline + correction, for every property computed."""
+        probe = atoms.copy()
+        probe.calc = self.baseline
+        e_base = float(probe.get_potential_energy())
+        res = self.results
+        res["delta_energy"] = res["energy"]
+        res["baseline_energy"] = e_base
+        res["energy"] = res["free_energy"] = e_base + res["delta_energy"]
+        res["forces"] = res["forces"] + probe.get_forces()
+        try:
+            res["energies"] = res["energies"] + probe.get_potential_energies()
+        except (PropertyNotImplementedError, NotImplementedError):
+            del res["energies"]
+        if "stress" in res:
+            try:
+                res["stress"] = res["stress"] + probe.get_stress()
+            except (PropertyNotImplementedError, NotImplementedError):
+                if want_stress:
+                    raise PropertyNotImplementedError("the baseline calculator provides no stress") from None
+                del res["stress"]

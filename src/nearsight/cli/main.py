@@ -1,6 +1,7 @@
 """The ``nearsight`` command: thin wrappers over library code.
 
-nearsight train CONFIG.yaml            # last line of output: the saved model path
+nearsight train CONFIG.yaml [--resume]  # last line of output: the saved model path
+torchrun --nproc_per_node N -m nearsight train CONFIG.yaml   # data-parallel
 nearsight evaluate MODEL DATA --json OUT.json [--plot parity.png]
 nearsight md STRUCTURE MODEL --steps N [--ensemble nve|langevin] ...
 nearsight demo CONFIG.yaml             # train, evaluate on held-out data, MD, table, plot
@@ -20,7 +21,7 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.output_dir:
         config["output_dir"] = str(Path(args.output_dir).resolve())
-    path = Trainer(config).train()
+    path = Trainer(config, resume=args.resume).train()
     print(path.resolve())
     return 0
 
@@ -138,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model from a YAML config")
     p.add_argument("config")
     p.add_argument("--output-dir", default=None, help="override output_dir of the config")
+    p.add_argument(
+        "--resume", action="store_true", help="continue exactly from output_dir/checkpoint.pt (same config)"
+    )
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="errors of a model on a labelled dataset")

@@ -64,6 +64,13 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any, Callable[[Any], 
         "max_train_frames": ((int, type(None)), None, None),
         "reference_energies": ((str, dict), "least_squares", None),
         "min_distance": (_NUM, 0.5, _non_negative),
+        "config_type_key": (str, "config_type", None),
+        "weight_key": (str, "weight", None),
+        # Δ-learning: the labels of a cheaper method stored with each frame; the model learns
+        # the difference (energy_key − baseline_energy_key, forces likewise)
+        "baseline_energy_key": (_OPT_STR, None, None),
+        "baseline_forces_key": (_OPT_STR, None, None),
+        "baseline_stress_key": (_OPT_STR, None, None),
     },
     "model": {
         "type": (str, "bpnn", _choice("bpnn")),
@@ -89,6 +96,11 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any, Callable[[Any], 
         "weighting": ((dict, type(None)), None, None),
         "hidden": (list, [64, 64], None),
         "activation": (str, "silu", _choice("silu", "tanh", "softplus", "gelu")),
+        # fine-tuning: start from this model file (its architecture; the keys above are ignored)
+        "init_from": (_OPT_STR, None, None),
+        # Δ-learning: the ASE calculator that supplies the baseline at inference
+        # ({"calculator": "pyscf", "method": "hf", "basis": "6-31g*"}, "emt", "lj", ...)
+        "baseline": ((dict, type(None)), None, None),
     },
     "training": {
         "epochs": (int, 300, _positive),
@@ -110,6 +122,17 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any, Callable[[Any], 
         "valid_every": (int, 1, _positive),
         "log_every": (int, 1, _positive),
         "eval_batch_size": (int, 64, _positive),
+        "max_steps": ((int, type(None)), None, None),
+        "warmup_steps": (int, 0, _non_negative),
+        "ema_decay": ((int, float, type(None)), None, None),
+        # [{"epoch": 200, "sigma_energy": 0.05, "lr": 1e-4}, ...]: from that epoch on
+        "stages": ((list, type(None)), None, None),
+        "checkpoint_every": (int, 200, _non_negative),
+        "tensorboard": (bool, False, None),
+        # fine-tuning: None, "readout" (train only each element network's last layer) or N
+        # (freeze the first N layers of each element network)
+        "freeze": ((str, int, type(None)), None, None),
+        "refit_energy_shift": (bool, True, None),
     },
 }
 
@@ -165,7 +188,43 @@ def validate_config(raw: dict | None, source: str = "<config>") -> dict:
         )
     if not model["hidden"] or not all(isinstance(h, int) and h > 0 for h in model["hidden"]):
         raise ConfigError(f"{source}: model.hidden = {model['hidden']!r}: must be a list of positive ints")
+    _check_training(out, source)
     return out
+
+
+_STAGE_KEYS = {"epoch", "sigma_energy", "sigma_forces", "sigma_stress", "stress_weight", "lr"}
+
+
+def _check_training(config: dict, source: str) -> None:
+    t, data = config["training"], config["data"]
+    if t["ema_decay"] is not None and not 0 < t["ema_decay"] < 1:
+        raise ConfigError(f"{source}: training.ema_decay = {t['ema_decay']!r}: must be in (0, 1)")
+    if t["max_steps"] is not None and t["max_steps"] < 1:
+        raise ConfigError(f"{source}: training.max_steps = {t['max_steps']!r}: must be >= 1")
+    freeze = t["freeze"]
+    if freeze is not None and freeze != "readout" and not (isinstance(freeze, int) and freeze >= 0):
+        raise ConfigError(f"{source}: training.freeze = {freeze!r}: must be 'readout' or a layer count >= 0")
+    if freeze is not None and config["model"]["init_from"] is None:
+        raise ConfigError(f"{source}: training.freeze needs model.init_from (a model to fine-tune)")
+    last = 0
+    for k, stage in enumerate(t["stages"] or []):
+        where = f"{source}: training.stages[{k}]"
+        if not isinstance(stage, dict) or not isinstance(stage.get("epoch"), int) or stage["epoch"] < 1:
+            raise ConfigError(f"{where} = {stage!r}: must be a mapping with an integer 'epoch' >= 1")
+        unknown = sorted(set(stage) - _STAGE_KEYS)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(_STAGE_KEYS)}")
+        for key, value in stage.items():
+            if key != "epoch" and (isinstance(value, bool) or not isinstance(value, _NUM) or value <= 0):
+                if not (key == "stress_weight" and isinstance(value, _NUM) and value == 0):
+                    raise ConfigError(f"{where}.{key} = {value!r}: must be a positive number")
+        if stage["epoch"] <= last:
+            raise ConfigError(f"{where}: epochs must increase, got {stage['epoch']} after {last}")
+        last = stage["epoch"]
+    if data["baseline_forces_key"] and not data["baseline_energy_key"]:
+        raise ConfigError(f"{source}: data.baseline_forces_key needs data.baseline_energy_key")
+    if config["model"]["baseline"] is not None and not data["baseline_energy_key"]:
+        raise ConfigError(f"{source}: model.baseline (Δ-learning) needs data.baseline_energy_key")
 
 
 def _resolve(value: Any, base: Path) -> Any:
@@ -190,6 +249,8 @@ def load_config(path: str | Path) -> dict:
     base = path.resolve().parent
     for key in ("train", "valid", "test"):
         config["data"][key] = _resolve(config["data"][key], base)
+    if config["model"]["init_from"] is not None:
+        config["model"]["init_from"] = _resolve(config["model"]["init_from"], base)
     ref = config["data"]["reference_energies"]
     if isinstance(ref, str) and ref != "least_squares":
         config["data"]["reference_energies"] = _resolve(ref, base)

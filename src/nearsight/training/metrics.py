@@ -141,3 +141,18 @@ def parity_plot(
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+def compute_metrics_by_type(frames: Sequence[Frame], predictions: Sequence[dict]) -> dict:
+    """:func:`compute_metrics` over all frames, and per ``config_type`` when there are several."""
+    out = compute_metrics(frames, predictions)
+    types = sorted({f.config_type for f in frames})
+    if len(types) > 1:
+        out["by_config_type"] = {
+            name: compute_metrics(
+                [f for f in frames if f.config_type == name],
+                [p for f, p in zip(frames, predictions) if f.config_type == name],
+            )
+            for name in types
+        }
+    return out

@@ -1,0 +1,61 @@
+"""Training checkpoints: everything needed to continue a run bit for bit.
+
+A checkpoint is a dict of plain values and tensors (loadable with
+``torch.load(weights_only=True)``)::
+
+    {"format": "nearsight-checkpoint", "format_version": 1,
+     "model": <model file dict>, "optimizer": ..., "scheduler": ... | None,
+     "ema": ... | None, "rng": {"torch": ByteTensor, "data": ByteTensor},
+     "loop": {"epoch", "step_in_epoch", "global_step", "order", "best", "best_epoch",
+              "elapsed_s", "running", "seen", "stage"},
+     "config": {...}, "loss": {...}}
+
+It is written with :func:`~nearsight.models.io.atomic_torch_save` (temporary file, fsync,
+rename), so a kill at any moment leaves the previous checkpoint or the new one, never a
+truncated file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..models.io import atomic_torch_save
+
+FORMAT = "nearsight-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable or does not belong to this run."""
+
+
+def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
+    return atomic_torch_save({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {str(path)!r} to resume from")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the file name
+        raise CheckpointError(f"{str(path)!r}: cannot read checkpoint ({exc})") from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{str(path)!r}: not a nearsight training checkpoint")
+    if state.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{str(path)!r}: checkpoint format {state.get('format_version')} (this nearsight reads {FORMAT_VERSION})"
+        )
+    return state
+
+
+def comparable_config(config: dict) -> dict:
+    """The parts of a config that must not change across a resume (run length and logging may)."""
+    free = {"epochs", "max_steps", "max_time_minutes", "log_every", "checkpoint_every", "tensorboard"}
+    out = {k: v for k, v in config.items() if k not in ("training", "output_dir", "num_threads")}
+    out["training"] = {k: v for k, v in config["training"].items() if k not in free}
+    return out
