@@ -341,3 +341,21 @@ def test_ddp_gradients_equal_single_process(tmp_path):
     for rank in (0, 1):
         got = np.load(tmp_path / f"ddp_grad.{rank}.npy")
         np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
+
+
+def test_tensorboard_and_per_config_type_metrics(tmp_path):
+    pytest.importorskip("tensorboard")
+    frames = read(TRAIN, ":24")
+    for k, atoms in enumerate(frames):
+        atoms.info["config_type"] = "hot" if k % 2 else "cold"
+    typed = tmp_path / "typed.xyz"
+    write(typed, frames)
+    cfg = small_config(tmp_path / "run", data={"train": str(typed), "valid_fraction": 0.25}, epochs=2,
+                       tensorboard=True)  # fmt: skip
+    Trainer(cfg, log=lambda m: None).train()
+    events = list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 100
+    summary = json.loads((tmp_path / "run" / "training_summary.json").read_text())
+    by_type = summary["valid_metrics"]["by_config_type"]
+    assert set(by_type) == {"hot", "cold"}
+    assert sum(m["n_frames"] for m in by_type.values()) == summary["valid_metrics"]["n_frames"] == 6
