@@ -1,0 +1,29 @@
+"""Quantum-chemistry oracles (PySCF, any ASE calculator) and cached, parallel labelling."""
+
+from __future__ import annotations
+
+from nearsight.qm.labelling import LabellingResult, LabelStore, export_extxyz, label_hash, label_structures
+from nearsight.qm.oracles import (
+    ASECalculatorOracle,
+    Label,
+    Oracle,
+    OracleError,
+    PySCFOracle,
+    describe,
+    geometry_hash,
+)
+
+__all__ = [
+    "ASECalculatorOracle",
+    "Label",
+    "LabelStore",
+    "LabellingResult",
+    "Oracle",
+    "OracleError",
+    "PySCFOracle",
+    "describe",
+    "export_extxyz",
+    "geometry_hash",
+    "label_hash",
+    "label_structures",
+]
