@@ -359,3 +359,36 @@ def test_tensorboard_and_per_config_type_metrics(tmp_path):
     by_type = summary["valid_metrics"]["by_config_type"]
     assert set(by_type) == {"hot", "cold"}
     assert sum(m["n_frames"] for m in by_type.values()) == summary["valid_metrics"]["n_frames"] == 6
+
+
+def test_multi_head_model_learns_one_offset_per_level(tmp_path):
+    frames = []
+    for k, atoms in enumerate(read(TRAIN, ":40")):
+        e, f = atoms.get_potential_energy(), atoms.get_forces()
+        atoms.calc = None
+        low = k % 4 != 0  # many cheap labels, few accurate ones
+        atoms.info["energy"] = e + (0.25 * len(atoms) if low else 0.0)
+        atoms.arrays["forces"] = f
+        atoms.info["level"] = "low" if low else "high"
+        frames.append(atoms)
+    path = tmp_path / "two_levels.xyz"
+    write(path, frames)
+    cfg = small_config(tmp_path / "mh", data={"train": str(path), "max_train_frames": None, "head_key": "level",
+                       "reference_energies": str(ISOLATED)}, model={"heads": ["low", "high"]}, max_steps=12)  # fmt: skip
+    trainer = Trainer(cfg, log=lambda m: None)
+    trainer.train()
+    model = load_model(tmp_path / "mh" / "best_model.pt")
+    assert model.heads == ["low", "high"] and model.energy_shift.shape == (2, 3)
+    np.testing.assert_allclose((model.energy_shift[0] - model.energy_shift[1]).numpy(), 0.25, atol=0.05)
+    atoms = read(TRAIN, 100)
+    e_high = NearsightCalculator(model).get_potential_energy(atoms)  # the last head by default
+    e_low = NearsightCalculator(model, head="low").get_potential_energy(atoms)
+    assert e_low - e_high == pytest.approx(0.25 * 9, abs=0.5)
+    with pytest.raises(ValueError, match=r"head 'mp2' not in the model's heads \['low', 'high'\]"):
+        NearsightCalculator(model, head="mp2")
+    frames[3].info["level"] = "medium"
+    write(path, frames)
+    with pytest.raises(
+        ValueError, match=r"frame 3: info\['level'\] = 'medium' is not one of the model's heads"
+    ):
+        Trainer(cfg, log=lambda m: None).train()

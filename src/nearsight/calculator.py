@@ -14,6 +14,9 @@ cheaper method; its calculator evaluates that baseline and returns the sum, so
 as ``baseline=``, or else the one the model file records (see
 :mod:`nearsight.baselines`).  Then ``results`` also holds ``baseline_energy`` and
 ``delta_energy``, and ``energies`` only if the baseline provides per-atom energies.
+
+A multi-head model answers with its last (most accurate) head unless ``head=`` names
+another.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class NearsightCalculator(Calculator):
         dtype: str = "float64",
         device: str = "cpu",
         baseline: Calculator | None = None,
+        head: str | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -77,6 +81,10 @@ class NearsightCalculator(Calculator):
 
             baseline = make_baseline(delta["baseline"])
         self.baseline = baseline
+        heads = list(getattr(model, "heads", []) or [])
+        if head is not None and head not in heads:
+            raise ValueError(f"head {head!r} not in the model's heads {heads}")
+        self.head = None if not heads else heads.index(head) if head is not None else len(heads) - 1
 
     @property
     def cutoff(self) -> float:
@@ -90,6 +98,8 @@ class NearsightCalculator(Calculator):
         if want_stress and not periodic:
             raise PropertyNotImplementedError("stress needs a cell periodic in all three directions")
         graph = atoms_to_graph(atoms, self.cutoff, self.dtype)
+        if self.head is not None:
+            graph[keys.HEAD] = torch.tensor([self.head])
         graph = {k: v.to(self.device) for k, v in graph.items()}
         out = self.forcefield(graph, forces=True, stress=periodic)
         energy = float(out[keys.ENERGY].detach().sum())

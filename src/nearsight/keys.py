@@ -38,6 +38,7 @@ HAS_ENERGY = "has_energy"  # [n_graphs] bool, label present
 HAS_FORCES = "has_forces"  # [n_graphs] bool
 HAS_STRESS = "has_stress"  # [n_graphs] bool
 WEIGHT = "weight"  # [n_graphs] float, per-frame loss weight
+HEAD = "head"  # [n_graphs] int64, readout head of each structure (multi-head models; optional)
 
 INPUT_KEYS = (POSITIONS, ATOMIC_NUMBERS, CELL, PBC, BATCH, N_ATOMS, EDGE_INDEX, CELL_SHIFTS)
 LABEL_KEYS = (REF_ENERGY, REF_FORCES, REF_STRESS, HAS_ENERGY, HAS_FORCES, HAS_STRESS, WEIGHT)

@@ -5,6 +5,12 @@
 One feed-forward network per element, shared by all atoms of that element;
 G_i are local descriptors (atom-centred symmetry functions or SOAP); μ, σ are descriptor statistics of the
 training set; e_Z are per-element reference energies and s an energy scale.
+
+Multi-head (multi-fidelity) models: with ``heads=["hf", "mp2"]`` each element network
+ends in one output per head, and each head has its own per-element energies e_Z^h; all
+layers before the last are shared.  A structure uses the head ``graph[keys.HEAD]`` names
+(an index into ``heads``), the last head by default, so list the levels from cheap to
+accurate.
 """
 
 from __future__ import annotations
@@ -52,8 +58,13 @@ class BehlerParrinello(nn.Module):
         descriptor: dict,
         hidden: Sequence[int] = (64, 64),
         activation: str = "silu",
+        heads: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
+        self.heads = [str(h) for h in heads] if heads else []
+        if len(set(self.heads)) != len(self.heads):
+            raise ValueError(f"head names must be distinct, got {self.heads}")
+        n_heads = max(1, len(self.heads))
         self.species = sorted(int(z) for z in species)
         self.descriptor_type = descriptor.get("type", "acsf")
         self.descriptor = build_descriptor(descriptor, self.species)
@@ -62,10 +73,11 @@ class BehlerParrinello(nn.Module):
         self.activation = activation
         n_feat = self.descriptor.n_features
         n_el = len(self.species)
-        self.nets = nn.ModuleList(MLP(n_feat, self.hidden, 1, activation) for _ in range(n_el))
+        self.nets = nn.ModuleList(MLP(n_feat, self.hidden, n_heads, activation) for _ in range(n_el))
         self.register_buffer("feature_mean", torch.zeros(n_feat))
         self.register_buffer("feature_std", torch.ones(n_feat))
-        self.register_buffer("energy_shift", torch.zeros(n_el))  # eV, per element
+        # eV, per element ([n_heads, n_elements] for multi-head models)
+        self.register_buffer("energy_shift", torch.zeros((n_heads, n_el) if self.heads else (n_el,)))
         self.register_buffer("energy_scale", torch.ones(()))  # eV
         z_to_index = torch.full((119,), -1, dtype=torch.int64)
         z_to_index[torch.tensor(self.species)] = torch.arange(n_el)
@@ -74,12 +86,27 @@ class BehlerParrinello(nn.Module):
     def get_config(self) -> dict:
         desc = {"type": self.descriptor_type, **self.descriptor.get_config()}
         desc.pop("species")
-        return {
+        config = {
             "species": self.species,
             "descriptor": desc,
             "hidden": self.hidden,
             "activation": self.activation,
         }
+        if self.heads:
+            config["heads"] = self.heads
+        return config
+
+    def head_index(self, head: str | None) -> int:
+        """Index of a head by name (``None``: the default, last head)."""
+        if not self.heads:
+            if head is not None:
+                raise ValueError(f"head {head!r} asked of a single-head model")
+            return 0
+        if head is None:
+            return len(self.heads) - 1
+        if head not in self.heads:
+            raise ValueError(f"unknown head {head!r}; the model has {self.heads}")
+        return self.heads.index(head)
 
     @classmethod
     def from_config(cls, config: dict) -> BehlerParrinello:
@@ -93,23 +120,44 @@ class BehlerParrinello(nn.Module):
         self,
         feature_mean: torch.Tensor,
         feature_std: torch.Tensor,
-        energy_shift: dict[int, float],
+        energy_shift: dict[int, float] | dict[str, dict[int, float]],
         energy_scale: float,
     ) -> None:
-        """Descriptor standardisation and energy shift/scale from training statistics."""
+        """Descriptor standardisation and energy shift/scale from training statistics.
+
+        ``energy_shift``: per element, or for multi-head models ``{head: {Z: e}}``.
+        """
         self.feature_mean.copy_(feature_mean)
         self.feature_std.copy_(torch.where(feature_std > 1e-8, feature_std, torch.ones_like(feature_std)))
-        for z, e in energy_shift.items():
-            if int(z) in self.species:
-                self.energy_shift[self.species.index(int(z))] = float(e)
+        self.set_energy_shift(energy_shift)
         self.energy_scale.fill_(float(energy_scale))
+
+    @torch.no_grad()
+    def set_energy_shift(self, energy_shift: dict) -> None:
+        """Per-element energies e_Z (``{Z: e}``, or ``{head: {Z: e}}`` for multi-head models)."""
+        per_head = {self.heads[-1] if self.heads else None: energy_shift}
+        if self.heads and all(isinstance(k, str) for k in energy_shift):
+            per_head = energy_shift
+        for head, shifts in per_head.items():
+            row = self.energy_shift[self.head_index(head)] if self.heads else self.energy_shift
+            for z, e in shifts.items():
+                if int(z) in self.species:
+                    row[self.species.index(int(z))] = float(e)
 
     def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
         element = element_indices(self.z_to_index, graph[keys.ATOMIC_NUMBERS], self.species)
         x = (self.features(graph) - self.feature_mean) / self.feature_std  # [n_atoms, n_feat]
-        out = x.new_zeros(x.shape[0])
+        n_heads = max(1, len(self.heads))
+        out = x.new_zeros((x.shape[0], n_heads))
         for k, net in enumerate(self.nets):
             idx = torch.nonzero(element == k).squeeze(-1)
             if idx.numel():
-                out = out.index_put((idx,), net(x[idx]).squeeze(-1))
-        return out * self.energy_scale + self.energy_shift[element]
+                out = out.index_put((idx,), net(x[idx]))
+        if not self.heads:
+            return out.squeeze(-1) * self.energy_scale + self.energy_shift[element]
+        if keys.HEAD in graph:
+            head = graph[keys.HEAD][graph[keys.BATCH]]  # [n_atoms]
+        else:
+            head = torch.full_like(element, n_heads - 1)
+        picked = out.gather(1, head[:, None]).squeeze(-1)
+        return picked * self.energy_scale + self.energy_shift[head, element]

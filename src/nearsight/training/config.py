@@ -65,6 +65,8 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any, Callable[[Any], 
         "reference_energies": ((str, dict), "least_squares", None),
         "min_distance": (_NUM, 0.5, _non_negative),
         "config_type_key": (str, "config_type", None),
+        # multi-head models: the info key naming each frame's head (level of theory)
+        "head_key": (str, "head", None),
         "weight_key": (str, "weight", None),
         # Δ-learning: the labels of a cheaper method stored with each frame; the model learns
         # the difference (energy_key − baseline_energy_key, forces likewise)
@@ -96,6 +98,9 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any, Callable[[Any], 
         "weighting": ((dict, type(None)), None, None),
         "hidden": (list, [64, 64], None),
         "activation": (str, "silu", _choice("silu", "tanh", "softplus", "gelu")),
+        # multi-head (multi-fidelity) model: one readout per level, listed cheap to accurate;
+        # each frame names its head in info[data.head_key]; the last head is the default
+        "heads": ((list, type(None)), None, None),
         # fine-tuning: start from this model file (its architecture; the keys above are ignored)
         "init_from": (_OPT_STR, None, None),
         # Δ-learning: the ASE calculator that supplies the baseline at inference
@@ -188,6 +193,9 @@ def validate_config(raw: dict | None, source: str = "<config>") -> dict:
         )
     if not model["hidden"] or not all(isinstance(h, int) and h > 0 for h in model["hidden"]):
         raise ConfigError(f"{source}: model.hidden = {model['hidden']!r}: must be a list of positive ints")
+    heads = model["heads"]
+    if heads is not None and (len(heads) < 2 or len(set(map(str, heads))) != len(heads)):
+        raise ConfigError(f"{source}: model.heads = {heads!r}: must be two or more distinct names")
     _check_training(out, source)
     return out
 

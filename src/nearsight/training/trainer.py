@@ -123,7 +123,9 @@ def build_model(model_cfg: dict, species: Sequence[int]) -> nn.Module:
             "rbf": model_cfg["rbf"],
             "weighting": weighting,
         }
-        return BehlerParrinello(species, descriptor, model_cfg["hidden"], model_cfg["activation"])
+        return BehlerParrinello(
+            species, descriptor, model_cfg["hidden"], model_cfg["activation"], model_cfg["heads"]
+        )
     r_ang = model_cfg["cutoff_angular"]
     params = default_acsf_params(
         cutoff,
@@ -138,7 +140,9 @@ def build_model(model_cfg: dict, species: Sequence[int]) -> nn.Module:
         if model_cfg[key] is not None:
             params[key] = model_cfg[key]
     descriptor = {"r_cut": cutoff, "r_cut_angular": r_ang, **params}
-    return BehlerParrinello(species, descriptor, model_cfg["hidden"], model_cfg["activation"])
+    return BehlerParrinello(
+        species, descriptor, model_cfg["hidden"], model_cfg["activation"], model_cfg["heads"]
+    )
 
 
 @torch.no_grad()
@@ -294,18 +298,23 @@ class Trainer:
         cutoff = model.cutoff
         self.train_graphs = [frame_to_graph(f, cutoff, self.dtype) for f in self.train_frames]
         self.valid_graphs = [frame_to_graph(f, cutoff, self.dtype) for f in self.valid_frames]
-        ref = _reference_energies(self.train_frames, cfg["data"]["reference_energies"], self.species)
+        heads = list(getattr(model, "heads", []))
+        groups = {None: self.train_frames}
+        if heads:
+            groups = self._assign_heads(heads)
+        refs, shifts = {}, {}
+        for head, frames in groups.items():
+            refs[head] = _reference_energies(frames, cfg["data"]["reference_energies"], self.species)
+            shifts[head] = {z: e + _mean_residual_per_atom(frames, refs[head]) for z, e in refs[head].items()}
+        main = heads[-1] if heads else None  # the default head sets the energy-based defaults
+        ref, shift = refs[main], shifts[main] if not heads else shifts
         f_rms = force_rms(self.train_frames) if any(f.forces is not None for f in self.train_frames) else None
-        e_std = energy_residual_std(self.train_frames, ref)
+        e_std = energy_residual_std(groups[main], ref)
         scale = f_rms if f_rms and math.isfinite(f_rms) and f_rms > 0 else max(e_std, 1e-3)
-        shift = {z: e + _mean_residual_per_atom(self.train_frames, ref) for z, e in ref.items()}
         if fresh:
             fit_statistics(model, self.train_graphs, shift, scale)
         elif self.checkpoint is None and tcfg["refit_energy_shift"] and hasattr(model, "energy_shift"):
-            with torch.no_grad():  # fine-tuning on another level of theory: new per-element offsets
-                for z, e in shift.items():
-                    if z in model.species:
-                        model.energy_shift[model.species.index(z)] = e
+            model.set_energy_shift(shift)  # fine-tuning on another level of theory: new offsets
         frozen = freeze_layers(model, tcfg["freeze"])
         if self.checkpoint is not None:
             self.loss_fn = EnergyForceLoss(**self.checkpoint["loss"])
@@ -330,6 +339,29 @@ class Trainer:
             f"sigma_E {self.loss_fn.sigma_energy:.4g} eV  sigma_F {self.loss_fn.sigma_forces:.4g} eV/Å  "
             f"energy scale {scale:.4g} eV  reference energies {ref}"
         )
+
+    def _assign_heads(self, heads: list[str]) -> dict[str, list[Frame]]:
+        """Tag every graph with its frame's head index; the training frames of each head."""
+        key = self.config["data"]["head_key"]
+        groups: dict[str, list[Frame]] = {h: [] for h in heads}
+        for frames, graphs, train in (
+            (self.train_frames, self.train_graphs, True),
+            (self.valid_frames, self.valid_graphs, False),
+        ):
+            for frame, graph in zip(frames, graphs):
+                name = frame.info.get(key)
+                if name is None or str(name) not in heads:
+                    raise ValueError(
+                        f"{frame.source}, frame {frame.index}: info[{key!r}] = {name!r} is not one of the "
+                        f"model's heads {heads}"
+                    )
+                graph[keys.HEAD] = torch.tensor([heads.index(str(name))])
+                if train:
+                    groups[str(name)].append(frame)
+        empty = [h for h, frames in groups.items() if not frames]
+        if empty:
+            raise ValueError(f"no training frames for head(s) {empty}")
+        return groups
 
     def _optimizer(self) -> tuple[torch.optim.Optimizer, object | None]:
         t = self.config["training"]
