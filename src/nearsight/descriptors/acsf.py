@@ -299,21 +299,28 @@ class ACSF(Descriptor):
         ends = torch.cumsum(counts, 0).tolist()
         grad = torch.is_grad_enabled() and vectors.requires_grad
         checkpointed = grad and sum(triplets) > _CHECKPOINT_TRIPLETS
-        parts, a0 = [], 0
+        chunks, a0 = [], 0
         while a0 < n_atoms:
             a1, n_trip = a0, 0
             while a1 < n_atoms and (a1 == a0 or n_trip + triplets[a1] <= _TRIPLETS_PER_CHUNK):
                 n_trip += triplets[a1]
                 a1 += 1
-            e0, e1 = (ends[a0 - 1] if a0 else 0), ends[a1 - 1]
-            args = (vectors[e0:e1], r[e0:e1], centres[e0:e1] - a0, element[neighbours[e0:e1]], a1 - a0)
+            chunks.append((a0, a1))
+            a0 = a1
+        sizes = [ends[a1 - 1] - (ends[a0 - 1] if a0 else 0) for a0, a1 in chunks]
+        # split, not slices: a slice's backward fills a gradient of the whole tensor per chunk
+        pieces = zip(
+            vectors.split(sizes), r.split(sizes), centres.split(sizes), element[neighbours].split(sizes)
+        )
+        parts = []
+        for (a0, a1), (v, d, c, kind) in zip(chunks, pieces):
+            args = (v, d, c - a0, kind, a1 - a0)
             if checkpointed:
                 from torch.utils.checkpoint import checkpoint
 
                 parts.append(checkpoint(self._angular_chunk, *args, use_reentrant=False))
             else:
                 parts.append(self._angular_chunk(*args))
-            a0 = a1
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def _angular_chunk(self, vectors, r, centres, kind, n_atoms) -> torch.Tensor:

@@ -488,10 +488,13 @@ class SOAP(Descriptor):
         ends = torch.cumsum(counts, 0).tolist()
         grad = torch.is_grad_enabled() and vec.requires_grad
         n_work = sum(widths[a0] * (a1 - a0) for a0, a1 in chunks) * per_edge
+        sizes = [ends[a1 - 1] - (ends[a0 - 1] if a0 else 0) for a0, a1 in chunks]
+        # split, not slices: the backward of a slice fills a gradient of the whole tensor,
+        # which over all chunks costs O(chunks x edges); split's backward concatenates once
+        pieces = zip(vec.split(sizes), r2.split(sizes), slot.split(sizes), pos.split(sizes))
         parts = []
-        for a0, a1 in chunks:
-            e0, e1 = (ends[a0 - 1] if a0 else 0), ends[a1 - 1]
-            args = (vec[e0:e1], r2[e0:e1], slot[e0:e1] - a0, pos[e0:e1], a1 - a0, widths[a0])
+        for (a0, a1), (v, r, sl, ps) in zip(chunks, pieces):
+            args = (v, r, sl - a0, ps, a1 - a0, widths[a0])
             if grad and len(chunks) > 1 and n_work > _CHECKPOINT_ELEMENTS:
                 from torch.utils.checkpoint import checkpoint  # memory: one chunk at a time
 
@@ -544,4 +547,4 @@ class SOAP(Descriptor):
         step = max(1, _CHUNK_ELEMENTS // per_atom)
         if n_atoms <= step:
             return self.power_spectrum(coeff)
-        return torch.cat([self.power_spectrum(coeff[s : s + step]) for s in range(0, n_atoms, step)])
+        return torch.cat([self.power_spectrum(c) for c in coeff.split(step)])
