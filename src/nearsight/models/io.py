@@ -23,10 +23,11 @@ from torch import nn
 from .. import __version__
 from ..units import UNITS
 from .bpnn import BehlerParrinello
+from .equivariant import EquivariantPotential
 
 FORMAT = "nearsight-model"
 FORMAT_VERSION = 2  # 2: ACSF with G1 and DScribe pair order; descriptor type recorded
-MODEL_TYPES: dict[str, type[nn.Module]] = {"bpnn": BehlerParrinello}
+MODEL_TYPES: dict[str, type[nn.Module]] = {"bpnn": BehlerParrinello, "equivariant": EquivariantPotential}
 
 
 def atomic_torch_save(obj: object, path: str | os.PathLike) -> Path:

@@ -75,7 +75,11 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any, Callable[[Any], 
         "baseline_stress_key": (_OPT_STR, None, None),
     },
     "model": {
-        "type": (str, "bpnn", _choice("bpnn")),
+        "type": (str, "bpnn", _choice("bpnn", "equivariant")),
+        # type: equivariant (MACE/NequIP-style, nearsight.models.equivariant): {preset: small | medium
+        # | large, and any of channels, l_max, sh_l_max, correlation, num_layers, n_radial, envelope_p,
+        # radial_hidden, readout_hidden, parity, gate}; cutoff is model.cutoff
+        "equivariant": ((dict, type(None)), None, None),
         "descriptor": (str, "acsf", _choice("acsf", "soap")),
         "cutoff": (_NUM, 5.0, _positive),
         "cutoff_angular": ((int, float, type(None)), None, None),
@@ -193,6 +197,15 @@ def validate_config(raw: dict | None, source: str = "<config>") -> dict:
         )
     if not model["hidden"] or not all(isinstance(h, int) and h > 0 for h in model["hidden"]):
         raise ConfigError(f"{source}: model.hidden = {model['hidden']!r}: must be a list of positive ints")
+    if model["type"] == "equivariant":
+        from ..models.equivariant import equivariant_arguments
+
+        try:
+            equivariant_arguments(model["equivariant"])
+        except ValueError as exc:
+            raise ConfigError(f"{source}: model.equivariant: {exc}") from exc
+    elif model["equivariant"] is not None:
+        raise ConfigError(f"{source}: model.equivariant is only read with model.type: equivariant")
     heads = model["heads"]
     if heads is not None and (len(heads) < 2 or len(set(map(str, heads))) != len(heads)):
         raise ConfigError(f"{source}: model.heads = {heads!r}: must be two or more distinct names")

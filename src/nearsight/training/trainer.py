@@ -44,6 +44,7 @@ from ..data.stats import energy_residual_std, fit_reference_energies, force_rms,
 from ..data.validate import validate_frames
 from ..descriptors.acsf import default_acsf_params
 from ..models.bpnn import BehlerParrinello
+from ..models.equivariant import build_equivariant
 from ..models.forcefield import ForceField, edge_vectors
 from ..models.io import load_model, model_from_dict, model_to_dict, save_model
 from .checkpoint import CheckpointError, comparable_config, load_checkpoint, save_checkpoint
@@ -112,6 +113,8 @@ def subtract_baseline(frame: Frame, base: Frame, data_cfg: dict) -> Frame:
 def build_model(model_cfg: dict, species: Sequence[int]) -> nn.Module:
     """A model from the ``model`` section of a config."""
     cutoff = float(model_cfg["cutoff"])
+    if model_cfg["type"] == "equivariant":
+        return build_equivariant(model_cfg["equivariant"], species, cutoff)
     if model_cfg["descriptor"] == "soap":
         weighting = model_cfg["weighting"] or {"function": "poly", "r0": cutoff, "c": 1.0, "m": 2.0}
         descriptor = {
@@ -150,6 +153,9 @@ def fit_statistics(
     model: BehlerParrinello, graphs: Sequence[dict], reference: dict[int, float], energy_scale: float
 ) -> None:
     """Descriptor mean/std over all training atoms; shift and scale of atomic energies."""
+    if hasattr(model, "fit_statistics"):  # the equivariant model: mean neighbour count, shift, scale
+        model.fit_statistics(graphs, reference, energy_scale)
+        return
     total = total_sq = None
     count = 0
     for start in range(0, len(graphs), 256):
