@@ -73,3 +73,18 @@ def test_collate_offsets_and_labels():
     assert batch[keys.HAS_STRESS].tolist() == [False, True]
     assert batch[keys.REF_ENERGY].tolist() == [-1.0, -2.0]
     assert batch[keys.CELL].shape == (2, 3, 3)
+
+
+def test_malloc_tuning_is_on_by_default_and_can_be_switched_off():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import nearsight, nearsight._malloc as m; print(m._tuned)"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    on = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    off = subprocess.run([sys.executable, "-c", code], env={**env, "NEARSIGHT_MALLOC_TUNING": "0"},
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    assert on.stdout.strip() == ("True" if sys.platform.startswith("linux") else "False")
+    assert off.stdout.strip() == "False"
