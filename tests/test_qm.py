@@ -31,6 +31,17 @@ from qm_helpers import waters as _waters
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_pyscf_thread():
+    """PySCF's OpenMP on one thread: the suite runs in parallel processes (and on shared machines)."""
+    from pyscf import lib
+
+    before = lib.num_threads()
+    lib.num_threads(1)
+    yield
+    lib.num_threads(before)
+
+
 def _h2(d: float = 0.74) -> Atoms:
     return Atoms("H2", positions=[[0, 0, 0], [0, 0, d]])
 
@@ -74,6 +85,9 @@ def test_open_shell_uses_unrestricted_reference():
     label = PySCFOracle("mp2", basis="sto-3g", spin=1)(oh)
     assert label.ok, label.error
     assert label.provenance["scf"] == "UHF"
+    with pytest.raises(ValueError, match=r"open-shell \(spin > 0\) CCSD\(T\) forces"):
+        PySCFOracle("ccsd(t)", spin=1)
+    assert PySCFOracle("ccsd(t)", spin=1, forces=False).method == "ccsd(t)"
     with pytest.raises(ValueError, match="method 'cisd'"):
         PySCFOracle("cisd")
 

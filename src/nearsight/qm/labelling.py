@@ -358,12 +358,22 @@ def label_structures(
                 for key, label in pool.run(tasks):
                     record(key, label)
 
-    missing = {key for key in cached_keys}
-    for key in missing:
-        stored = store.get(key)
-        if stored is None:  # pragma: no cover - the store changed under us
-            raise RuntimeError(f"label_structures: label {key} vanished from {store}")
-        result_by_key[key] = stored
+    if cached_keys:
+        stored = {label_hash(g, oracle_id): label for g, (_, label) in store.labels(oracle_id).items()}
+        for failure in store.failures():
+            stored.setdefault(
+                failure["hash"],
+                Label.failure(
+                    failure["error"],
+                    method=failure["method"],
+                    basis=failure["basis"],
+                    wall_time=failure["wall_time"] or 0.0,
+                ),
+            )
+        for key in cached_keys:
+            if key not in stored:  # pragma: no cover - the store changed under us
+                raise RuntimeError(f"label_structures: label {key} vanished from {store}")
+            result_by_key[key] = stored[key]
     labels = [result_by_key[key] for key in hashes]
     return LabellingResult(
         labels=labels,
@@ -448,6 +458,9 @@ def export_extxyz(
             ase.io.write(fh, frames, format="extxyz")
             fh.flush()
             os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; give it the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -221,7 +221,11 @@ class PySCFOracle(Oracle):
     gradients from ``pyscf.grad.ccsd_t`` / ``pyscf.grad.uccsd_t`` (the (T)
     Λ equations of ``pyscf.cc.ccsd_t_lambda``; PySCF ≥ 2.0).  No finite
     differences are ever used; if the installed PySCF lacks a gradient module
-    the label fails with an error that says so.
+    the label fails with an error that says so.  Open-shell CCSD(T) forces are
+    refused (``ValueError``): PySCF's UCCSD(T) gradients disagree with finite
+    differences of its own energy (checked with PySCF 2.14); closed-shell
+    CCSD(T) forces agree to 1e-5 eV/Å.  No density fitting is used (PySCF's
+    CC gradients ignore it).
 
     Failures (returned as ``ok=False``, never raised): SCF not converged within
     ``max_cycle`` cycles to ``conv_tol``; CCSD amplitudes or Λ equations not
@@ -251,6 +255,12 @@ class PySCFOracle(Oracle):
             raise ValueError(f"PySCFOracle: timeout_s must be positive, got {timeout_s}")
         if int(spin) < 0:
             raise ValueError(f"PySCFOracle: spin (number of unpaired electrons) must be >= 0, got {spin}")
+        if method == "ccsd(t)" and int(spin) > 0 and forces:
+            raise ValueError(
+                "PySCFOracle: open-shell (spin > 0) CCSD(T) forces are refused: PySCF's UCCSD(T) analytic "
+                "gradients disagree with finite differences (0.05 eV/Å for OH/STO-3G with PySCF 2.14; "
+                "pyscf issue #3305); use forces=False, method='ccsd' or a closed-shell system"
+            )
         self.method = method
         self.basis = str(basis).lower()
         self.xc = str(xc).lower() if method == "dft" else None
@@ -383,20 +393,16 @@ class PySCFOracle(Oracle):
                 if getattr(mycc, "converged_lambda", True) is False:
                     raise OracleError("CCSD Λ equations not converged")
             return float(mycc.e_tot), grad
-        restricted = self.spin == 0
         eris = mycc.ao2mo(mf.mo_coeff)
         e_t = float(mycc.ccsd_t(eris=eris))
         provenance["e_triples_hartree"] = e_t
         e_tot = float(mycc.e_tot) + e_t
         if not self.forces:
             return e_tot, None
+        # closed shell only (the constructor refuses open-shell CCSD(T) forces)
         try:
-            if restricted:
-                from pyscf.cc import ccsd_t_lambda as t_lambda
-                from pyscf.grad import ccsd_t as t_grad
-            else:
-                from pyscf.cc import uccsd_t_lambda as t_lambda
-                from pyscf.grad import uccsd_t as t_grad
+            from pyscf.cc import ccsd_t_lambda as t_lambda
+            from pyscf.grad import ccsd_t as t_grad
         except ImportError as err:
             raise OracleError(
                 f"this PySCF has no analytic CCSD(T) gradients ({err}); use forces=False"
