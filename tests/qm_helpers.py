@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -18,7 +19,7 @@ class CountingOracle(Oracle):
     def __init__(self, log: str | None = None, sleep_s: float = 0.0, fail_on: str | None = None):
         self.log = log
         self.sleep_s = sleep_s
-        self.fail_on = fail_on  # "raise", "nan" or "sleep" (sleeps 60 s)
+        self.fail_on = fail_on  # for structures with info["bad"]: "raise", "nan", "exit" or "sleep" (60 s)
         self.calls = 0
 
     def settings(self):
@@ -32,6 +33,8 @@ class CountingOracle(Oracle):
         time.sleep(self.sleep_s)
         if self.fail_on == "raise" and atoms.info.get("bad"):
             raise ValueError("injected failure")
+        if self.fail_on == "exit" and atoms.info.get("bad"):
+            os._exit(3)  # the worker process dies (as if killed by the OOM killer)
         if self.fail_on == "sleep" and atoms.info.get("bad"):
             time.sleep(60)
         energy, forces = springs(atoms.positions)

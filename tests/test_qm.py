@@ -113,7 +113,7 @@ def test_unconverged_scf_is_a_failure_and_never_stored(tmp_path):
 
 
 # ---------------------------------------------------------------- failure injection in workers
-def test_exceptions_and_non_finite_values_are_recorded_in_workers(tmp_path):
+def test_exceptions_dead_workers_and_non_finite_values_are_recorded(tmp_path):
     structures = _waters(4)
     structures[1].info["bad"] = True
     store = LabelStore(tmp_path / "labels.db")
@@ -122,6 +122,10 @@ def test_exceptions_and_non_finite_values_are_recorded_in_workers(tmp_path):
     assert "ValueError: injected failure" in result.labels[1].error
     assert len(store) == 3 and len(store.failed_hashes()) == 1
     assert len(result.ok_atoms()) == 3
+
+    died = label_structures(structures, CountingOracle(fail_on="exit"), tmp_path / "exit.db", n_workers=2)
+    assert died.ok == [True, False, True, True]
+    assert "worker process died (exit code 3)" in died.labels[1].error
 
     nan = label_structures(structures, CountingOracle(fail_on="nan"), tmp_path / "nan.db", n_workers=0)
     assert nan.ok == [True, False, True, True] and "not finite" in nan.labels[1].error

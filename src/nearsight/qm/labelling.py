@@ -287,8 +287,9 @@ def label_structures(
 ) -> LabellingResult:
     """Label every structure once with ``oracle``, caching and resuming through ``store``.
 
-    ``n_workers >= 1``: that many worker processes (spawned; each with
-    ``threads_per_worker`` OpenMP/BLAS threads); the timeout (``timeout_s``, by
+    ``n_workers >= 1``: that many worker processes (forked by a fresh fork
+    server, or spawned; each with ``threads_per_worker`` OpenMP/BLAS threads,
+    ``None``: as inherited); the timeout (``timeout_s``, by
     default ``oracle.timeout_s``) kills a worker that takes longer on one
     structure.  ``n_workers == 0``: labels in this process by ``oracle(atoms)``.
     Structures already in the store are not recomputed (failures neither,
