@@ -132,8 +132,10 @@ def real_solid_harmonics(vec: torch.Tensor, l_max: int, dim: int = -1) -> torch.
     return out if dim in (-1, out.ndim - 1) else out.movedim(-1, dim)
 
 
-def solid_harmonics_lm_first(xyz: torch.Tensor, l_max: int) -> torch.Tensor:
-    """``r^l Y_lm`` of points ``xyz [3, P]`` as ``[(l_max+1)², P]`` (order as above).
+def solid_harmonics_lm_first(xyz: torch.Tensor, l_max: int, m_order: bool = True) -> torch.Tensor:
+    """``r^l Y_lm`` of points ``xyz [3, P]`` as ``[(l_max+1)², P]`` (order as above; with
+    ``m_order=False`` the sine terms of each l run m = -1..-l instead, which saves a flip
+    per l where only sums over m matter, as in the power spectrum).
 
     Built by the Cartesian recurrences of the regular solid harmonics, vectorised over m,
     so there is no division by r and few tensor operations (which matters under double
@@ -174,7 +176,8 @@ def solid_harmonics_lm_first(xyz: torch.Tensor, l_max: int) -> torch.Tensor:
         )
         norm[1:] *= math.sqrt(2.0)
         norm_t = torch.as_tensor(norm, dtype=xyz.dtype, device=xyz.device)[:, None]
-        rows.append((s_prev[1:] * norm_t[1:]).flip(0))
+        sines = s_prev[1:] * norm_t[1:]
+        rows.append(sines.flip(0) if m_order else sines)
         rows.append(c_prev * norm_t)
     return torch.cat(rows)
 
@@ -451,7 +454,7 @@ class SOAP(Descriptor):
         decay, mix = self._decay64.to(vec.device), self._mix64.to(vec.device)
         # one product and one exp over [rows·W, L·K]
         prim = torch.exp(r2p.reshape(-1, 1) * decay.neg().reshape(1, -1)).reshape(n_rows, width, n_l, n_k)
-        ap = solid_harmonics_lm_first(padded.reshape(-1, 3).T, self.l_max)
+        ap = solid_harmonics_lm_first(padded.reshape(-1, 3).T, self.l_max, m_order=False)
         ap = ap.reshape(-1, n_rows, width).transpose(0, 1)  # [rows, LM, W], a view
         if self.weighting.get("function"):
             ap = ap * vec64.new_zeros((n_rows, 1, width)).index_put(
@@ -518,8 +521,9 @@ class SOAP(Descriptor):
         keep = r2 <= self.neighbour_cutoff**2
         if self.rbf == "polynomial":  # DScribe treats atoms on the centre as the centre
             keep &= r2 > 1e-12
-        vec, r2 = vec[keep], r2[keep]
-        slot = centres[keep] * n_el + element[neighbours[keep]]
+        if not bool(keep.all()):  # the usual graph is built at this cutoff: nothing to drop
+            vec, r2, centres, neighbours = vec[keep], r2[keep], centres[keep], neighbours[keep]
+        slot = centres * n_el + element[neighbours]
         acc = self._accumulate(vec, r2, slot, n_atoms * n_el)
         # the centre atom's own Gaussian (only l = 0)
         centre_slot = torch.arange(n_atoms, device=vec.device) * n_el + element
