@@ -105,15 +105,20 @@ def model_from_dict(data: dict, source: str = "<dict>") -> nn.Module:
     return model
 
 
+def read_weights_only(path: Path, what: str, error: type[Exception] = ValueError) -> object:
+    """``torch.load(weights_only=True)`` on CPU; an unreadable file raises ``error`` naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the file name
+        raise error(f"{str(path)!r}: cannot read {what} ({exc})") from exc
+
+
 def load_model(path: str | os.PathLike, dtype: torch.dtype | str | None = None) -> nn.Module:
     """Load a model file without unpickling arbitrary objects."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file {str(path)!r} does not exist")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the file name
-        raise ValueError(f"{str(path)!r}: cannot read model file ({exc})") from exc
+    data = read_weights_only(path, "model file")
     model = model_from_dict(data, source=repr(str(path)))
     if dtype is not None:
         model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)

@@ -20,9 +20,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
-from ..models.io import atomic_torch_save
+from ..models.io import atomic_torch_save, read_weights_only
 
 FORMAT = "nearsight-checkpoint"
 FORMAT_VERSION = 1
@@ -40,10 +38,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {str(path)!r} to resume from")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the file name
-        raise CheckpointError(f"{str(path)!r}: cannot read checkpoint ({exc})") from exc
+    state = read_weights_only(path, "checkpoint", CheckpointError)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r}: not a nearsight training checkpoint")
     if state.get("format_version") != FORMAT_VERSION:
