@@ -76,7 +76,7 @@ def test_every_feature_rotates_and_reflects_by_wigner_d(correlation):
                     torch.testing.assert_close(f1[name], x, atol=1e-10, rtol=0)
                     continue
                 D = wigner_d(name.split()[1], Q)
-                expected = torch.einsum("ncm,km->nck", x, D)
+                expected = torch.einsum("nmc,km->nkc", x, D)  # features are [n, 2l+1, C]
                 err = (f1[name] - expected).abs().max().item()
                 assert err < 1e-10 * max(1.0, x.abs().max().item()), (layer, name, err)
                 ir = name.split()[1]

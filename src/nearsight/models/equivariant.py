@@ -160,6 +160,7 @@ def _coupling(a_irreps: Sequence[Irrep], target: Irrep, nu: int) -> tuple[list[t
     return monos, vh[:rank].reshape(rank, len(monos), 2 * L + 1)
 
 
+_CHUNK_ELEMENTS = 1 << 21  # per-chunk size of per-edge / per-monomial tensors (8 MiB in float32): fits L2/L3
 _SILU_NORM = 1.679  # 1 / sqrt(E[silu(x)²]) for x ~ N(0, 1): keeps the second moment through layers
 
 
@@ -174,13 +175,14 @@ class _RadialMLP(nn.Module):
         super().__init__()
         self.weights = nn.ParameterList(_linear_weight(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = len(self.weights)
-        for k, w in enumerate(self.weights):
-            x = x @ w
-            if k < n - 1:
-                x = torch.nn.functional.silu(x) * _SILU_NORM
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """All but the last layer (the last is applied chunk by chunk by the convolution)."""
+        for w in self.weights[:-1]:
+            x = torch.nn.functional.silu(x @ w) * _SILU_NORM
         return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.hidden(x) @ self.weights[-1]
 
 
 class _Interaction(nn.Module):
@@ -218,13 +220,17 @@ class _Interaction(nn.Module):
         self.a_irreps = [ir for ir in a_allowed if any(p[2] == ir for p in paths)]
         self.n_paths = len(paths)
         self.block_k: list[int] = []
+        self.block_paths: list[list[tuple[int, int]]] = []  # (path, input irrep) per output block
+        self.in_dims = [2 * l + 1 for l, _ in in_irreps]
         for b, ir3 in enumerate(self.a_irreps):
             l3 = ir3[0]
             p_idx, m_idx, cg = [], [], []
+            segments = []
             for p, (i1, l2, ir) in enumerate(paths):
                 if ir != ir3:
                     continue
                 l1 = in_irreps[i1][0]
+                segments.append((p, i1))
                 w = _w3j(l1, l2, l3) * math.sqrt(2 * l3 + 1)  # [m1, m2, M]
                 for m1 in range(2 * l1 + 1):
                     p_idx.append(p)
@@ -238,6 +244,7 @@ class _Interaction(nn.Module):
             cg_t = torch.from_numpy(np.stack(cg, 0).transpose(1, 0, 2).reshape(self.sh_dim, -1).copy())
             self.register_buffer(f"cg{b}", cg_t, persistent=False)
             self.block_k.append(len(p_idx))
+            self.block_paths.append(segments)
         self.radial = _RadialMLP([n_radial, *radial_hidden, self.n_paths * C])
         self.w_a = nn.ParameterList(_linear_weight(C, C) for _ in self.a_irreps)
 
@@ -295,6 +302,7 @@ class _Interaction(nn.Module):
                 self.sc_weights.append(nn.Parameter(torch.randn(n_elements, H, C)))
                 self.sc_shapes.append((H, K, 2 * ir[0] + 1))
             self.group_irreps.append(outs)
+        self.order = [ir for outs in self.group_irreps for ir in outs]  # outputs grouped by parity
         self.w_out = nn.ParameterList(_linear_weight(C, C) for _ in out_irreps)
         self.residual = residual
         if residual:
@@ -309,85 +317,115 @@ class _Interaction(nn.Module):
         return getattr(self, name)
 
     def convolution(
-        self, h: list[torch.Tensor], Y_pad: torch.Tensor, R: torch.Tensor, nbr: torch.Tensor, n_nb: int
+        self, h: list[torch.Tensor], G_in: torch.Tensor, hidden: torch.Tensor, nbr: torch.Tensor
     ) -> list[torch.Tensor]:
-        """A per block ``[n_atoms, C, 2L+1]``; Y_pad ``[n_atoms*n_nb, sh_dim]`` (zero for padding),
-        R ``[n_atoms*n_nb, n_paths*C]``, nbr ``[n_atoms*n_nb]`` neighbour index (any for padding)."""
+        """A per block ``[n_atoms, 2L+1, C]`` (channels last).
+
+        ``G_in`` ``[n_atoms, n_nb, sh_dim]`` spherical harmonics of the padded neighbour list,
+        ``hidden`` ``[n_atoms * n_nb, h]`` last hidden layer of the radial MLP (zero for padding),
+        ``nbr`` ``[n_atoms * n_nb]`` neighbour index.  Per output block: Z (radial weight ×
+        neighbour feature, ``[n, n_nb·k, C]``) and G (CG ⊗ Y, ``[n, n_nb·k, 2L+1]``), then
+        A = Gᵀ Z, one batched matmul over atoms.  Atoms go in chunks so that Z and the radial
+        weights stay cache-sized (and no whole-system ``[n_edges, n_paths·C]`` tensor exists).
+        """
         C = self.channels
-        n = h[0].shape[0]
-        up = torch.cat([torch.matmul(x.transpose(1, 2), w) for x, w in zip(h, self.w_up)], 1)  # [n, D, C]
-        hj = up.index_select(0, nbr).view(n, n_nb, up.shape[1], C)  # [n, nb, D, C]
-        Rv = R.view(n, n_nb, self.n_paths, C)
-        out = []
-        for b, ir in enumerate(self.a_irreps):
-            k = self.block_k[b]
-            z = Rv.index_select(2, self._buf(f"p_idx{b}")) * hj.index_select(2, self._buf(f"m_idx{b}"))
-            z = z.permute(0, 3, 1, 2).reshape(n, C, n_nb * k)  # [n, C, nb*k]
-            G = torch.matmul(Y_pad, self._buf(f"cg{b}")).view(n, n_nb * k, 2 * ir[0] + 1)
-            out.append(torch.bmm(z, G))
-        return out
+        n, n_nb = G_in.shape[0], G_in.shape[1]
+        up = torch.cat([torch.matmul(x, w) for x, w in zip(h, self.w_up)], 1)  # [n, D, C]
+        per_atom = max(1, n_nb * (self.n_paths + sum(self.block_k)) * C)
+        chunk = max(1, min(n, _CHUNK_ELEMENTS // per_atom))
+        # split, not slices: a slice's backward writes a zero tensor of the whole input per slice
+        pieces = zip(G_in.split(chunk), hidden.split(chunk * n_nb), nbr.split(chunk * n_nb))
+        w_last = self.radial.weights[-1]
+        blocks: list[list[torch.Tensor]] = [[] for _ in self.a_irreps]
+        for G_c, hid_c, nbr_c in pieces:
+            m = G_c.shape[0]
+            hj = up.index_select(0, nbr_c).split(self.in_dims, 1)  # per irrep [m*nb, 2l+1, C]
+            Rs = (hid_c @ w_last).view(m * n_nb, self.n_paths, C).split(1, 1)  # per path [m*nb, 1, C]
+            for b, ir in enumerate(self.a_irreps):
+                k = self.block_k[b]
+                parts = [Rs[p] * hj[i] for p, i in self.block_paths[b]]
+                z = (parts[0] if len(parts) == 1 else torch.cat(parts, 1)).view(m, n_nb * k, C)
+                G = torch.matmul(G_c, self._buf(f"cg{b}")).view(m, n_nb * k, 2 * ir[0] + 1)
+                blocks[b].append(torch.bmm(G.transpose(1, 2), z))  # [m, 2L+1, C]
+        return [x[0] if len(x) == 1 else torch.cat(x, 0) for x in blocks]
 
     def symmetric_product(
         self, A: torch.Tensor, element: torch.Tensor, n_elements: int
     ) -> list[torch.Tensor]:
-        """B for every output irrep ``[n_atoms, C, 2L+1]`` from A ``[n_atoms, C, a_dim]``."""
-        n, C = A.shape[0], A.shape[1]
-        pairs = A.index_select(2, self._buf("pair_a")) * A.index_select(2, self._buf("pair_b"))
-        out: list[torch.Tensor] = []
+        """B for every output irrep ``[n_atoms, 2L+1, C]`` from A ``[n_atoms, a_dim, C]``.
+
+        Works channel-major (``[C, atoms, monomials]``) so that the contraction with the element's
+        ``T[c, monomial, M]`` is a batched matmul over channels without copies, one element at a
+        time, in cache-sized chunks of atoms.
+        """
+        C = A.shape[2]
+        At = A.permute(2, 0, 1).contiguous()  # [C, n, a_dim]
+        T_groups: list[list[torch.Tensor]] = []
         w_k = 0
-        for g, outs in enumerate(self.group_irreps):
-            monos = [A.index_select(2, self._buf(f"g{g}_deg1"))]
-            if self.correlation >= 2:
-                monos.append(pairs.index_select(2, self._buf(f"g{g}_deg2")))
-            if self.correlation >= 3:
-                monos.append(
-                    pairs.index_select(2, self._buf(f"g{g}_deg3_pre"))
-                    * A.index_select(2, self._buf(f"g{g}_deg3_last"))
-                )
-            mono = torch.cat(monos, 2)  # [n, C, K]
-            K = mono.shape[2]
+        K_total = 0
+        for outs in self.group_irreps:
             T = []
-            for ir in outs:
-                H, _, M = self.sc_shapes[w_k]
-                W = self.sc_weights[w_k]  # [Z, H, C]
-                U = self._buf(f"U_{irrep_name(ir)}")  # [H, K*M]
-                T.append(torch.matmul(W.transpose(1, 2), U).view(n_elements, C, K, M))
+            for _ in outs:
+                H, K, M = self.sc_shapes[w_k]
+                U = self._buf(f"U_{irrep_name(self.order[w_k])}")  # [H, K*M]
+                T.append(torch.matmul(self.sc_weights[w_k].transpose(1, 2), U).view(n_elements, C, K, M))
                 w_k += 1
-            Tg = torch.cat(T, 3)  # [Z, C, K, M_group]
-            res = A.new_zeros((n, C, Tg.shape[3]))
-            for e in range(n_elements):
+            K_total += T[0].shape[2]
+            T_groups.append(torch.cat(T, 3).unbind(0))  # per element [C, K, M_group]
+        chunk = max(1, _CHUNK_ELEMENTS // (C * (self.pair_a.shape[0] + K_total)))
+        results: list[list[torch.Tensor]] = [[] for _ in self.group_irreps]
+        order: list[torch.Tensor] = []
+        for e in range(n_elements):
+            if n_elements == 1:
+                A_e = At
+            else:
                 idx = torch.nonzero(element == e).squeeze(-1)
                 if idx.numel() == 0:
                     continue
-                x = mono.index_select(0, idx).transpose(0, 1)  # [C, n_e, K]
-                res = res.index_copy(0, idx, torch.bmm(x, Tg[e]).transpose(0, 1))
-            start = 0
-            for ir in outs:
-                out.append(res[:, :, start : start + 2 * ir[0] + 1])
-                start += 2 * ir[0] + 1
-        order = [ir for outs in self.group_irreps for ir in outs]
-        return [out[order.index(ir)] for ir in self.out_irreps]
+                order.append(idx)
+                A_e = At.index_select(1, idx)
+            for A_c in A_e.split(chunk, 1):
+                pairs = A_c.index_select(2, self.pair_a) * A_c.index_select(2, self.pair_b)
+                for g in range(len(self.group_irreps)):
+                    monos = [A_c.index_select(2, self._buf(f"g{g}_deg1"))]
+                    if self.correlation >= 2:
+                        monos.append(pairs.index_select(2, self._buf(f"g{g}_deg2")))
+                    if self.correlation >= 3:
+                        monos.append(
+                            pairs.index_select(2, self._buf(f"g{g}_deg3_pre"))
+                            * A_c.index_select(2, self._buf(f"g{g}_deg3_last"))
+                        )
+                    mono = torch.cat(monos, 2)  # [C, m, K]
+                    results[g].append(torch.bmm(mono, T_groups[g][e]))  # [C, m, M_group]
+        inverse = torch.argsort(torch.cat(order)) if order else None
+        out: list[torch.Tensor] = []
+        for g, outs in enumerate(self.group_irreps):
+            res = results[g][0] if len(results[g]) == 1 else torch.cat(results[g], 1)
+            if inverse is not None:
+                res = res.index_select(1, inverse)
+            out.extend(res.permute(1, 2, 0).split([2 * l + 1 for l, _ in outs], 1))  # [n, 2L+1, C]
+        return [out[self.order.index(ir)] for ir in self.out_irreps]
 
     def update(self, B: list[torch.Tensor], h: list[torch.Tensor]) -> list[torch.Tensor]:
-        new = [torch.matmul(b.transpose(1, 2), w).transpose(1, 2) for b, w in zip(B, self.w_out)]
+        new = [torch.matmul(b, w) for b, w in zip(B, self.w_out)]
         if self.residual:
             for ir, w in zip(self.skip_irreps, self.w_skip):
                 k = self.out_irreps.index(ir)
-                x = h[self.in_irreps.index(ir)]
-                new[k] = new[k] + torch.matmul(x.transpose(1, 2), w).transpose(1, 2)
+                new[k] = new[k] + torch.matmul(h[self.in_irreps.index(ir)], w)
         return new
 
     def apply_gate(self, h: list[torch.Tensor]) -> list[torch.Tensor]:
         if not self.gate:
             return h
-        s = h[self.out_irreps.index((0, 1))][:, :, 0]  # [n, C]
+        k0 = self.out_irreps.index((0, 1))
+        s = h[k0][:, 0]  # [n, C]
         out = list(h)
         if self.gated:
             gates = torch.sigmoid(s @ self.w_gate).view(s.shape[0], len(self.gated), self.channels)
             for q, ir in enumerate(self.gated):
                 k = self.out_irreps.index(ir)
-                out[k] = torch.tanh(h[k]) if ir == (0, -1) else h[k] * gates[:, q, :, None]
-        out[self.out_irreps.index((0, 1))] = torch.nn.functional.silu(h[self.out_irreps.index((0, 1))])
+                out[k] = torch.tanh(h[k]) if ir == (0, -1) else h[k] * gates[:, q, None, :]
+        out[k0] = torch.nn.functional.silu(h[k0])
         return out
 
 
@@ -582,28 +620,29 @@ class EquivariantPotential(nn.Module):
         return pad, n_nb
 
     def intermediates(self, graph: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        """Per layer: ``{"A <irrep>": [n, C, 2l+1], "h <irrep>": ...}`` and ``"energy"`` [n]."""
+        """Per layer: ``{"A <irrep>": [n, 2l+1, C], "h <irrep>": ...}`` and last ``{"energy": [n]}``."""
         element = element_indices(self.z_to_index, graph[keys.ATOMIC_NUMBERS], self.species)
         vectors = graph[keys.EDGE_VECTORS]
         edge_index = graph[keys.EDGE_INDEX]
         n = element.shape[0]
         n_el = len(self.species)
-        Y, radial = self._edges(vectors)
+        # padded neighbour lists: the dummy edge lies beyond the cutoff, so its radial weights are 0
         pad, n_nb = self.neighbour_layout(edge_index[0], n)
-        Y_pad = torch.cat([Y, Y.new_zeros(1, Y.shape[1])]).index_select(0, pad)
+        dummy = vectors.new_zeros(1, 3)
+        dummy[0, 0] = 2.0 * self.cutoff
+        Y, radial = self._edges(torch.cat([vectors, dummy]).index_select(0, pad))
+        G_in = Y.view(n, n_nb, Y.shape[1])
         nbr = torch.cat([edge_index[1], edge_index[1].new_zeros(1)]).index_select(0, pad)
-        h = [self.embedding.index_select(0, element)[:, :, None]]  # [n, C, 1] 0e
+        h = [self.embedding.index_select(0, element)[:, None, :]]  # [n, 1, C] 0e
         out = []
         energy = Y.new_zeros(n)
         inv_nb = 1.0 / self.avg_num_neighbours
         for t, layer in enumerate(self.layers):
-            R = layer.radial(radial)
-            R = torch.cat([R, R.new_zeros(1, R.shape[1])]).index_select(0, pad)
-            A = layer.convolution(h, Y_pad, R, nbr, n_nb)
-            A = [torch.matmul(a.transpose(1, 2), w).transpose(1, 2) * inv_nb for a, w in zip(A, layer.w_a)]
-            B = layer.symmetric_product(torch.cat(A, 2), element, n_el)
+            A = layer.convolution(h, G_in, layer.radial.hidden(radial), nbr)
+            A = [torch.matmul(a, w) * inv_nb for a, w in zip(A, layer.w_a)]
+            B = layer.symmetric_product(torch.cat(A, 1), element, n_el)
             h_new = layer.update(B, h)
-            scalars = h_new[layer.out_irreps.index((0, 1))][:, :, 0]
+            scalars = h_new[layer.out_irreps.index((0, 1))][:, 0]
             if t < self.num_layers - 1:
                 energy = energy + (scalars @ self.readouts[t]).squeeze(-1)
             else:
