@@ -50,6 +50,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+LOAD_AT_START = list(os.getloadavg())
 HIDDEN = [64, 64]
 SOAP_ARGS = {"r_cut": 5.0, "n_max": 8, "l_max": 6, "sigma": 1.0, "rbf": "gto"}
 # 8 G2: Gaussians every 0.64 Å from 0.5 Å to r_cut, width = spacing (nearsight's default grid).
@@ -762,6 +763,9 @@ def main() -> None:
             "dscribe": version("dscribe"),
             "threads": 1,
             "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            # other work on the machine inflates both sides' timings; recorded to judge a run by
+            "load_average_at_start": LOAD_AT_START,
+            "load_average_at_end": list(os.getloadavg()),
         },
         "source_sha256": source_hashes(),
         "settings": {
