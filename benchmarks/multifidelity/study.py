@@ -222,6 +222,8 @@ def plot(results: dict, sizes: list[int], path: Path) -> None:
     axes[1].set_ylabel("test energy MAE (meV)")
     for ax in axes:
         ax.set_xlabel("MP2 training labels")
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.minorticks_off()
         ax.legend()
     fig.suptitle("water dimer: MP2/6-31G** from HF/6-31G* + few MP2 labels")
     fig.tight_layout()
