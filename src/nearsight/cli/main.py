@@ -21,8 +21,10 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.output_dir:
         config["output_dir"] = str(Path(args.output_dir).resolve())
-    path = Trainer(config, resume=args.resume).train()
-    print(path.resolve())
+    trainer = Trainer(config, resume=args.resume)
+    path = trainer.train()
+    if trainer.dist.is_main:  # under torchrun, one line from rank 0
+        print(path.resolve())
     return 0
 
 
