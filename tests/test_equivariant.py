@@ -171,3 +171,20 @@ def test_trainer_builds_fits_and_trains(tmp_path):
     assert model.model_type == "equivariant" and model.channels == 4 and model.correlation == 2
     assert 5.0 < float(model.avg_num_neighbours) < 9.0  # ethanol within 4 Å: (almost) all 8 others
     assert float(model.energy_scale[0]) > 0 and model.energy_shift.abs().sum() > 0
+
+
+def test_torchscript_export_matches(tmp_path):
+    from nearsight.models.export import export_torchscript
+
+    model = tiny([1, 8], channels=4, l_max=2, num_layers=3, parity="both")
+    g = atoms_to_graph(water_box(2), model.cutoff, torch.float64)
+    ref = ForceField(model)(g)
+    export_torchscript(model, tmp_path / "model.ts")
+    ts = torch.jit.load(str(tmp_path / "model.ts"))
+    assert ts.cutoff == model.cutoff and list(ts.species) == [1, 8]
+    args = [g[k] for k in (keys.POSITIONS, keys.ATOMIC_NUMBERS, keys.CELL, keys.BATCH, keys.EDGE_INDEX)]
+    out = ts(*args, g[keys.CELL_SHIFTS])
+    torch.testing.assert_close(out[keys.ENERGY], ref[keys.ENERGY], atol=1e-12, rtol=0)
+    torch.testing.assert_close(out[keys.FORCES], ref[keys.FORCES], atol=1e-12, rtol=0)
+    with pytest.raises(torch.jit.Error, match="element the model was not trained on"):
+        ts(*args[:1], torch.full_like(args[1], 6), *args[2:], g[keys.CELL_SHIFTS])

@@ -34,6 +34,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from typing import List, Tuple  # noqa: UP035 - TorchScript attribute annotations
 
 import numpy as np
 import torch
@@ -168,25 +169,39 @@ def _linear_weight(c_in: int, c_out: int) -> nn.Parameter:
     return nn.Parameter(torch.randn(c_in, c_out) / math.sqrt(c_in))
 
 
+def _stacked_weights(n: int, c_in: int, c_out: int) -> nn.Parameter:
+    """``n`` channel-mixing matrices ``[n, c_in, c_out]`` (one per irrep)."""
+    return nn.Parameter(torch.randn(n, c_in, c_out) / math.sqrt(c_in))
+
+
 class _RadialMLP(nn.Module):
     """Bias-free MLP with SiLU: zero input (beyond the cutoff) gives zero output."""
 
     def __init__(self, sizes: Sequence[int]) -> None:
         super().__init__()
-        self.weights = nn.ParameterList(_linear_weight(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b, bias=False) for a, b in zip(sizes[:-2], sizes[1:-1]))
+        self.out = nn.Linear(sizes[-2], sizes[-1], bias=False)
+        self.silu_norm = _SILU_NORM
+        with torch.no_grad():
+            for lin in [*self.layers, self.out]:
+                lin.weight.normal_(0.0, 1.0 / math.sqrt(lin.in_features))
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
         """All but the last layer (the last is applied chunk by chunk by the convolution)."""
-        for w in self.weights[:-1]:
-            x = torch.nn.functional.silu(x @ w) * _SILU_NORM
+        for lin in self.layers:
+            x = torch.nn.functional.silu(lin(x)) * self.silu_norm
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.hidden(x) @ self.weights[-1]
+        return self.out(self.hidden(x))
 
 
 class _Interaction(nn.Module):
-    """One message-passing layer: equivariant convolution, symmetric product, update, gate."""
+    """One message-passing layer: equivariant convolution, symmetric product, update, gate.
+
+    Coefficients live in a few packed buffers with offsets (plain Python lists), so that the layer
+    converts with ``.to(dtype)`` and compiles with TorchScript.
+    """
 
     def __init__(
         self,
@@ -204,10 +219,13 @@ class _Interaction(nn.Module):
     ) -> None:
         super().__init__()
         C = channels
-        self.in_irreps, self.out_irreps, self.channels = in_irreps, out_irreps, C
+        self.in_irreps = list(in_irreps)
+        self.out_irreps = list(out_irreps)
+        self.channels = C
+        self.n_elements = n_elements
+        self.chunk_elements = _CHUNK_ELEMENTS
         self.sh_dim = (sh_l_max + 1) ** 2
-        self.w_up = nn.ParameterList(_linear_weight(C, C) for _ in in_irreps)
-        in_off = _offsets(in_irreps)
+        self.w_up = _stacked_weights(len(in_irreps), C, C)
 
         # ---- convolution paths (l1,p1) x Y_l2 -> (l3,p3), grouped by output block
         paths: list[tuple[int, int, Irrep]] = []
@@ -219,13 +237,14 @@ class _Interaction(nn.Module):
                         paths.append((i1, l2, ir3))
         self.a_irreps = [ir for ir in a_allowed if any(p[2] == ir for p in paths)]
         self.n_paths = len(paths)
-        self.block_k: list[int] = []
-        self.block_paths: list[list[tuple[int, int]]] = []  # (path, input irrep) per output block
+        self.block_k = []
+        self.block_paths = []  # (path, input irrep) per output block
         self.in_dims = [2 * l + 1 for l, _ in in_irreps]
-        for b, ir3 in enumerate(self.a_irreps):
+        self.cg_offsets = [0]
+        cgs = []
+        for ir3 in self.a_irreps:
             l3 = ir3[0]
-            p_idx, m_idx, cg = [], [], []
-            segments = []
+            cg, segments = [], []
             for p, (i1, l2, ir) in enumerate(paths):
                 if ir != ir3:
                     continue
@@ -233,34 +252,39 @@ class _Interaction(nn.Module):
                 segments.append((p, i1))
                 w = _w3j(l1, l2, l3) * math.sqrt(2 * l3 + 1)  # [m1, m2, M]
                 for m1 in range(2 * l1 + 1):
-                    p_idx.append(p)
-                    m_idx.append(in_off[i1] + m1)
                     block = np.zeros((self.sh_dim, 2 * l3 + 1))
                     block[l2 * l2 : (l2 + 1) ** 2] = w[m1]
                     cg.append(block)
-            self.register_buffer(f"p_idx{b}", torch.tensor(p_idx), persistent=False)
-            self.register_buffer(f"m_idx{b}", torch.tensor(m_idx), persistent=False)
-            # [sh_dim, k * (2l3+1)]: per-edge G = Y @ cg
-            cg_t = torch.from_numpy(np.stack(cg, 0).transpose(1, 0, 2).reshape(self.sh_dim, -1).copy())
-            self.register_buffer(f"cg{b}", cg_t, persistent=False)
-            self.block_k.append(len(p_idx))
+            # [sh_dim, k * (2l3+1)]: per-edge G = Y @ cg, k = (path, m1) pairs in path order
+            cgs.append(np.stack(cg, 0).transpose(1, 0, 2).reshape(self.sh_dim, -1))
+            self.cg_offsets.append(self.cg_offsets[-1] + cgs[-1].shape[1])
+            self.block_k.append(len(cg))
             self.block_paths.append(segments)
+        self.register_buffer("cg", torch.from_numpy(np.concatenate(cgs, 1)), persistent=False)
         self.radial = _RadialMLP([n_radial, *radial_hidden, self.n_paths * C])
-        self.w_a = nn.ParameterList(_linear_weight(C, C) for _ in self.a_irreps)
+        self.w_a = _stacked_weights(len(self.a_irreps), C, C)
 
         # ---- symmetric product of A (per channel) up to degree `correlation`
         a_dim = _dim(self.a_irreps)
-        self.a_dim = a_dim
         pairs = list(itertools.combinations_with_replacement(range(a_dim), 2))
         pair_id = {m: k for k, m in enumerate(pairs)}
-        self.register_buffer("pair_a", torch.tensor([m[0] for m in pairs]), persistent=False)
-        self.register_buffer("pair_b", torch.tensor([m[1] for m in pairs]), persistent=False)
+        self.register_buffer("pair_a", torch.tensor([m[0] for m in pairs], dtype=torch.long), False)
+        self.register_buffer("pair_b", torch.tensor([m[1] for m in pairs], dtype=torch.long), False)
         self.correlation = correlation
-        self.parities = sorted({p for _, p in out_irreps}, reverse=True)
-        self.group_irreps: list[list[Irrep]] = []
-        self.sc_weights = nn.ParameterList()
-        self.sc_shapes: list[tuple[int, int, int]] = []  # (H, K, M) per output irrep
-        for g, parity in enumerate(self.parities):
+        parities = sorted({p for _, p in out_irreps}, reverse=True)
+        self.group_irreps = []
+        self.group_dims = []
+        self.group_k = []
+        # per group: offsets into mono_index of [deg1, deg2, deg3 prefix pair, deg3 last factor]
+        self.mono_offsets = []
+        # per output irrep (grouped order): (H, M) and offsets into U_all / rows of sc_weights
+        self.sc_h = []
+        self.sc_m = []
+        self.u_offsets = [0]
+        self.h_offsets = [0]
+        mono_index: list[int] = []
+        U_parts = []
+        for parity in parities:
             outs = [ir for ir in out_irreps if ir[1] == parity]
             bases = {
                 ir: [_coupling(self.a_irreps, ir, nu) for nu in range(1, correlation + 1)] for ir in outs
@@ -273,48 +297,57 @@ class _Interaction(nn.Module):
                 for ir in outs:
                     nz |= np.abs(bases[ir][nu][1]).max(axis=(0, 2), initial=0.0) > 1e-12
                 used.append([monos[k] for k in np.flatnonzero(nz)])
-            self.register_buffer(f"g{g}_deg1", torch.tensor([m[0] for m in used[0]], dtype=torch.long), False)
+            lists = [[m[0] for m in used[0]], [], [], []]
             if correlation >= 2:
-                ids = [pair_id[m] for m in used[1]]
-                self.register_buffer(f"g{g}_deg2", torch.tensor(ids, dtype=torch.long), False)
+                lists[1] = [pair_id[m] for m in used[1]]
             if correlation >= 3:
-                pre = [pair_id[m[:2]] for m in used[2]]
-                last = [m[2] for m in used[2]]
-                self.register_buffer(f"g{g}_deg3_pre", torch.tensor(pre, dtype=torch.long), False)
-                self.register_buffer(f"g{g}_deg3_last", torch.tensor(last, dtype=torch.long), False)
+                lists[2] = [pair_id[m[:2]] for m in used[2]]
+                lists[3] = [m[2] for m in used[2]]
+            offsets = [len(mono_index)]
+            for lst in lists:
+                mono_index.extend(lst)
+                offsets.append(len(mono_index))
+            self.mono_offsets.append(offsets)
             K = sum(len(u) for u in used)
             for ir in outs:
-                blocks = []
+                rows = []
                 for nu in range(correlation):
                     monos, U = bases[ir][nu]
                     col = {m: k for k, m in enumerate(monos)}
                     sel = [col[m] for m in used[nu]]
+                    start = sum(len(u) for u in used[:nu])
                     for h in range(U.shape[0]):
                         row = np.zeros((K, 2 * ir[0] + 1))
-                        start = sum(len(u) for u in used[:nu])
                         row[start : start + len(sel)] = U[h][sel]
-                        blocks.append(row)
-                H = len(blocks)
-                U_all = np.stack(blocks, 0) if blocks else np.zeros((0, K, 2 * ir[0] + 1))
-                self.register_buffer(
-                    f"U_{irrep_name(ir)}", torch.from_numpy(U_all.reshape(H, K * (2 * ir[0] + 1))), False
-                )
-                self.sc_weights.append(nn.Parameter(torch.randn(n_elements, H, C)))
-                self.sc_shapes.append((H, K, 2 * ir[0] + 1))
+                        rows.append(row)
+                U_ir = np.stack(rows, 0) if rows else np.zeros((0, K, 2 * ir[0] + 1))
+                U_parts.append(U_ir.reshape(-1))
+                self.sc_h.append(len(rows))
+                self.sc_m.append(2 * ir[0] + 1)
+                self.u_offsets.append(self.u_offsets[-1] + U_ir.size)
+                self.h_offsets.append(self.h_offsets[-1] + len(rows))
             self.group_irreps.append(outs)
-        self.order = [ir for outs in self.group_irreps for ir in outs]  # outputs grouped by parity
-        self.w_out = nn.ParameterList(_linear_weight(C, C) for _ in out_irreps)
+            self.group_dims.append([2 * l + 1 for l, _ in outs])
+            self.group_k.append(K)
+        self.register_buffer("mono_index", torch.tensor(mono_index, dtype=torch.long), False)
+        self.register_buffer("U_all", torch.from_numpy(np.concatenate(U_parts)), False)
+        self.sc_weights = nn.Parameter(torch.randn(n_elements, self.h_offsets[-1], C))
+        order = [ir for outs in self.group_irreps for ir in outs]  # outputs grouped by parity
+        self.out_order = [order.index(ir) for ir in out_irreps]
+        self.w_out = _stacked_weights(len(out_irreps), C, C)
         self.residual = residual
-        if residual:
-            self.skip_irreps = [ir for ir in out_irreps if ir in in_irreps]
-            self.w_skip = nn.ParameterList(_linear_weight(C, C) for _ in self.skip_irreps)
+        # (output index, input index) of the residual connections
+        self.skip = (
+            [(k, in_irreps.index(ir)) for k, ir in enumerate(out_irreps) if ir in in_irreps]
+            if residual
+            else []
+        )
+        self.w_skip = _stacked_weights(len(self.skip), C, C)
         self.gate = gate
-        self.gated = [ir for ir in out_irreps if ir != (0, 1)]
-        if gate and self.gated:
-            self.w_gate = _linear_weight(C, C * len(self.gated))
-
-    def _buf(self, name: str) -> torch.Tensor:
-        return getattr(self, name)
+        self.scalar_index = out_irreps.index((0, 1))
+        # (output index, is pseudoscalar) of the gated irreps
+        self.gated = [(k, ir == (0, -1)) for k, ir in enumerate(out_irreps) if ir != (0, 1)]
+        self.w_gate = _linear_weight(C, C * len(self.gated) if gate else 0)
 
     def convolution(
         self, h: list[torch.Tensor], G_in: torch.Tensor, hidden: torch.Tensor, nbr: torch.Tensor
@@ -330,28 +363,39 @@ class _Interaction(nn.Module):
         """
         C = self.channels
         n, n_nb = G_in.shape[0], G_in.shape[1]
-        up = torch.cat([torch.matmul(x, w) for x, w in zip(h, self.w_up)], 1)  # [n, D, C]
+        w_up = self.w_up.unbind(0)
+        ups: list[torch.Tensor] = []
+        for i in range(len(h)):
+            ups.append(torch.matmul(h[i], w_up[i]))
+        up = torch.cat(ups, 1)  # [n, D, C]
         per_atom = max(1, n_nb * (self.n_paths + sum(self.block_k)) * C)
-        chunk = max(1, min(n, _CHUNK_ELEMENTS // per_atom))
+        chunk = max(1, min(n, self.chunk_elements // per_atom))
         # split, not slices: a slice's backward writes a zero tensor of the whole input per slice
-        pieces = zip(G_in.split(chunk), hidden.split(chunk * n_nb), nbr.split(chunk * n_nb))
-        w_last = self.radial.weights[-1]
-        blocks: list[list[torch.Tensor]] = [[] for _ in self.a_irreps]
-        for G_c, hid_c, nbr_c in pieces:
+        G_chunks = G_in.split(chunk)
+        hid_chunks = hidden.split(chunk * n_nb)
+        nbr_chunks = nbr.split(chunk * n_nb)
+        blocks: list[list[torch.Tensor]] = [[] for _ in range(len(self.a_irreps))]
+        for c in range(len(G_chunks)):
+            G_c = G_chunks[c]
             m = G_c.shape[0]
-            hj = up.index_select(0, nbr_c).split(self.in_dims, 1)  # per irrep [m*nb, 2l+1, C]
-            Rs = (hid_c @ w_last).view(m * n_nb, self.n_paths, C).split(1, 1)  # per path [m*nb, 1, C]
-            for b, ir in enumerate(self.a_irreps):
+            hj = up.index_select(0, nbr_chunks[c]).split(self.in_dims, 1)  # per irrep [m*nb, 2l+1, C]
+            Rs = self.radial.out(hid_chunks[c]).view(m * n_nb, self.n_paths, C).split(1, 1)  # per path
+            for b in range(len(self.a_irreps)):
                 k = self.block_k[b]
-                parts = [Rs[p] * hj[i] for p, i in self.block_paths[b]]
-                z = (parts[0] if len(parts) == 1 else torch.cat(parts, 1)).view(m, n_nb * k, C)
-                G = torch.matmul(G_c, self._buf(f"cg{b}")).view(m, n_nb * k, 2 * ir[0] + 1)
+                parts: list[torch.Tensor] = []
+                for p, i in self.block_paths[b]:
+                    parts.append(Rs[p] * hj[i])
+                z = torch.cat(parts, 1).view(m, n_nb * k, C)
+                cg = self.cg[:, self.cg_offsets[b] : self.cg_offsets[b + 1]]
+                G = torch.matmul(G_c, cg).view(m, n_nb * k, 2 * self.a_irreps[b][0] + 1)
                 blocks[b].append(torch.bmm(G.transpose(1, 2), z))  # [m, 2L+1, C]
-        return [x[0] if len(x) == 1 else torch.cat(x, 0) for x in blocks]
+        w_a = self.w_a.unbind(0)
+        out: list[torch.Tensor] = []
+        for b in range(len(blocks)):
+            out.append(torch.matmul(torch.cat(blocks[b], 0), w_a[b]))
+        return out
 
-    def symmetric_product(
-        self, A: torch.Tensor, element: torch.Tensor, n_elements: int
-    ) -> list[torch.Tensor]:
+    def symmetric_product(self, A: torch.Tensor, element: torch.Tensor) -> list[torch.Tensor]:
         """B for every output irrep ``[n_atoms, 2L+1, C]`` from A ``[n_atoms, a_dim, C]``.
 
         Works channel-major (``[C, atoms, monomials]``) so that the contraction with the element's
@@ -359,24 +403,25 @@ class _Interaction(nn.Module):
         time, in cache-sized chunks of atoms.
         """
         C = A.shape[2]
+        Z = self.n_elements
         At = A.permute(2, 0, 1).contiguous()  # [C, n, a_dim]
         T_groups: list[list[torch.Tensor]] = []
-        w_k = 0
-        K_total = 0
-        for outs in self.group_irreps:
-            T = []
-            for _ in outs:
-                H, K, M = self.sc_shapes[w_k]
-                U = self._buf(f"U_{irrep_name(self.order[w_k])}")  # [H, K*M]
-                T.append(torch.matmul(self.sc_weights[w_k].transpose(1, 2), U).view(n_elements, C, K, M))
-                w_k += 1
-            K_total += T[0].shape[2]
+        q = 0
+        for g in range(len(self.group_irreps)):
+            K = self.group_k[g]
+            T: list[torch.Tensor] = []
+            for _ in range(len(self.group_irreps[g])):
+                U = self.U_all[self.u_offsets[q] : self.u_offsets[q + 1]].view(self.sc_h[q], K * self.sc_m[q])
+                W = self.sc_weights[:, self.h_offsets[q] : self.h_offsets[q + 1]]  # [Z, H, C]
+                T.append(torch.matmul(W.transpose(1, 2), U).view(Z, C, K, self.sc_m[q]))
+                q += 1
             T_groups.append(torch.cat(T, 3).unbind(0))  # per element [C, K, M_group]
-        chunk = max(1, _CHUNK_ELEMENTS // (C * (self.pair_a.shape[0] + K_total)))
-        results: list[list[torch.Tensor]] = [[] for _ in self.group_irreps]
+        n_pairs = self.pair_a.shape[0]
+        chunk = max(1, self.chunk_elements // (C * (n_pairs + sum(self.group_k))))
+        results: list[list[torch.Tensor]] = [[] for _ in range(len(self.group_irreps))]
         order: list[torch.Tensor] = []
-        for e in range(n_elements):
-            if n_elements == 1:
+        for e in range(Z):
+            if Z == 1:
                 A_e = At
             else:
                 idx = torch.nonzero(element == e).squeeze(-1)
@@ -387,46 +432,55 @@ class _Interaction(nn.Module):
             for A_c in A_e.split(chunk, 1):
                 pairs = A_c.index_select(2, self.pair_a) * A_c.index_select(2, self.pair_b)
                 for g in range(len(self.group_irreps)):
-                    monos = [A_c.index_select(2, self._buf(f"g{g}_deg1"))]
+                    o = self.mono_offsets[g]
+                    monos = [A_c.index_select(2, self.mono_index[o[0] : o[1]])]
                     if self.correlation >= 2:
-                        monos.append(pairs.index_select(2, self._buf(f"g{g}_deg2")))
+                        monos.append(pairs.index_select(2, self.mono_index[o[1] : o[2]]))
                     if self.correlation >= 3:
                         monos.append(
-                            pairs.index_select(2, self._buf(f"g{g}_deg3_pre"))
-                            * A_c.index_select(2, self._buf(f"g{g}_deg3_last"))
+                            pairs.index_select(2, self.mono_index[o[2] : o[3]])
+                            * A_c.index_select(2, self.mono_index[o[3] : o[4]])
                         )
                     mono = torch.cat(monos, 2)  # [C, m, K]
                     results[g].append(torch.bmm(mono, T_groups[g][e]))  # [C, m, M_group]
-        inverse = torch.argsort(torch.cat(order)) if order else None
         out: list[torch.Tensor] = []
-        for g, outs in enumerate(self.group_irreps):
-            res = results[g][0] if len(results[g]) == 1 else torch.cat(results[g], 1)
-            if inverse is not None:
-                res = res.index_select(1, inverse)
-            out.extend(res.permute(1, 2, 0).split([2 * l + 1 for l, _ in outs], 1))  # [n, 2L+1, C]
-        return [out[self.order.index(ir)] for ir in self.out_irreps]
+        for g in range(len(self.group_irreps)):
+            res = torch.cat(results[g], 1)
+            if len(order) > 0:
+                res = res.index_select(1, torch.argsort(torch.cat(order)))
+            out.extend(res.permute(1, 2, 0).split(self.group_dims[g], 1))  # [n, 2L+1, C]
+        return [out[k] for k in self.out_order]
 
     def update(self, B: list[torch.Tensor], h: list[torch.Tensor]) -> list[torch.Tensor]:
-        new = [torch.matmul(b, w) for b, w in zip(B, self.w_out)]
+        w_out = self.w_out.unbind(0)
+        new: list[torch.Tensor] = []
+        for k in range(len(B)):
+            new.append(torch.matmul(B[k], w_out[k]))
         if self.residual:
-            for ir, w in zip(self.skip_irreps, self.w_skip):
-                k = self.out_irreps.index(ir)
-                new[k] = new[k] + torch.matmul(h[self.in_irreps.index(ir)], w)
+            w_skip = self.w_skip.unbind(0)
+            for s in range(len(self.skip)):
+                k, i = self.skip[s]
+                new[k] = new[k] + torch.matmul(h[i], w_skip[s])
         return new
 
     def apply_gate(self, h: list[torch.Tensor]) -> list[torch.Tensor]:
         if not self.gate:
             return h
-        k0 = self.out_irreps.index((0, 1))
+        k0 = self.scalar_index
         s = h[k0][:, 0]  # [n, C]
-        out = list(h)
-        if self.gated:
+        out = [x for x in h]
+        if len(self.gated) > 0:
             gates = torch.sigmoid(s @ self.w_gate).view(s.shape[0], len(self.gated), self.channels)
-            for q, ir in enumerate(self.gated):
-                k = self.out_irreps.index(ir)
-                out[k] = torch.tanh(h[k]) if ir == (0, -1) else h[k] * gates[:, q, None, :]
+            for q in range(len(self.gated)):
+                k, pseudo = self.gated[q]
+                out[k] = torch.tanh(h[k]) if pseudo else h[k] * gates[:, q, None, :]
         out[k0] = torch.nn.functional.silu(h[k0])
         return out
+
+
+# attribute types for TorchScript of lists that may be empty (set as objects: this module's
+# annotations are postponed strings, which TorchScript does not resolve)
+_Interaction.__annotations__ = {"skip": List[Tuple[int, int]], "gated": List[Tuple[int, bool]]}  # noqa: UP006
 
 
 class EquivariantPotential(nn.Module):
@@ -514,7 +568,7 @@ class EquivariantPotential(nn.Module):
                 )
             )  # fmt: skip
             irreps_in = out
-        self.readouts = nn.ParameterList(_linear_weight(C, 1) for _ in range(num_layers - 1))
+        self.readouts = _stacked_weights(num_layers - 1, C, 1)
         self.readout_mlp = _RadialMLP([C, readout_hidden, 1])
         self.register_buffer("avg_num_neighbours", torch.ones((), dtype=torch.float64))
         self.register_buffer("energy_shift", torch.zeros(n_el, dtype=torch.float64))  # eV
@@ -607,10 +661,12 @@ class EquivariantPotential(nn.Module):
 
     @staticmethod
     def neighbour_layout(centres: torch.Tensor, n_atoms: int) -> tuple[torch.Tensor, int]:
-        """Index ``[n_atoms * n_nb]`` of each atom's edges, padded with ``n_edges`` (a zero row)."""
+        """Index ``[n_atoms * n_nb]`` of each atom's edges, padded with ``n_edges`` (a dummy row)."""
         E = centres.shape[0]
         counts = torch.bincount(centres, minlength=n_atoms)
-        n_nb = int(counts.max()) if E else 0
+        n_nb = 0
+        if E > 0:
+            n_nb = int(counts.max())
         order = torch.argsort(centres, stable=True)
         start = torch.cumsum(counts, 0) - counts
         sorted_c = centres[order]
@@ -619,13 +675,25 @@ class EquivariantPotential(nn.Module):
         pad[sorted_c * n_nb + slot] = order
         return pad, n_nb
 
-    def intermediates(self, graph: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        """Per layer: ``{"A <irrep>": [n, 2l+1, C], "h <irrep>": ...}`` and last ``{"energy": [n]}``."""
-        element = element_indices(self.z_to_index, graph[keys.ATOMIC_NUMBERS], self.species)
+    @torch.jit.unused
+    def _checked_elements(self, numbers: torch.Tensor) -> torch.Tensor:
+        return element_indices(self.z_to_index, numbers, self.species)
+
+    def elements(self, numbers: torch.Tensor) -> torch.Tensor:
+        """Element slot of each atom; unknown elements raise."""
+        if torch.jit.is_scripting():
+            index = self.z_to_index[numbers]
+            if bool((index < 0).any()):
+                raise RuntimeError("the structure contains an element the model was not trained on")
+            return index
+        return self._checked_elements(numbers)
+
+    def run(self, graph: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
+        """Atomic energies ``[n]`` and, per layer, the A blocks then the h irreps ``[n, 2l+1, C]``."""
+        element = self.elements(graph[keys.ATOMIC_NUMBERS])
         vectors = graph[keys.EDGE_VECTORS]
         edge_index = graph[keys.EDGE_INDEX]
         n = element.shape[0]
-        n_el = len(self.species)
         # padded neighbour lists: the dummy edge lies beyond the cutoff, so its radial weights are 0
         pad, n_nb = self.neighbour_layout(edge_index[0], n)
         dummy = vectors.new_zeros(1, 3)
@@ -634,28 +702,36 @@ class EquivariantPotential(nn.Module):
         G_in = Y.view(n, n_nb, Y.shape[1])
         nbr = torch.cat([edge_index[1], edge_index[1].new_zeros(1)]).index_select(0, pad)
         h = [self.embedding.index_select(0, element)[:, None, :]]  # [n, 1, C] 0e
-        out = []
+        feats: list[list[torch.Tensor]] = []
         energy = Y.new_zeros(n)
         inv_nb = 1.0 / self.avg_num_neighbours
         for t, layer in enumerate(self.layers):
-            A = layer.convolution(h, G_in, layer.radial.hidden(radial), nbr)
-            A = [torch.matmul(a, w) * inv_nb for a, w in zip(A, layer.w_a)]
-            B = layer.symmetric_product(torch.cat(A, 1), element, n_el)
+            A = [a * inv_nb for a in layer.convolution(h, G_in, layer.radial.hidden(radial), nbr)]
+            B = layer.symmetric_product(torch.cat(A, 1), element)
             h_new = layer.update(B, h)
-            scalars = h_new[layer.out_irreps.index((0, 1))][:, 0]
+            scalars = h_new[layer.scalar_index][:, 0]
             if t < self.num_layers - 1:
                 energy = energy + (scalars @ self.readouts[t]).squeeze(-1)
             else:
                 energy = energy + self.readout_mlp(scalars).squeeze(-1)
-            feats = {f"A {irrep_name(ir)}": a for ir, a in zip(layer.a_irreps, A)}
-            feats.update({f"h {irrep_name(ir)}": x for ir, x in zip(layer.out_irreps, h_new)})
-            out.append(feats)
+            feats.append(A + h_new)
             h = layer.apply_gate(h_new)
-        out.append({"energy": energy * self.energy_scale[element] + self.energy_shift[element]})
+        return energy * self.energy_scale[element] + self.energy_shift[element], feats
+
+    @torch.jit.unused
+    def intermediates(self, graph: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """Per layer: ``{"A <irrep>": [n, 2l+1, C], "h <irrep>": ...}`` and last ``{"energy": [n]}``."""
+        energy, feats = self.run(graph)
+        out = []
+        for layer, tensors in zip(self.layers, feats):
+            names = [f"A {irrep_name(ir)}" for ir in layer.a_irreps]
+            names += [f"h {irrep_name(ir)}" for ir in layer.out_irreps]
+            out.append(dict(zip(names, tensors)))
+        out.append({"energy": energy})
         return out
 
     def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.intermediates(graph)[-1]["energy"]
+        return self.run(graph)[0]
 
 
 _SPEC_KEYS = {
