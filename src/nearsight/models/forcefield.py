@@ -27,7 +27,10 @@ def edge_vectors(
 ) -> torch.Tensor:
     """r_ij = R_j - R_i + S_ij @ cell  ``[n_edges, 3]``."""
     i, j = edge_index[0], edge_index[1]
-    offsets = torch.einsum("ek,ekl->el", shifts, cell[batch[i]])  # [n_edges, 3]
+    if cell.shape[0] == 1:  # one structure: one matrix product, no per-edge copy of the cell
+        offsets = shifts @ cell[0]
+    else:
+        offsets = torch.einsum("ek,ekl->el", shifts, cell[batch[i]])  # [n_edges, 3]
     return positions[j] - positions[i] + offsets
 
 
