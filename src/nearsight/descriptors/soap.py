@@ -40,6 +40,7 @@ chunks, so no ``[n_edges, n_max, (l_max+1)²]`` array ever exists at once.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -132,42 +133,14 @@ def real_solid_harmonics(vec: torch.Tensor, l_max: int, dim: int = -1) -> torch.
     return out if dim in (-1, out.ndim - 1) else out.movedim(-1, dim)
 
 
-def solid_harmonics_lm_first(xyz: torch.Tensor, l_max: int, m_order: bool = True) -> torch.Tensor:
-    """``r^l Y_lm`` of points ``xyz [3, P]`` as ``[(l_max+1)², P]`` (order as above; with
-    ``m_order=False`` the sine terms of each l run m = -1..-l instead, which saves a flip
-    per l where only sums over m matter, as in the power spectrum).
-
-    Built by the Cartesian recurrences of the regular solid harmonics, vectorised over m,
-    so there is no division by r and few tensor operations (which matters under double
-    backward):
-
-        F_mm = (2m-1)(x + iy) F_{m-1,m-1},
-        (l-m) F_lm = (2l-1) z F_{l-1,m} - (l+m-1) r² F_{l-2,m},
-
-    with F_lm = r^l P_l^m(cos θ) e^{imφ} held as real and imaginary parts ``[m, P]``.  The
-    points run along the last, contiguous axis, so every operation broadcasts over a long
-    inner axis (fast) rather than a short one.
-    """
-    x, y, z = xyz[0:1], xyz[1:2], xyz[2:3]  # [1, P]
-    r2 = x * x + y * y + z * z
-    c_prev2 = s_prev2 = None
-    c_prev, s_prev = torch.ones_like(x), torch.zeros_like(x)  # F_00
-    rows = [c_prev * math.sqrt(1.0 / (4.0 * math.pi))]
+@functools.lru_cache(maxsize=32)
+def _harmonic_constants(l_max: int, dtype: torch.dtype, device: str) -> list[tuple[torch.Tensor, ...]]:
+    """Per l >= 1: recurrence factors a [l, 1], b [l-1, 1] and the norms of m = 0..l [l+1, 1]."""
+    out = []
     for l in range(1, l_max + 1):
         m = np.arange(l)
-        a = torch.as_tensor((2 * l - 1) / (l - m), dtype=xyz.dtype, device=xyz.device)[:, None]
-        az = a * z
-        c_up, s_up = az * c_prev, az * s_prev  # [l, P]
-        if c_prev2 is not None:
-            b = torch.as_tensor((l + m[:-1] - 1) / (l - m[:-1]), dtype=xyz.dtype, device=xyz.device)
-            br2 = b[:, None] * r2
-            c_up = torch.cat([c_up[:-1] - br2 * c_prev2, c_up[-1:]])
-            s_up = torch.cat([s_up[:-1] - br2 * s_prev2, s_up[-1:]])
-        c, s = c_prev[-1:], s_prev[-1:]
-        c_diag = (2 * l - 1) * (x * c - y * s)
-        s_diag = (2 * l - 1) * (y * c + x * s)
-        c_prev2, s_prev2 = c_prev, s_prev
-        c_prev, s_prev = torch.cat([c_up, c_diag]), torch.cat([s_up, s_diag])  # F_l: [l+1, P]
+        a = (2 * l - 1) / (l - m)
+        b = (l + m[:-1] - 1) / (l - m[:-1])
         norm = np.array(
             [
                 math.sqrt((2 * l + 1) / (4 * math.pi) * math.factorial(l - k) / math.factorial(l + k))
@@ -175,10 +148,52 @@ def solid_harmonics_lm_first(xyz: torch.Tensor, l_max: int, m_order: bool = True
             ]
         )
         norm[1:] *= math.sqrt(2.0)
-        norm_t = torch.as_tensor(norm, dtype=xyz.dtype, device=xyz.device)[:, None]
-        sines = s_prev[1:] * norm_t[1:]
+        out.append(
+            tuple(torch.as_tensor(v, dtype=dtype, device=device)[:, None] for v in (a, b, norm))
+            + (float(np.prod(np.arange(1, 2 * l, 2))),)  # (2l-1)!!
+        )
+    return out
+
+
+def solid_harmonics_lm_first(xyz: torch.Tensor, l_max: int, m_order: bool = True) -> torch.Tensor:
+    """``r^l Y_lm`` of points ``xyz [3, P]`` as ``[(l_max+1)², P]`` (order as above; with
+    ``m_order=False`` the sine terms of each l run m = -1..-l instead, which saves a flip
+    per l where only sums over m matter, as in the power spectrum).
+
+    With F_lm = r^l P_l^m(cos θ) e^{imφ} = Q_lm(z, r²) (x + iy)^m, the polynomials Q follow
+    the recurrence of the regular solid harmonics, vectorised over m,
+
+        Q_mm = (2m-1)!!,   (l-m) Q_lm = (2l-1) z Q_{l-1,m} - (l+m-1) r² Q_{l-2,m},
+
+    and (x + iy)^m comes from complex products: no division by r, few tensor operations
+    (which matters under double backward).  The points run along the last, contiguous axis,
+    so every operation broadcasts over a long inner axis (fast) rather than a short one.
+    """
+    x, y, z = xyz[0:1], xyz[1:2], xyz[2:3]  # [1, P]
+    rows = [torch.full_like(x, math.sqrt(1.0 / (4.0 * math.pi)))]
+    if l_max == 0:
+        return rows[0]
+    r2 = x * x + y * y + z * z
+    xy = torch.complex(x[0], y[0])
+    powers = [xy]
+    for _ in range(1, l_max):
+        powers.append(powers[-1] * xy)
+    re_im = torch.view_as_real(torch.stack(powers))  # [l_max, P, 2]: (x + iy)^m, m = 1..l_max
+    cos_m = torch.cat([torch.ones_like(x), re_im[..., 0]])  # [l_max + 1, P], m = 0..l_max
+    sin_m = re_im[..., 1]  # m = 1..l_max
+    q_prev2, q_prev = None, torch.ones_like(x)  # Q_00
+    for l, (a, b, norm, double_factorial) in enumerate(
+        _harmonic_constants(l_max, xyz.dtype, str(xyz.device)), 1
+    ):
+        up = (a * z) * q_prev  # [l, P], m = 0..l-1
+        if q_prev2 is not None:
+            up = torch.cat([up[:-1] - (b * r2) * q_prev2, up[-1:]])
+        q = torch.cat([up, torch.full_like(x, double_factorial)])  # Q_l: [l+1, P]
+        nq = norm * q
+        sines = nq[1:] * sin_m[:l]
         rows.append(sines.flip(0) if m_order else sines)
-        rows.append(c_prev * norm_t)
+        rows.append(nq * cos_m[: l + 1])
+        q_prev2, q_prev = q_prev, q
     return torch.cat(rows)
 
 
