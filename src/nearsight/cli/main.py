@@ -5,6 +5,7 @@ torchrun --nproc_per_node N -m nearsight train CONFIG.yaml   # data-parallel
 nearsight evaluate MODEL DATA --json OUT.json [--plot parity.png]
 nearsight md STRUCTURE MODEL --steps N [--ensemble nve|langevin] ...
 nearsight demo CONFIG.yaml             # train, evaluate on held-out data, MD, table, plot
+nearsight active-learn CONFIG.yaml [--resume]  # committee + QM oracle loop (nearsight.active_learning)
 """
 
 from __future__ import annotations
@@ -25,6 +26,17 @@ def _train(args: argparse.Namespace) -> int:
     path = trainer.train()
     if trainer.dist.is_main:  # under torchrun, one line from rank 0
         print(path.resolve())
+    return 0
+
+
+def _active_learn(args: argparse.Namespace) -> int:
+    from ..active_learning import load_al_config, run_active_learning
+
+    config = load_al_config(args.config)
+    if args.output_dir:
+        config["output_dir"] = str(Path(args.output_dir).resolve())
+    state = run_active_learning(config, resume=args.resume)
+    print(f"{state['status']} after {len(state['history'])} iteration(s): {config['output_dir']}")
     return 0
 
 
@@ -177,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="outputs/demo")
     p.add_argument("--md-steps", type=int, default=400)
     p.set_defaults(func=_demo)
+
+    p = sub.add_parser("active-learn", help="active learning: committee MD, QM oracle labels, retraining")
+    p.add_argument("config")
+    p.add_argument("--output-dir", default=None, help="override output_dir of the config")
+    p.add_argument("--resume", action="store_true", help="continue the run in output_dir (after a crash)")
+    p.set_defaults(func=_active_learn)
     return parser
 
 

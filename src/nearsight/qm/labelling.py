@@ -40,7 +40,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from nearsight.qm.oracles import Label, Oracle, geometry_hash
+from nearsight.qm.oracles import Label, Oracle, describe, geometry_hash
 
 __all__ = ["LabelStore", "LabellingResult", "label_hash", "label_structures", "export_extxyz"]
 
@@ -193,6 +193,11 @@ class LabelStore:
         key = label_hash(geometry, oracle_id)
         with self.db as db:
             if label.ok:
+                if next(iter(db.select(hash=key)), None) is not None:
+                    raise ValueError(
+                        f"{self}: {describe(atoms)} already has a label of oracle {oracle_id} "
+                        f"(hash {key[:12]}): duplicate labelling refused"
+                    )
                 clean = Atoms(
                     numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc
                 )

@@ -1,0 +1,583 @@
+"""Active learning with a committee and a QM oracle: ``nearsight active-learn CONFIG [--resume]``.
+
+Each iteration:
+
+1. **train**: the training set is every successful label of the oracle in the label
+   store (``output_dir/labels.db``, an ASE SQLite database written only by this
+   process), in a canonical order (iteration, geometry hash); a committee of
+   ``committee.n_members`` models is trained on it (seeds ``seed + k``, optional
+   bootstrap; ``committee.fine_tune``: each member starts from its predecessor);
+2. **evaluate** (when ``test`` is given): energy/force errors of the committee mean
+   and calibration of the force σ on the independent test set;
+3. **explore**: Langevin MD with the committee from each start structure at each
+   temperature; a trajectory stops at the first frame whose largest per-atom force
+   σ (``max_force_std``) exceeds ``select.threshold``.  A frame whose σ is not finite
+   is a *failed candidate*: the trajectory stops, the frame is recorded in
+   ``failed_candidates.xyz`` and never labelled.  If no trajectory triggers, the
+   loop has converged;
+4. **select**: a diverse batch of at most ``select.batch_size`` frames from the
+   candidates (every sampled frame with σ above ``select.min_sigma_fraction`` ×
+   threshold): farthest-point sampling on sorted interatomic distances, starting
+   from the largest σ;
+5. **label**: :func:`nearsight.qm.label_structures` in ``labelling.n_workers``
+   processes; provenance stored with each row: ``iteration``, ``selection``
+   (``seed`` or ``committee``), ``sigma`` (max force σ at selection, eV/Å),
+   ``parent`` (trajectory name), ``md_step``, ``temperature``; method, basis and
+   wall time come from the oracle.  Failed labels (unconverged SCF, exceptions,
+   timeouts) land in the store's failure table and are not retried.
+
+Crash safety: every label is committed as it arrives; ``state.json`` (atomic
+rename) records the finished stages; each stage is deterministic given its inputs
+(seeded training, seeded MD, canonical data order), so after ``kill -9`` at any
+point ``--resume`` redoes at most the interrupted stage and the oracle is never
+asked twice for a stored geometry (the store refuses a second label of a hash).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import importlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from ase import Atoms, units
+
+from .qm import LabelStore, Oracle, label_structures
+from .qm.oracles import geometry_hash
+from .uncertainty import EnsembleCalculator, atomic_write, calibration_report
+
+__all__ = [
+    "ActiveLearningConfigError",
+    "load_al_config",
+    "make_oracle",
+    "run_active_learning",
+    "select_diverse",
+]
+
+
+class ActiveLearningConfigError(ValueError):
+    """Invalid active-learning configuration."""
+
+
+_DEFAULTS: dict[str, Any] = {
+    "output_dir": "runs/active_learning",
+    "seed": 0,
+    "seeds": None,  # structures file (any ASE format): the initial structures, labelled first
+    "test": None,  # optional labelled test set (extxyz with energy/forces) for errors per iteration
+    "max_iterations": 10,
+    "oracle": {"type": "pyscf"},
+    "labelling": {"n_workers": 2, "timeout_s": None},
+    "committee": {"n_members": 4, "bootstrap": False, "fine_tune": False, "train": {}},
+    "explore": {
+        "temperatures": [300.0],
+        "steps": 1000,
+        "timestep_fs": 0.5,
+        "friction_per_fs": 0.02,
+        "interval": 5,
+        "n_starts": 2,
+    },
+    "select": {"threshold": 0.2, "batch_size": 8, "min_sigma_fraction": 0.5},
+}
+
+
+def _merge(default: dict, given: dict, where: str) -> dict:
+    unknown = sorted(set(given) - set(default))
+    if unknown:
+        raise ActiveLearningConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(default)}")
+    out = copy.deepcopy(default)
+    for k, v in given.items():
+        if isinstance(default[k], dict) and k not in ("train",) and k != "oracle":
+            if not isinstance(v, dict):
+                raise ActiveLearningConfigError(f"{where}.{k} = {v!r}: must be a mapping")
+            out[k] = _merge(default[k], v, f"{where}.{k}")
+        else:
+            out[k] = v
+    return out
+
+
+def load_al_config(path: str | os.PathLike | dict, base: Path | None = None) -> dict:
+    """Read and check an active-learning config (YAML file or dict); paths resolve against its folder."""
+    if isinstance(path, dict):
+        raw, source, base = path, "<config>", base or Path.cwd()
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ActiveLearningConfigError(f"config file {str(p)!r} does not exist")
+        raw, source, base = yaml.safe_load(p.read_text()) or {}, repr(str(p)), p.resolve().parent
+    cfg = _merge(_DEFAULTS, raw, source)
+    if cfg["seeds"] is None:
+        raise ActiveLearningConfigError(f"{source}: 'seeds' (a structures file) is required")
+    for key in ("seeds", "test", "output_dir"):
+        if cfg[key] is not None:
+            q = Path(cfg[key]).expanduser()
+            cfg[key] = str(q if q.is_absolute() else base / q)
+    sel, exp, com = cfg["select"], cfg["explore"], cfg["committee"]
+    checks = [
+        (sel["threshold"] > 0, "select.threshold", sel["threshold"], "> 0"),
+        (int(sel["batch_size"]) >= 1, "select.batch_size", sel["batch_size"], ">= 1"),
+        (int(com["n_members"]) >= 2, "committee.n_members", com["n_members"], ">= 2"),
+        (int(exp["steps"]) >= 1, "explore.steps", exp["steps"], ">= 1"),
+        (int(exp["interval"]) >= 1, "explore.interval", exp["interval"], ">= 1"),
+        (len(exp["temperatures"]) >= 1, "explore.temperatures", exp["temperatures"], "a non-empty list"),
+        (int(cfg["max_iterations"]) >= 1, "max_iterations", cfg["max_iterations"], ">= 1"),
+    ]
+    for ok, key, value, must in checks:
+        if not ok:
+            raise ActiveLearningConfigError(f"{source}: {key} = {value!r}: must be {must}")
+    if not isinstance(cfg["oracle"], dict) or "type" not in cfg["oracle"]:
+        raise ActiveLearningConfigError(
+            f"{source}: oracle = {cfg['oracle']!r}: must be a mapping with 'type'"
+        )
+    return cfg
+
+
+def make_oracle(spec: dict) -> Oracle:
+    """``{type: pyscf, method, basis, ...}``, ``{type: emt}`` or ``{type: python, object: "mod:Name", kwargs}``."""
+    spec = dict(spec)
+    kind = spec.pop("type")
+    if kind == "pyscf":
+        from .qm import PySCFOracle
+
+        return PySCFOracle(**spec)
+    if kind == "emt":
+        from ase.calculators.emt import EMT
+
+        from .qm import ASECalculatorOracle
+
+        return ASECalculatorOracle(EMT, method="emt", timeout_s=spec.get("timeout_s"))
+    if kind == "python":
+        module, _, name = str(spec["object"]).partition(":")
+        obj = getattr(importlib.import_module(module), name)(**spec.get("kwargs", {}))
+        if not isinstance(obj, Oracle):
+            raise ActiveLearningConfigError(
+                f"oracle.object {spec['object']!r} made a {type(obj).__name__}, not an Oracle"
+            )
+        return obj
+    raise ActiveLearningConfigError(f"oracle.type = {kind!r}: must be pyscf, emt or python")
+
+
+def _fingerprint(atoms: Atoms) -> np.ndarray:
+    """Sorted interatomic distances per element pair (permutation and rigid-motion invariant)."""
+    z = atoms.numbers
+    d = atoms.get_all_distances(mic=bool(atoms.pbc.any()))
+    parts = []
+    for a in sorted(set(z)):
+        for b in sorted(set(z)):
+            if b < a:
+                continue
+            block = d[np.ix_(z == a, z == b)]
+            vals = block[np.triu_indices_from(block, k=1)] if a == b else block.ravel()
+            parts.append(np.sort(vals))
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def select_diverse(candidates: list[Atoms], sigmas: np.ndarray, n: int) -> list[int]:
+    """Farthest-point sampling (sorted-distance fingerprints), starting from the largest σ.
+
+    Candidates whose fingerprints differ in length (other compositions) are infinitely far apart.
+    """
+    if not candidates:
+        return []
+    fps = [_fingerprint(a) for a in candidates]
+
+    def dist(i: int, j: int) -> float:
+        if fps[i].shape != fps[j].shape:
+            return math.inf
+        return float(np.linalg.norm(fps[i] - fps[j]))
+
+    chosen = [int(np.argmax(sigmas))]
+    best = np.array([dist(i, chosen[0]) for i in range(len(candidates))])
+    while len(chosen) < min(n, len(candidates)):
+        best[chosen] = -1.0
+        nxt = int(np.argmax(best))
+        if best[nxt] <= 0:  # the rest are identical to chosen ones
+            break
+        chosen.append(nxt)
+        best = np.minimum(best, [dist(i, nxt) for i in range(len(candidates))])
+    return chosen
+
+
+# ------------------------------------------------------------------------------------------- the loop
+class _State:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict[str, Any] = (
+            json.loads(path.read_text())
+            if path.is_file()
+            else {"done": [], "history": [], "status": "running"}
+        )
+
+    def done(self, stage: str) -> bool:
+        return stage in self.data["done"]
+
+    def mark(self, stage: str, **info: Any) -> None:
+        self.data["done"].append(stage)
+        self.data.update(info)
+        atomic_write(self.path, lambda fh: json.dump(self.data, fh, indent=1, default=_plain))
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(v).__name__}")
+
+
+def _write_xyz(path: Path, frames: list[Atoms]) -> None:
+    import ase.io
+
+    atomic_write(path, lambda fh: ase.io.write(fh, frames, format="extxyz"))
+
+
+def _read_xyz(path: Path) -> list[Atoms]:
+    import ase.io
+
+    return list(ase.io.read(path, index=":")) if path.stat().st_size else []
+
+
+def training_frames(store: LabelStore, oracle: Oracle) -> list[Atoms]:
+    """Every successful label of ``oracle``, ordered by (iteration, geometry hash), energy/forces in info/arrays."""
+    rows = []
+    for row in store.db.select(oracle_id=oracle.oracle_id):
+        atoms = Atoms(numbers=row.numbers, positions=row.positions, cell=row.cell, pbc=row.pbc)
+        atoms.info["energy"] = float(row.energy)
+        forces = row.get("forces")
+        if forces is not None:
+            atoms.arrays["forces"] = np.asarray(forces, dtype=np.float64)
+        atoms.info["iteration"] = int(row.get("iteration", -1))
+        rows.append((int(row.get("iteration", -1)), row.get("geometry_hash"), atoms))
+    rows.sort(key=lambda r: (r[0], r[1]))
+    return [a for _, _, a in rows]
+
+
+def _train_config(cfg: dict, data_file: Path, out_dir: Path, init_from: Path | None) -> dict:
+    from .training.config import validate_config
+
+    raw = copy.deepcopy(cfg["committee"]["train"])
+    raw["seed"] = int(cfg["seed"])
+    raw["output_dir"] = str(out_dir)
+    raw.setdefault("data", {})["train"] = str(data_file)
+    if init_from is not None:
+        raw.setdefault("model", {})["init_from"] = str(init_from)
+    return validate_config(raw, source="active-learning committee.train")
+
+
+def _train(cfg: dict, it: int, root: Path, store: LabelStore, oracle: Oracle, log) -> list[Path]:
+    it_dir = root / f"iter_{it:03d}"
+    frames = training_frames(store, oracle)
+    data_file = it_dir / "train.xyz"
+    _write_xyz(data_file, frames)
+    com = cfg["committee"]
+    paths = []
+    for k in range(int(com["n_members"])):
+        init = None
+        if com["fine_tune"] and it > 0:
+            init = root / f"iter_{it - 1:03d}" / "committee" / f"member_{k}" / "best_model.pt"
+        tcfg = _train_config(cfg, data_file, it_dir / "committee", init)
+        tcfg["seed"] = int(cfg["seed"]) + k
+        # one member at a time (train_committee handles seeds + bootstrap; fine-tune needs per-member init)
+        paths += _train_member(tcfg, it_dir / "committee", k, bool(com["bootstrap"]), log)
+    log(f"iteration {it}: committee of {len(paths)} trained on {len(frames)} labels")
+    return paths
+
+
+def _train_member(tcfg: dict, committee_dir: Path, k: int, bootstrap: bool, log) -> list[Path]:
+    import shutil
+
+    from .training.trainer import Trainer
+    from .uncertainty import _bootstrap_file
+
+    member_dir = committee_dir / f"member_{k}"
+    best = member_dir / "best_model.pt"
+    if best.is_file():
+        return [best]
+    if member_dir.exists():
+        shutil.rmtree(member_dir)
+    member_dir.mkdir(parents=True)
+    tcfg = copy.deepcopy(tcfg)
+    tcfg["output_dir"] = str(member_dir)
+    if bootstrap:
+        tcfg["data"]["valid"] = tcfg["data"]["train"]
+        tcfg["data"]["train"] = str(_bootstrap_file(tcfg, member_dir, seed=1000 + k))
+    Trainer(tcfg, log=lambda m: None).train()
+    return [best]
+
+
+def evaluate_committee(calc: EnsembleCalculator, frames: list[Atoms]) -> dict[str, float]:
+    """Errors of the committee mean (energy per atom, force components) and force-σ calibration."""
+    de, df, sf = [], [], []
+    for atoms in frames:
+        ref_e = atoms.info.get("energy")
+        ref_f = atoms.arrays.get("forces")
+        if ref_e is None and atoms.calc is not None:
+            ref_e, ref_f = atoms.get_potential_energy(), atoms.get_forces()
+        probe = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+        calc.calculate(probe, ["energy", "forces"])
+        r = calc.results
+        de.append((r["energy"] - ref_e) / len(atoms))
+        df.append((r["forces"] - ref_f).ravel())
+        sf.append(np.maximum(r["forces_std"].ravel(), 1e-12))
+    de, df, sf = np.asarray(de), np.concatenate(df), np.concatenate(sf)
+    out = {
+        "energy_mae_per_atom": float(np.mean(np.abs(de))),
+        "forces_mae": float(np.mean(np.abs(df))),
+        "forces_rmse": float(np.sqrt(np.mean(df**2))),
+    }
+    out.update({f"calib_{k}": v for k, v in calibration_report(df, sf).items()})
+    return out
+
+
+def _explore(cfg: dict, it: int, calc: EnsembleCalculator, starts: list[Atoms], log) -> dict:
+    """Committee MD; returns {triggered, candidates: [Atoms with info sigma/parent/md_step/temperature], failed}."""
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+
+    from .simulate.md import thermalize_momenta
+
+    exp, thr = cfg["explore"], float(cfg["select"]["threshold"])
+    floor = float(cfg["select"]["min_sigma_fraction"]) * thr
+    candidates, failed, triggered, trajectories = [], [], 0, []
+    n_starts = min(int(exp["n_starts"]), len(starts))
+    for ti, temperature in enumerate(exp["temperatures"]):
+        for si in range(n_starts):
+            start = starts[(si + it * n_starts) % len(starts)]
+            name = f"iter{it}_T{float(temperature):g}_start{si}"
+            atoms = Atoms(numbers=start.numbers, positions=start.positions, cell=start.cell, pbc=start.pbc)
+            atoms.calc = calc
+            rng = np.random.default_rng([int(cfg["seed"]), it, ti, si])
+            if thermalize_momenta is not None:
+                thermalize_momenta(atoms, float(temperature), rng=rng)
+            else:  # ASE < 3.29
+                MaxwellBoltzmannDistribution(atoms, temperature_K=float(temperature), rng=rng)
+            Stationary(atoms)
+            if not atoms.pbc.any() and len(atoms) > 2:
+                ZeroRotation(atoms)
+            dyn = Langevin(
+                atoms,
+                timestep=float(exp["timestep_fs"]) * units.fs,
+                temperature_K=float(temperature),
+                friction=float(exp["friction_per_fs"]) / units.fs,
+                fixcm=False,
+                rng=rng,
+            )
+            outcome = {"name": name, "temperature": float(temperature), "steps": 0, "result": "clean"}
+            for step in range(1, int(exp["steps"]) + 1):
+                try:
+                    dyn.run(1)
+                    sigma = float(calc.results["max_force_std"])
+                    finite = math.isfinite(sigma) and bool(np.all(np.isfinite(atoms.positions)))
+                except (ValueError, RuntimeError, FloatingPointError) as exc:  # e.g. atoms blown apart
+                    sigma, finite = math.nan, False
+                    outcome["error"] = f"{type(exc).__name__}: {exc}"
+                outcome["steps"] = step
+                frame = None
+                if not finite or sigma > thr or (step % int(exp["interval"]) == 0 and sigma > floor):
+                    frame = Atoms(
+                        numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc
+                    )
+                    frame.info.update(sigma=sigma, parent=name, md_step=step, temperature=float(temperature))
+                if not finite:
+                    failed.append(frame)
+                    outcome["result"] = "failed (non-finite σ)"
+                    log(f"  {name}: non-finite committee σ at step {step}: failed candidate, not labelled")
+                    break
+                if frame is not None:
+                    candidates.append(frame)
+                if sigma > thr:
+                    triggered += 1
+                    outcome["result"] = f"triggered (σ = {sigma:.3f} eV/Å)"
+                    break
+            if outcome["result"].startswith("failed"):
+                triggered += 1  # not a clean run: the loop has not converged
+            trajectories.append(outcome)
+            log(f"  {name}: {outcome['result']} after {outcome['steps']} steps")
+    return {"triggered": triggered, "candidates": candidates, "failed": failed, "trajectories": trajectories}
+
+
+def run_active_learning(
+    cfg: dict, resume: bool = False, log: Callable[[str], None] | None = None, stop_after: str | None = None
+) -> dict:
+    """Run (or with ``resume`` continue) the loop described by ``cfg`` (:func:`load_al_config`).
+
+    Returns the state: ``status`` (``converged`` or ``max_iterations``), ``history`` (one dict
+    per iteration: labels, oracle calls, failures, test errors, calibration, timings).
+    ``stop_after`` (tests): return after the named stage (e.g. ``"1:explore"``).
+    """
+    import ase.io
+    import torch
+
+    log = log or (lambda m: print(m, flush=True))
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    root = Path(cfg["output_dir"])
+    state_path = root / "state.json"
+    if state_path.is_file() and not resume:
+        raise FileExistsError(
+            f"{state_path} exists: pass --resume to continue that run, or use another output_dir"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    if not state_path.is_file():
+        atomic_write(root / "config.json", lambda fh: json.dump(cfg, fh, indent=1))
+    state = _State(state_path)
+    store = LabelStore(root / "labels.db")
+    oracle = make_oracle(cfg["oracle"])
+    lab = cfg["labelling"]
+    seeds = list(ase.io.read(cfg["seeds"], index=":"))
+    test = list(ase.io.read(cfg["test"], index=":")) if cfg["test"] else []
+
+    def label(frames: list[Atoms], it: int, selection: str) -> dict:
+        todo, skipped = [], 0
+        known = store.ok_hashes() | store.failed_hashes()
+        from .qm.labelling import label_hash
+
+        for a in frames:  # never ask the oracle twice for a stored geometry
+            if label_hash(geometry_hash(a), oracle.oracle_id) in known:
+                skipped += 1
+            else:
+                todo.append(a)
+
+        def extra(i: int, a: Atoms) -> dict:
+            kv = {"iteration": it, "selection": selection}
+            for key in ("sigma", "parent", "md_step", "temperature"):
+                if key in a.info:
+                    kv[key] = a.info[key]
+            return kv
+
+        t0 = time.perf_counter()
+        res = label_structures(
+            todo, oracle, store, n_workers=int(lab["n_workers"]), timeout_s=lab["timeout_s"], extra=extra
+        )
+        return {
+            "requested": len(frames),
+            "already_stored": skipped,
+            "computed": res.computed,
+            "failed": sum(not lbl.ok for lbl in res.labels),
+            "label_time_s": time.perf_counter() - t0,
+        }
+
+    if not state.done("seed"):
+        info = label(seeds, 0, "seed")
+        log(f"seeds: {info}")
+        state.mark("seed", seed_labelling=info)
+    it = len(state.data["history"])
+    while state.data["status"] == "running":
+        it_dir = root / f"iter_{it:03d}"
+        tag = f"{it}:"
+        record = state.data.get("current", {"iteration": it})
+        if not state.done(tag + "train"):
+            t0 = time.perf_counter()
+            paths = _train(cfg, it, root, store, oracle, log)
+            record.update(
+                n_labels=len(training_frames(store, oracle)),
+                train_time_s=time.perf_counter() - t0,
+                oracle_calls=len(store) + len(store.failed_hashes()),
+            )
+            state.mark(tag + "train", current=record)
+        if stop_after == tag + "train":
+            return state.data
+        paths = [
+            it_dir / "committee" / f"member_{k}" / "best_model.pt"
+            for k in range(cfg["committee"]["n_members"])
+        ]
+        calc = EnsembleCalculator(paths)
+        if test and not state.done(tag + "evaluate"):
+            record.update(test=evaluate_committee(calc, test))
+            log(f"iteration {it}: test force MAE {record['test']['forces_mae']:.4f} eV/Å")
+            state.mark(tag + "evaluate", current=record)
+        if not state.done(tag + "explore"):
+            t0 = time.perf_counter()
+            starts = training_frames(store, oracle)
+            seed_starts = [a for a in starts if a.info.get("iteration") == 0] or starts
+            result = _explore(cfg, it, calc, seed_starts, log)
+            sig = np.array([a.info["sigma"] for a in result["candidates"]])
+            chosen = select_diverse(result["candidates"], sig, int(cfg["select"]["batch_size"]))
+            _write_xyz(it_dir / "candidates.xyz", result["candidates"])
+            _write_xyz(it_dir / "selected.xyz", [result["candidates"][i] for i in chosen])
+            _write_xyz(it_dir / "failed_candidates.xyz", result["failed"])
+            record.update(
+                triggered=result["triggered"],
+                n_candidates=len(result["candidates"]),
+                failed_candidates=len(result["failed"]),
+                selected=len(chosen),
+                trajectories=result["trajectories"],
+                explore_time_s=time.perf_counter() - t0,
+            )
+            state.mark(tag + "explore", current=record)
+        if stop_after == tag + "explore":
+            return state.data
+        if record["triggered"] == 0:
+            state.data["history"].append(record)
+            state.mark(tag + "converged", status="converged", current={})
+            log(f"iteration {it}: no trajectory triggered in {cfg['explore']['steps']} steps: converged")
+            break
+        if not state.done(tag + "label"):
+            selected = _read_xyz(it_dir / "selected.xyz")
+            record.update(labelling=label(selected, it + 1, "committee"))
+            log(f"iteration {it}: labelled {record['labelling']}")
+            state.data["history"].append(record)
+            state.mark(tag + "label", current={"iteration": it + 1})
+        if stop_after == tag + "label":
+            return state.data
+        it += 1
+        if it >= int(cfg["max_iterations"]):
+            state.mark("stop", status="max_iterations")
+    _history_csv(root / "history.csv", state.data["history"])
+    return state.data
+
+
+def _history_csv(path: Path, history: list[dict]) -> None:
+    fields = [
+        "iteration",
+        "n_labels",
+        "oracle_calls",
+        "triggered",
+        "n_candidates",
+        "failed_candidates",
+        "selected",
+        "test_energy_mae_per_atom",
+        "test_forces_mae",
+        "test_forces_rmse",
+        "calib_spearman",
+        "calib_sigma_scale",
+        "calib_miscalibration_area_raw",
+        "calib_nll_raw",
+        "train_time_s",
+        "explore_time_s",
+    ]
+
+    def row(r: dict) -> list:
+        t = r.get("test", {})
+        return [
+            r.get("iteration"),
+            r.get("n_labels"),
+            r.get("oracle_calls"),
+            r.get("triggered"),
+            r.get("n_candidates"),
+            r.get("failed_candidates"),
+            r.get("selected"),
+            t.get("energy_mae_per_atom"),
+            t.get("forces_mae"),
+            t.get("forces_rmse"),
+            t.get("calib_spearman"),
+            t.get("calib_sigma_scale"),
+            t.get("calib_miscalibration_area_raw"),
+            t.get("calib_nll_raw"),
+            r.get("train_time_s"),
+            r.get("explore_time_s"),
+        ]
+
+    def write(fh) -> None:
+        w = csv.writer(fh)
+        w.writerow(fields)
+        for r in history:
+            w.writerow(row(r))
+
+    atomic_write(path, write)
