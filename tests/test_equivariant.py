@@ -176,7 +176,7 @@ def test_trainer_builds_fits_and_trains(tmp_path):
 def test_torchscript_export_matches(tmp_path):
     from nearsight.models.export import export_torchscript
 
-    model = tiny([1, 8], channels=4, l_max=2, num_layers=3, parity="both")
+    model = tiny([1, 8], channels=4, l_max=2, num_layers=2, parity="both")
     g = atoms_to_graph(water_box(2), model.cutoff, torch.float64)
     ref = ForceField(model)(g)
     export_torchscript(model, tmp_path / "model.ts")
