@@ -427,6 +427,9 @@ def run_active_learning(
     if not state_path.is_file():
         atomic_write(root / "config.json", lambda fh: json.dump(cfg, fh, indent=1))
     state = _State(state_path)
+    if state.data["status"] == "max_iterations" and len(state.data["history"]) < int(cfg["max_iterations"]):
+        state.data["status"] = "running"  # resumed with a larger max_iterations
+        state.data["done"] = [d for d in state.data["done"] if d != "stop"]
     store = LabelStore(root / "labels.db")
     oracle = make_oracle(cfg["oracle"])
     lab = cfg["labelling"]
