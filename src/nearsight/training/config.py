@@ -236,9 +236,11 @@ def _check_training(config: dict, source: str) -> None:
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(_STAGE_KEYS)}")
         for key, value in stage.items():
-            if key != "epoch" and (isinstance(value, bool) or not isinstance(value, _NUM) or value <= 0):
-                if not (key == "stress_weight" and isinstance(value, _NUM) and value == 0):
-                    raise ConfigError(f"{where}.{key} = {value!r}: must be a positive number")
+            if key == "epoch":
+                continue
+            smallest_ok = 0 if key == "stress_weight" else 1e-300  # a stress weight may switch off
+            if isinstance(value, bool) or not isinstance(value, _NUM) or value < smallest_ok:
+                raise ConfigError(f"{where}.{key} = {value!r}: must be a positive number")
         if stage["epoch"] <= last:
             raise ConfigError(f"{where}: epochs must increase, got {stage['epoch']} after {last}")
         last = stage["epoch"]

@@ -78,6 +78,7 @@ def load_split(paths: str | list[str] | None, data_cfg: dict) -> list[Frame]:
             base = read_frames(
                 path,
                 energy_key=data_cfg["baseline_energy_key"],
+                # a key no file uses: without a baseline key, read no baseline forces/stress
                 forces_key=data_cfg["baseline_forces_key"] or "__none__",
                 stress_key=data_cfg["baseline_stress_key"] or "__none__",
                 validate=False,
@@ -313,7 +314,8 @@ class Trainer:
             refs[head] = _reference_energies(frames, cfg["data"]["reference_energies"], self.species)
             shifts[head] = {z: e + _mean_residual_per_atom(frames, refs[head]) for z, e in refs[head].items()}
         main = heads[-1] if heads else None  # the default head sets the energy-based defaults
-        ref, shift = refs[main], shifts[main] if not heads else shifts
+        ref = refs[main]
+        shift = shifts if heads else shifts[main]  # {head: {Z: e}} for multi-head models
         f_rms = force_rms(self.train_frames) if any(f.forces is not None for f in self.train_frames) else None
         e_std = energy_residual_std(groups[main], ref)
         scale = f_rms if f_rms and math.isfinite(f_rms) and f_rms > 0 else max(e_std, 1e-3)
