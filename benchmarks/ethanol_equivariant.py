@@ -47,6 +47,14 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default=None, help="override the example config's preset")
     p.add_argument("--dtype", default=None, choices=["float32", "float64"])
     p.add_argument("--out", default="runs/ethanol_eq_curve")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=YAML",
+        help="override a config value, e.g. --set training.sigma_energy=1.0 --set model.equivariant.preset=medium",
+    )
     args = p.parse_args(argv)
     if len(args.minutes) not in (1, len(args.frames)):
         p.error("--minutes takes one value or one per --frames")
@@ -70,6 +78,13 @@ def main(argv=None) -> int:
         }
         if args.preset:
             cfg["model"]["equivariant"]["preset"] = args.preset
+        for item in args.overrides:
+            path, _, value = item.partition("=")
+            *parents, leaf = path.split(".")
+            node = cfg
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = yaml.safe_load(value)
         cfg["training"]["max_time_minutes"] = budget
         cfg["training"]["log_every"] = 50
         t0 = time.perf_counter()
@@ -82,6 +97,7 @@ def main(argv=None) -> int:
             "minutes": budget,
             "train_seconds": round(train_s, 1),
             "preset": cfg["model"]["equivariant"]["preset"],
+            "overrides": args.overrides,
             "test_frames": len(test_frames),
             "energy_mae_meV": round(1000 * m["energy_mae"], 2),
             "forces_mae_meV_per_A": round(1000 * m["forces_mae"], 2),

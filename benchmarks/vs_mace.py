@@ -14,8 +14,16 @@ mace-torch pins e3nn 0.4.4, nearsight uses e3nn 0.6.0, so MACE runs in its own v
 environment: ``python -m venv /tmp/macevenv && /tmp/macevenv/bin/pip install torch==2.13.0
 mace-torch==0.3.16`` (``--mace-python`` or ``$NEARSIGHT_MACE_PYTHON``; default /tmp/macevenv).
 
-``--quick`` runs only 192-atom water, float32, medium, and ends with one JSON line holding
-``ratio_vs_mace`` (nearsight atoms/s ÷ MACE atoms/s).
+Allocators (``--allocators``; both codes run under the same one in each comparison):
+``glibc`` -- glibc malloc with the mmap/trim thresholds that ``import nearsight`` sets
+(:mod:`nearsight._malloc`), given to MACE's process through ``GLIBC_TUNABLES``;
+``glibc-default`` -- glibc's own thresholds for both (nearsight with ``NEARSIGHT_MALLOC_TUNING=0``);
+``tcmalloc`` -- ``LD_PRELOAD`` of libtcmalloc_minimal (Debian: ``apt-get install
+libtcmalloc-minimal4``; ``--tcmalloc PATH``).
+
+``--quick`` runs only 192-atom water, float32, medium, under glibc and (when found) tcmalloc,
+and ends with one JSON line holding ``ratio_vs_mace`` (nearsight atoms/s ÷ MACE atoms/s, glibc)
+and ``ratio_vs_mace_tcmalloc``.
 """
 
 from __future__ import annotations
@@ -34,6 +42,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"small": 32, "medium": 128}
 SYSTEMS = ("water192", "water1536", "si216", "si1728")
+ALLOCATORS = ("glibc", "glibc-default", "tcmalloc")
+TCMALLOC_CANDIDATES = (
+    "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
+    "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4",
+    "/usr/lib64/libtcmalloc_minimal.so.4",
+)
 
 
 # ------------------------------------------------------------------ structures (ase only: both venvs)
@@ -167,16 +181,51 @@ def worker(code: str, system: str, dtype_name: str, size: str, repeats: int, sec
     }
 
 
-def measure(code: str, python: str, system: str, dtype: str, size: str, repeats: int, seconds: float) -> dict:
+def allocator_env(code: str, allocator: str, tcmalloc: str | None) -> dict:
+    """Environment variables that put ``code``'s process under ``allocator``."""
+    if allocator == "tcmalloc":
+        if not tcmalloc:
+            raise RuntimeError("tcmalloc requested but no libtcmalloc_minimal found: pass --tcmalloc PATH")
+        return {"LD_PRELOAD": tcmalloc}
+    if allocator == "glibc-default":
+        return {"NEARSIGHT_MALLOC_TUNING": "0"}
+    if code == "mace":  # the thresholds nearsight sets at import, through glibc's own tunables
+        sys.path.insert(0, str(ROOT / "src"))
+        from nearsight._malloc import MMAP_THRESHOLD, TRIM_THRESHOLD
+
+        return {
+            "GLIBC_TUNABLES": f"glibc.malloc.mmap_threshold={MMAP_THRESHOLD}:glibc.malloc.trim_threshold={TRIM_THRESHOLD}"
+        }
+    return {}
+
+
+def find_tcmalloc() -> str | None:
+    return next((path for path in TCMALLOC_CANDIDATES if Path(path).exists()), None)
+
+
+def measure(
+    code: str,
+    python: str,
+    system: str,
+    dtype: str,
+    size: str,
+    repeats: int,
+    seconds: float,
+    allocator: str = "glibc",
+    tcmalloc: str | None = None,
+) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    for key in ("LD_PRELOAD", "GLIBC_TUNABLES", "NEARSIGHT_MALLOC_TUNING"):
+        env.pop(key, None)
+    env.update(allocator_env(code, allocator, tcmalloc))
     if code == "mace":  # e3nn 0.4.4 torch.load()s its own bundled constants.pt, written before weights_only
         env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
     cmd = [python, __file__, "--worker", code, system, dtype, size, str(repeats), str(seconds)]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
     if res.returncode != 0 or not lines:
-        raise RuntimeError(f"{code} {system} {dtype} {size} failed:\n{res.stderr[-3000:]}")
-    return json.loads(lines[-1])
+        raise RuntimeError(f"{code} {system} {dtype} {size} ({allocator}) failed:\n{res.stderr[-3000:]}")
+    return {**json.loads(lines[-1]), "allocator": allocator}
 
 
 def main(argv=None) -> int:
@@ -188,6 +237,9 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     p.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
     p.add_argument("--dtypes", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
+    p.add_argument("--allocators", nargs="+", default=None, choices=ALLOCATORS,
+                   help="default: glibc, and tcmalloc when found")  # fmt: skip
+    p.add_argument("--tcmalloc", default=None, help="path of libtcmalloc(_minimal).so to preload")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seconds", type=float, default=5.0, help="time each case for at least this long")
     p.add_argument("--json", help="write all measurements to this file")
@@ -201,41 +253,54 @@ def main(argv=None) -> int:
         p.error(f"no MACE python at {args.mace_python!r}: see this script's docstring for the venv")
     if args.quick:
         args.sizes, args.systems, args.dtypes = ["medium"], ["water192"], ["float32"]
+    tcmalloc = args.tcmalloc or find_tcmalloc()
+    allocators = args.allocators or (["glibc", "tcmalloc"] if tcmalloc else ["glibc"])
     rows = []
-    print(f"{'system':>10} {'dtype':>8} {'size':>7} | {'nearsight':>10} {'MACE':>10} atoms/s | ratio | "
-          f"{'peak MB ns':>10} {'MACE':>8} | ratio")  # fmt: skip
+    print(f"{'system':>10} {'dtype':>8} {'size':>7} {'allocator':>13} | {'nearsight':>10} {'MACE':>10} atoms/s | "
+          f"ratio | {'peak MB ns':>10} {'MACE':>8} | ratio")  # fmt: skip
     for system in args.systems:
         for dtype in args.dtypes:
             for size in args.sizes:
-                ns = measure("nearsight", sys.executable, system, dtype, size, args.repeats, args.seconds)
-                mc = measure("mace", args.mace_python, system, dtype, size, args.repeats, args.seconds)
-                ratio = ns["atoms_per_s"] / mc["atoms_per_s"]
-                mem = ns["peak_mb"] / max(mc["peak_mb"], 1e-9)
-                rows.append({"nearsight": ns, "mace": mc, "ratio_vs_mace": ratio, "memory_ratio": mem})
-                print(
-                    f"{system:>10} {dtype:>8} {size:>7} | {ns['atoms_per_s']:10.1f} {mc['atoms_per_s']:10.1f}"
-                    f"         | {ratio:5.2f} | {ns['peak_mb']:10.1f} {mc['peak_mb']:8.1f} | {mem:5.2f}",
-                    flush=True,
-                )
+                for alloc in allocators:
+                    case = (system, dtype, size, args.repeats, args.seconds, alloc, tcmalloc)
+                    ns = measure("nearsight", sys.executable, *case)
+                    mc = measure("mace", args.mace_python, *case)
+                    ratio = ns["atoms_per_s"] / mc["atoms_per_s"]
+                    mem = ns["peak_mb"] / max(mc["peak_mb"], 1e-9)
+                    rows.append(
+                        {
+                            "nearsight": ns,
+                            "mace": mc,
+                            "allocator": alloc,
+                            "ratio_vs_mace": ratio,
+                            "memory_ratio": mem,
+                        }
+                    )
+                    print(
+                        f"{system:>10} {dtype:>8} {size:>7} {alloc:>13} | {ns['atoms_per_s']:10.1f} "
+                        f"{mc['atoms_per_s']:10.1f}         | {ratio:5.2f} | {ns['peak_mb']:10.1f} "
+                        f"{mc['peak_mb']:8.1f} | {mem:5.2f}",
+                        flush=True,
+                    )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     if args.quick:
         r = rows[0]
-        print(
-            json.dumps(
-                {
-                    "system": "water192",
-                    "dtype": "float32",
-                    "size": "medium",
-                    "threads": 1,
-                    "nearsight_atoms_per_s": round(r["nearsight"]["atoms_per_s"], 1),
-                    "mace_atoms_per_s": round(r["mace"]["atoms_per_s"], 1),
-                    "ratio_vs_mace": round(r["ratio_vs_mace"], 3),
-                    "peak_mb_nearsight": round(r["nearsight"]["peak_mb"], 1),
-                    "peak_mb_mace": round(r["mace"]["peak_mb"], 1),
-                }
-            )
-        )
+        summary = {
+            "system": "water192",
+            "dtype": "float32",
+            "size": "medium",
+            "threads": 1,
+            "allocator": r["allocator"],
+            "nearsight_atoms_per_s": round(r["nearsight"]["atoms_per_s"], 1),
+            "mace_atoms_per_s": round(r["mace"]["atoms_per_s"], 1),
+            "ratio_vs_mace": round(r["ratio_vs_mace"], 3),
+            "peak_mb_nearsight": round(r["nearsight"]["peak_mb"], 1),
+            "peak_mb_mace": round(r["mace"]["peak_mb"], 1),
+        }
+        for other in rows[1:]:
+            summary[f"ratio_vs_mace_{other['allocator']}"] = round(other["ratio_vs_mace"], 3)
+        print(json.dumps(summary))
     return 0
 
 
