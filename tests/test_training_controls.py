@@ -392,3 +392,23 @@ def test_multi_head_model_learns_one_offset_per_level(tmp_path):
         ValueError, match=r"frame 3: info\['level'\] = 'medium' is not one of the model's heads"
     ):
         Trainer(cfg, log=lambda m: None).train()
+
+
+def test_time_limit_runs_on_the_configured_clock(tmp_path, monkeypatch):
+    """max_time_minutes with time_limit_clock: cpu reads the process's CPU time, wall reads elapsed time."""
+    import nearsight.training.trainer as trainer_module
+
+    fake_cpu = iter(range(0, 10**6, 100))  # a CPU clock that advances 100 s per reading
+    monkeypatch.setattr(trainer_module.time, "process_time", lambda: float(next(fake_cpu)))
+    summaries = {}
+    for clock in ("cpu", "wall"):
+        cfg = small_config(tmp_path / clock, max_time_minutes=1.0, time_limit_clock=clock)
+        Trainer(cfg, log=lambda m: None).train()
+        summaries[clock] = json.loads((tmp_path / clock / "training_summary.json").read_text())
+    assert summaries["cpu"]["stopped_by"] == "max_time" and summaries["cpu"]["steps"] == 6  # one epoch
+    assert summaries["cpu"]["time_limit_clock"] == "cpu" and summaries["cpu"]["wall_time_s"] >= 60
+    assert summaries["wall"]["stopped_by"] == "epochs" and summaries["wall"]["steps"] == 24
+    bad = small_config(tmp_path / "bad")
+    bad["training"]["time_limit_clock"] = "gpu"
+    with pytest.raises(ConfigError, match="time_limit_clock"):
+        validate_config(bad)

@@ -50,7 +50,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 def comparable_config(config: dict) -> dict:
     """The parts of a config that must not change across a resume (run length and logging may)."""
-    free = {"epochs", "max_steps", "max_time_minutes", "log_every", "checkpoint_every", "tensorboard"}
+    free = {
+        "epochs", "max_steps", "max_time_minutes", "time_limit_clock", "log_every", "checkpoint_every", "tensorboard",
+    }  # fmt: skip
     out = {k: v for k, v in config.items() if k not in ("training", "output_dir", "num_threads")}
     out["training"] = {k: v for k, v in config["training"].items() if k not in free}
     return out

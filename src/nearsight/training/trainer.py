@@ -256,7 +256,7 @@ class Trainer:
             if comparable_config(self.checkpoint["config"]) != comparable_config(config):
                 raise CheckpointError(
                     f"{str(self.checkpoint_path)!r}: the config differs from the one the run started with "
-                    "(only epochs, max_steps, max_time_minutes, log_every, checkpoint_every and "
+                    "(only epochs, max_steps, max_time_minutes, time_limit_clock, log_every, checkpoint_every and "
                     "tensorboard may change on resume)"
                 )
 
@@ -585,7 +585,8 @@ class Trainer:
                 with open(self.out_dir / "training_log.csv", "w", newline="") as fh:
                     csv.writer(fh).writerow(fields)
         tb = self._tensorboard(loop["global_step"])
-        start = time.perf_counter() - loop["elapsed_s"]
+        clock = self.clock = time.process_time if t["time_limit_clock"] == "cpu" else time.perf_counter
+        start = clock() - loop["elapsed_s"]
         n_batches = math.ceil(len(self.train_graphs) / t["batch_size"])
         reason = "epochs"
         try:
@@ -593,9 +594,9 @@ class Trainer:
         finally:
             if tb is not None:
                 tb.close()
-        loop["elapsed_s"] = time.perf_counter() - start
+        loop["elapsed_s"] = clock() - start
         self.save_checkpoint(loop, gen)
-        self.wall_time = loop["elapsed_s"]
+        self.wall_time = loop["elapsed_s"]  # by the run's clock: CPU seconds with time_limit_clock: cpu
         if self.dist.is_main:
             with self.evaluation_model():
                 save_model(self.model, self.final_path, {**self.metadata(), "epoch": loop["epoch"] - 1})
@@ -631,9 +632,9 @@ class Trainer:
                 loop["step_in_epoch"] += 1
                 loop["global_step"] += 1
                 if t["checkpoint_every"] and loop["global_step"] % t["checkpoint_every"] == 0:
-                    loop["elapsed_s"] = time.perf_counter() - start
+                    loop["elapsed_s"] = self.clock() - start
                     self.save_checkpoint(loop, gen)
-            elapsed = time.perf_counter() - start
+            elapsed = self.clock() - start
             out_of_time = t["max_time_minutes"] is not None and elapsed > 60 * t["max_time_minutes"]
             train_loss = loop["running"] / max(loop["seen"], 1)
             loop.update(epoch=epoch + 1, step_in_epoch=0, order=None, running=0.0, seen=0)
@@ -642,7 +643,7 @@ class Trainer:
             if self._validate(epoch, loop, train_loss, elapsed, tb):
                 return "early_stopping"
             if out_of_time:
-                self.log(f"time limit of {t['max_time_minutes']} min reached")
+                self.log(f"time limit of {t['max_time_minutes']} min ({t['time_limit_clock']} clock) reached")
                 return "max_time"
         return "epochs"
 
@@ -685,6 +686,7 @@ class Trainer:
             "best_epoch": loop["best_epoch"],
             "best_valid_loss": loop["best"],
             "wall_time_s": self.wall_time,
+            "time_limit_clock": self.config["training"]["time_limit_clock"],
             "steps": loop["global_step"],
             "stopped_by": reason,
         }
@@ -711,7 +713,7 @@ class Trainer:
         learning_curve_plot(self.out_dir / "training_log.csv", self.out_dir / "learning_curve.png")
         self.log(
             f"best epoch {loop['best_epoch']}, validation loss {loop['best']:.4e}, "
-            f"wall time {self.wall_time:.1f} s ({reason})"
+            f"{self.config['training']['time_limit_clock']} time {self.wall_time:.1f} s ({reason})"
         )
 
 
