@@ -174,3 +174,11 @@ def test_bad_model_file(tmp_path):
         load_model(bad)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_model(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("name", ["ethanol_bpnn.yaml", "ethanol_soap.yaml", "ethanol_equivariant.yaml"])
+def test_example_training_configs_validate(name):
+    from nearsight.training.config import load_config
+
+    cfg = load_config(ROOT / "examples" / name)
+    assert Path(cfg["data"]["train"]).is_file() and cfg["training"]["batch_size"] > 0
