@@ -19,8 +19,8 @@ r_max 5 Å, 8 Bessel functions with a p = 5 envelope, radial MLP [64, 64, 64], f
 nearsight: ``examples/ethanol_equivariant.yaml`` with ``preset: small|medium`` (Adam lr 0.01,
 batch 5, σ_E = 1 eV, σ_F = 0.05 eV/Å -- a force-dominated loss like MACE's -- EMA 0.99, plateau
 scheduler), overridable by ``--nearsight-config`` (a YAML mapping of ``training`` keys, or
-``{training: ..., model: {equivariant: ...}}``; the budget ``max_time_minutes`` stays ``--minutes``).  MACE (0.3.16, ``mace_run_train``): the settings of the MACE paper's rMD17
-runs: ``--loss weighted --energy_weight 1 --forces_weight 1000`` (per-atom energy and
+``{training: ..., model: {equivariant: ...}}``; the budget ``max_time_minutes`` stays ``--minutes``).
+MACE (0.3.16, ``mace_run_train``): the settings of the MACE paper's rMD17 runs: ``--loss weighted --energy_weight 1 --forces_weight 1000`` (per-atom energy and
 force-component squared errors), batch 5, lr 0.01, Adam with AMSGrad, weight decay 5e-7,
 ``--ema --ema_decay 0.99``, gradient clipping 10, ReduceLROnPlateau with factor 0.8;
 ``--model ScaleShiftMACE --scaling rms_forces_scaling``: atomic energies E0 + shift + scale × the
