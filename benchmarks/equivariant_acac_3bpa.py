@@ -7,8 +7,8 @@ AcAc: trained on ``acac/train_300K.xyz`` (500 frames, 5 % held out for validatio
 ``test_MD_300K.xyz`` and ``test_MD_600K.xyz``.  3BPA: the shared data holds only the training
 files, so ``3bpa/train_300K.xyz`` is split: frames 0–399 train (5 % validation), 400–499 test.
 Model and optimiser: ``examples/ethanol_equivariant.yaml`` (small preset, float32), isolated-atom
-reference energies.  Each training runs in its own process on one thread; prints a table and
-writes ``results.json`` in ``--out``.
+reference energies.  Each training runs in its own process on one thread for ``--minutes`` of
+CPU time (``training.time_limit_clock: cpu``); prints a table and writes ``results.json`` in ``--out``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def config(train: Path, test: Path | None, ref: Path, out: Path, minutes: float)
     if test is not None:
         base["data"]["test"] = str(test)
     base["training"]["max_time_minutes"] = minutes
+    base["training"]["time_limit_clock"] = "cpu"  # the same compute budget however loaded the machine is
     return base
 
 
