@@ -412,3 +412,13 @@ def test_time_limit_runs_on_the_configured_clock(tmp_path, monkeypatch):
     bad["training"]["time_limit_clock"] = "gpu"
     with pytest.raises(ConfigError, match="time_limit_clock"):
         validate_config(bad)
+
+
+def test_amsgrad_keeps_the_largest_second_moment(tmp_path):
+    cfg = small_config(tmp_path / "ams", max_steps=3, amsgrad=True)
+    trainer = Trainer(cfg, log=lambda m: None)
+    trainer.train()
+    group = trainer.optimizer.param_groups[0]
+    state = trainer.optimizer.state[group["params"][0]]
+    assert group["amsgrad"] is True
+    assert torch.all(state["max_exp_avg_sq"] >= state["exp_avg_sq"])

@@ -115,6 +115,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any, Callable[[Any], 
         "epochs": (int, 300, _positive),
         "batch_size": (int, 16, _positive),
         "optimizer": (str, "adam", _choice("adam", "adamw")),
+        "amsgrad": (bool, False, None),  # Adam's step bounded by the largest second moment seen (stabler)
         "lr": (_NUM, 1e-3, _positive),
         "weight_decay": (_NUM, 0.0, _non_negative),
         "scheduler": (str, "plateau", _choice("plateau", "cosine", "none")),

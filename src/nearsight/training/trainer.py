@@ -375,7 +375,7 @@ class Trainer:
         t = self.config["training"]
         cls = torch.optim.AdamW if t["optimizer"] == "adamw" else torch.optim.Adam
         params = [p for p in self.model.parameters() if p.requires_grad]
-        opt = cls(params, lr=t["lr"], weight_decay=t["weight_decay"])
+        opt = cls(params, lr=t["lr"], weight_decay=t["weight_decay"], amsgrad=t["amsgrad"])
         if t["scheduler"] == "plateau":
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 opt, factor=t["scheduler_factor"], patience=t["scheduler_patience"], min_lr=t["min_lr"]
