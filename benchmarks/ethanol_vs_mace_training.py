@@ -2,7 +2,8 @@
 
     OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/ethanol_vs_mace_training.py \\
         [--frames 250] [--minutes 20] [--size small|medium] [--out runs/ethanol_vs_mace] \\
-        [--nearsight-config tuned.yaml] [--mace-python /tmp/macevenv/bin/python] [--sequential]
+        [--nearsight-config tuned.yaml] [--mace-python /tmp/macevenv/bin/python] [--sequential] \\
+        [--reuse-mace EARLIER_OUT]   # train nearsight only, against MACE's side of an earlier run
 
 Data.  ``--frames N`` frames of ``ethanol/train.xyz`` picked by a seeded permutation; 5 % of them
 (at least 2, ``--valid-fraction``) are the validation set, the rest the training set (N = 1000
@@ -457,6 +458,12 @@ def main(argv=None) -> int:
     p.add_argument("--mace-extra", default="", help="extra mace_run_train options, appended last")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--reuse-mace",
+        metavar="DIR",
+        help="take MACE's trained model, timings and predictions from an earlier run's --out DIR "
+        "(same --frames/--seed/--minutes/--size: the split files must be identical) and train only nearsight",
+    )
+    p.add_argument(
         "--sequential", action="store_true", help="train MACE, then nearsight (default: both at once)"
     )
     p.add_argument("--wall-limit-factor", type=float, default=4.0,
@@ -484,7 +491,10 @@ def main(argv=None) -> int:
     data = shared_data_dir() / "ethanol"
     out = Path(args.out).resolve()
     mace_dir, ns_dir = out / "mace", out / "nearsight"
-    if mace_dir.exists() and any(mace_dir.glob("checkpoints/*.pt")):
+    reuse = Path(args.reuse_mace).resolve() if args.reuse_mace else None
+    if reuse is not None:
+        mace_dir = reuse / "mace"
+    elif mace_dir.exists() and any(mace_dir.glob("checkpoints/*.pt")):
         p.error(
             f"{mace_dir} holds checkpoints of an earlier run (MACE would restart from them): use a new --out"
         )
@@ -494,6 +504,16 @@ def main(argv=None) -> int:
     e0s = {z: e for z, e in isolated_atom_energies(str(data / "isolated_atoms.xyz")).items() if z in species}
 
     budget_s = 60.0 * args.minutes
+    if reuse is not None:
+        earlier = json.loads((reuse / "results.json").read_text())
+        same = {k: earlier["summary"][k] for k in ("budget_cpu_s", "size")} == {
+            "budget_cpu_s": budget_s,
+            "size": args.size,
+        }
+        for name in ("train.xyz", "valid.xyz"):
+            same = same and (reuse / "data" / name).read_bytes() == (out / "data" / name).read_bytes()
+        if not same:
+            p.error(f"--reuse-mace {reuse}: that run had another split, size or budget")
     timeout_s = args.wall_limit_factor * budget_s + 600.0
     mace_spec = {
         "budget_s": budget_s,
@@ -505,6 +525,8 @@ def main(argv=None) -> int:
         "config": nearsight_config(args, split, data, ns_dir),
         "result": str(out / "nearsight_worker.json"),
     }
+    if reuse is not None:
+        mace_spec["result"] = str(reuse / "mace_worker.json")
     for name, spec in (("mace", mace_spec), ("nearsight", ns_spec)):
         (out / f"{name}_spec.json").write_text(json.dumps(spec, indent=1))
     here = str(Path(__file__).resolve())
@@ -518,7 +540,14 @@ def main(argv=None) -> int:
         f"{args.minutes:g} CPU min per side, {'sequential' if args.sequential else 'concurrent'}",
         flush=True,
     )
-    run_jobs(jobs, args.sequential)
+    if reuse is not None:  # MACE's side as measured in the earlier run
+        jobs[0].rc, jobs[0].cpu_s, jobs[0].wall_s = (
+            0,
+            earlier["rows"]["mace"]["cpu_s"],
+            earlier["rows"]["mace"]["wall_s"],
+        )
+        print(f"[mace] reused from {reuse}", flush=True)
+    run_jobs(jobs[1:] if reuse is not None else jobs, args.sequential)
     mace_res = json.loads(Path(mace_spec["result"]).read_text())
     ns_res = json.loads(Path(ns_spec["result"]).read_text())
     # MACE keeps only its best checkpoint, "<name>_run-<seed>_epoch-<N>.pt", N counted from 0
@@ -527,10 +556,11 @@ def main(argv=None) -> int:
 
     test_path = data / "test_MD.xyz"
     test_frames = read_frames(str(test_path))
-    predictions = {
-        "mace": mace_predictions(args, mace_dir / f"{MACE_NAME}.model", test_path, mace_dir, test_frames),
-        "nearsight": nearsight_predictions(ns_res["best_model"], test_frames),
-    }
+    if reuse is not None:
+        mace_pred = dict(np.load(reuse / "predictions_mace.npz"))
+    else:
+        mace_pred = mace_predictions(args, mace_dir / f"{MACE_NAME}.model", test_path, mace_dir, test_frames)
+    predictions = {"mace": mace_pred, "nearsight": nearsight_predictions(ns_res["best_model"], test_frames)}
     rows = {}
     for job in jobs:
         npz = out / f"predictions_{job.name}.npz"
@@ -562,7 +592,11 @@ def main(argv=None) -> int:
         "test_frames": len(test_frames),
         "size": args.size,
         "budget_cpu_s": budget_s,
-        "mode": "sequential" if args.sequential else "concurrent",
+        "mode": f"nearsight only, MACE from {reuse}"
+        if reuse
+        else "sequential"
+        if args.sequential
+        else "concurrent",
         "nearsight_f_mae": round(ns["f_mae"], 3),
         "mace_f_mae": round(mc["f_mae"], 3),
         "nearsight_e_mae": round(ns["e_mae"], 3),
