@@ -219,6 +219,70 @@ def _run_child(cfg_path: Path, log: Path, resume: bool):
     return subprocess.Popen([sys.executable, "-c", code], env=env)
 
 
+SPRINGS = {"type": "python", "object": "al_helpers:InjectingOracle"}
+
+
+def test_committee_members_train_on_all_labels_by_default(tmp_path):
+    from nearsight.active_learning import _train_config
+
+    cfg = al_config(tmp_path, SPRINGS)
+    data = tmp_path / "train.xyz"
+    tcfg = _train_config(cfg, data, tmp_path / "c", None)
+    assert tcfg["data"]["train"] == str(data) and tcfg["data"]["valid"] == str(data)
+    cfg["committee"]["valid_fraction"] = 0.2
+    tcfg = _train_config(cfg, data, tmp_path / "c", None)
+    assert tcfg["data"]["valid"] is None and tcfg["data"]["valid_fraction"] == 0.2
+    with pytest.raises(ValueError, match="committee.valid_fraction"):
+        al_config(tmp_path, SPRINGS, committee={"n_members": 2, "valid_fraction": 1.0})
+
+
+def test_loop_without_triggers_converges_in_one_iteration(tmp_path):
+    cfg = al_config(tmp_path, SPRINGS, select={"threshold": 1e6, "batch_size": 4, "min_sigma_fraction": 0.5})
+    state = run_active_learning(cfg, log=lambda m: None)
+    assert state["status"] == "converged"
+    assert len(state["history"]) == 1 and state["history"][0]["triggered"] == 0
+    assert all(t["result"] == "clean" and t["steps"] == 20 for t in state["history"][0]["trajectories"])
+    assert len(LabelStore(Path(cfg["output_dir"]) / "labels.db")) == 5  # the seeds, nothing more
+    again = run_active_learning(cfg, resume=True, log=lambda m: None)  # a finished run stays finished
+    assert again["status"] == "converged" and len(again["history"]) == 1
+
+
+def test_fine_tuned_members_start_from_their_predecessors(tmp_path):
+    from nearsight.models.io import load_model
+
+    cfg = al_config(tmp_path, SPRINGS, max_iterations=2)
+    cfg["committee"]["fine_tune"] = True
+    cfg["committee"]["train"]["training"].update(lr=1e-9, scheduler="none")  # weights barely move
+    state = run_active_learning(cfg, log=lambda m: None)
+    assert len(state["history"]) == 2 and state["history"][1]["n_labels"] > 5
+    root = Path(cfg["output_dir"])
+
+    def weights(it: int, k: int) -> torch.Tensor:
+        m = load_model(root / f"iter_{it:03d}" / "committee" / f"member_{k}" / "best_model.pt")
+        return torch.cat([p.detach().flatten() for p in m.nets.parameters()])
+
+    for k in (0, 1):  # member k of iteration 1 continues member k of iteration 0, not member 1 - k
+        assert torch.allclose(weights(1, k), weights(0, k), atol=1e-6)
+        assert not torch.allclose(weights(1, k), weights(0, 1 - k), atol=1e-3)
+
+
+def test_resume_with_a_larger_max_iterations(tmp_path):
+    log = tmp_path / "calls.log"
+    oracle = {**SPRINGS, "kwargs": {"log": str(log)}}
+    cfg = al_config(tmp_path, oracle, max_iterations=1)
+    state = run_active_learning(cfg, log=lambda m: None)
+    assert state["status"] == "max_iterations" and len(state["history"]) == 1
+    assert state["history"][0]["triggered"] > 0
+    n_first = len(LabelStore(Path(cfg["output_dir"]) / "labels.db"))
+    cfg["max_iterations"] = 3
+    state = run_active_learning(cfg, resume=True, log=lambda m: None)
+    assert state["status"] in ("max_iterations", "converged")
+    assert [r["iteration"] for r in state["history"]] == list(range(len(state["history"])))
+    assert len(state["history"]) >= 2 and state["history"][1]["n_labels"] == n_first
+    calls = log.read_text().split()
+    assert len(calls) == len(set(calls)) == len(LabelStore(Path(cfg["output_dir"]) / "labels.db"))
+
+
 def test_kill9_and_resume_gives_the_same_labels(tmp_path):
     import yaml
 
