@@ -43,7 +43,7 @@ the other).  The budget is CPU time of the training loop, measured the same way 
 runs out is finished and validated, then training stops and the best-validation model is kept.
 - nearsight: ``training.max_time_minutes = M`` with ``training.time_limit_clock: cpu`` (the
   trainer's clock is then ``time.process_time``; logged times are CPU seconds), ``training.epochs``
-  unbounded.
+  and early stopping unbounded (as MACE's side: both train until the budget is spent).
 - MACE has no time limit: the worker runs ``mace.cli.run_train.main()`` in-process with
   ``--max_num_epochs`` unbounded and wraps ``mace.tools.train.train_one_epoch`` so that it raises
   at the start of the first epoch after the budget is spent; the wrapper of ``mace.tools.train``
@@ -319,6 +319,7 @@ def nearsight_config(args, split: dict, data: Path, ns_dir: Path) -> dict:
         cfg["training"].update(over.get("training") or {})
         eq.update((over.get("model") or {}).get("equivariant") or {})
     cfg["training"]["max_time_minutes"] = args.minutes  # the budget is not overridable
+    cfg["training"]["early_stopping_patience"] = 10**9  # both sides train until the budget is spent
     cfg["training"]["time_limit_clock"] = "cpu"
     return cfg
 
