@@ -44,6 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=8.0)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "equivariant_acac_3bpa")
+    parser.add_argument("--sequential", action="store_true", help="one training after the other (one core)")
     args = parser.parse_args()
     from ase.io import read, write
 
@@ -67,6 +68,8 @@ def main() -> None:
         procs[name] = subprocess.Popen(
             [sys.executable, "-m", "nearsight", "train", str(path)], stdout=log, stderr=subprocess.STDOUT
         )
+        if args.sequential:
+            procs[name].wait()
     for proc in procs.values():
         proc.wait()
     tests = {

@@ -110,6 +110,8 @@ def read_labelled(path: Path) -> list[Atoms]:
         b = Atoms(numbers=a.numbers, positions=a.positions)
         b.info["energy"] = float(a.get_potential_energy())
         b.arrays["forces"] = a.get_forces().copy()
+        if "temperature" in a.info:
+            b.info["temperature"] = float(a.info["temperature"])
         out.append(b)
     return out
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms
-from ase.io import read
+from run_demo import read_labelled  # this folder is on sys.path when the script runs
 
 from nearsight.active_learning import _train_config, _train_member, evaluate_committee, load_al_config
 from nearsight.uncertainty import EnsembleCalculator, atomic_write
@@ -34,14 +34,11 @@ WORK = HERE / "work"
 
 
 def labelled(path: Path) -> list[Atoms]:
-    out = []
-    for a in read(path, ":"):
-        b = Atoms(numbers=a.numbers, positions=a.positions)
-        b.info["energy"] = float(a.get_potential_energy())
-        b.arrays["forces"] = a.get_forces().copy()
-        b.info["temperature"] = float(a.info.get("temperature", float("nan")))
-        out.append(b)
-    return out
+    """Labelled frames with their MD temperature (NaN where the file has none)."""
+    frames = read_labelled(path)
+    for b in frames:
+        b.info.setdefault("temperature", float("nan"))
+    return frames
 
 
 def max_sigma(calc: EnsembleCalculator, frames: list[Atoms]) -> np.ndarray:
