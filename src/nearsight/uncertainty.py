@@ -49,6 +49,7 @@ from scipy import special, stats
 from torch import nn
 
 from . import keys
+from ._files import atomic_write
 from .data.neighbours import atoms_to_graph
 from .models.forcefield import ForceField
 
@@ -214,26 +215,6 @@ def train_committee(
         if not best.is_file():  # pragma: no cover - Trainer always writes it
             raise RuntimeError(f"train_committee: member {k} wrote no {best}")
     return paths
-
-
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """``write(fh)`` into a temporary file next to ``path``, fsync, rename over ``path``."""
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _bootstrap_file(config: dict, member_dir: Path, seed: int) -> Path:

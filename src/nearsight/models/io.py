@@ -14,13 +14,13 @@ with ``os.replace``, so a kill never leaves a truncated model.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .. import __version__
+from .._files import atomic_write
 from ..units import UNITS
 from .bpnn import BehlerParrinello
 from .equivariant import EquivariantPotential
@@ -32,23 +32,7 @@ MODEL_TYPES: dict[str, type[nn.Module]] = {"bpnn": BehlerParrinello, "equivarian
 
 def atomic_torch_save(obj: object, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary sibling, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda fh: torch.save(obj, fh), "wb")
 
 
 def model_to_dict(model: nn.Module, metadata: dict | None = None) -> dict:

@@ -28,8 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +38,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from nearsight._files import atomic_write
 from nearsight.qm.oracles import Label, Oracle, describe, geometry_hash
 
 __all__ = ["LabelStore", "LabellingResult", "label_hash", "label_structures", "export_extxyz"]
@@ -456,19 +455,5 @@ def export_extxyz(
         if info is not None:
             out.info.update(dict(info[i]))
         frames.append(out)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            ase.io.write(fh, frames, format="extxyz")
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; give it the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: ase.io.write(fh, frames, format="extxyz"))
     return len(frames)

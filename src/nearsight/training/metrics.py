@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch
 from torch import nn
 
 from .. import keys
+from .._files import atomic_write
 from ..data.frame import Frame
 from ..data.neighbours import collate, frame_to_graph
 from ..models.forcefield import ForceField
@@ -84,14 +84,7 @@ def compute_metrics(frames: Sequence[Frame], predictions: Sequence[dict]) -> dic
 
 def write_json(data: dict, path: str | os.PathLike) -> Path:
     """Atomic JSON write."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, default=float)
-        fh.write("\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda fh: fh.write(json.dumps(data, indent=2, default=float) + "\n"))
 
 
 def parity_plot(
