@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from nearsight.data.readers import read_frames  # noqa: E402
+from nearsight.models.equivariant import PRESETS  # noqa: E402
 from nearsight.models.io import load_model  # noqa: E402
 from nearsight.training.config import validate_config  # noqa: E402
 from nearsight.training.metrics import compute_metrics, predict  # noqa: E402
@@ -44,7 +45,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, nargs="+", default=[50, 250, 1000])
     p.add_argument("--minutes", type=float, nargs="+", default=[6, 12, 20])
-    p.add_argument("--preset", default=None, help="override the example config's preset")
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS), help="use this preset's architecture")
     p.add_argument("--dtype", default=None, choices=["float32", "float64"])
     p.add_argument("--out", default="runs/ethanol_eq_curve")
     p.add_argument(
@@ -76,8 +77,11 @@ def main(argv=None) -> int:
             "valid_fraction": max(0.05, 2.0 / n),
             "reference_energies": str(data / "isolated_atoms.xyz"),
         }
-        if args.preset:
-            cfg["model"]["equivariant"]["preset"] = args.preset
+        if args.preset:  # the preset's own architecture, not the example's explicit l_max etc.
+            eq = cfg["model"]["equivariant"]
+            for key in PRESETS[args.preset]:
+                eq.pop(key, None)
+            eq["preset"] = args.preset
         for item in args.overrides:
             path, _, value = item.partition("=")
             *parents, leaf = path.split(".")
