@@ -17,10 +17,11 @@ Isolated-atom energies from ``ethanol/isolated_atoms.xyz`` (MACE ``--E0s`` dict,
 Models (``--size``, matched as in ``benchmarks/vs_mace.py``): 32 (small) or 128 (medium) channels,
 hidden irreps 0e + 1o (max_L 1), spherical harmonics to l = 3, correlation 3, 2 interactions,
 r_max 5 Å, 8 Bessel functions with a p = 5 envelope, radial MLP [64, 64, 64], float32 training.
-nearsight: ``examples/ethanol_equivariant.yaml`` with ``preset: small|medium`` (Adam lr 0.01,
+nearsight: ``examples/ethanol_equivariant.yaml`` with ``preset: small|medium`` (AMSGrad lr 0.01,
 batch 5, σ_E = 1 eV, σ_F = 0.05 eV/Å -- a force-dominated loss like MACE's -- EMA 0.99, plateau
 scheduler), overridable by ``--nearsight-config`` (a YAML mapping of ``training`` keys, or
-``{training: ..., model: {equivariant: ...}}``; the budget ``max_time_minutes`` stays ``--minutes``).
+``{training: ..., model: {equivariant: ...}, seed: N}``, the seed of nearsight's initialisation and
+batch order, not of the split; the budget ``max_time_minutes`` stays ``--minutes``).
 MACE (0.3.16, ``mace_run_train``): the settings of the MACE paper's rMD17 runs: ``--loss weighted --energy_weight 1 --forces_weight 1000`` (per-atom energy and
 force-component squared errors), batch 5, lr 0.01, Adam with AMSGrad, weight decay 5e-7,
 ``--ema --ema_decay 0.99``, gradient clipping 10, ReduceLROnPlateau with factor 0.8;
@@ -311,11 +312,14 @@ def nearsight_config(args, split: dict, data: Path, ns_dir: Path) -> dict:
     cfg["training"].update(epochs=10**7, log_every=25, checkpoint_every=0)
     if args.nearsight_config:
         over = yaml.safe_load(Path(args.nearsight_config).read_text()) or {}
-        if not set(over) & {"training", "model"}:
+        if not set(over) & {"training", "model", "seed"}:
             over = {"training": over}
-        unknown = sorted(set(over) - {"training", "model"})
+        unknown = sorted(set(over) - {"training", "model", "seed"})
         if unknown or set(over.get("model") or {}) - {"equivariant"}:
-            raise SystemExit(f"{args.nearsight_config}: only training keys and model.equivariant may change")
+            raise SystemExit(
+                f"{args.nearsight_config}: only training keys, model.equivariant and seed may change"
+            )
+        cfg["seed"] = int(over.get("seed", cfg["seed"]))  # initialisation and batch order; the split stays
         cfg["training"].update(over.get("training") or {})
         eq.update((over.get("model") or {}).get("equivariant") or {})
     cfg["training"]["max_time_minutes"] = args.minutes  # the budget is not overridable

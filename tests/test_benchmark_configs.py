@@ -1,0 +1,43 @@
+"""The nearsight config that benchmarks/ethanol_vs_mace_training.py builds from its options."""
+
+from __future__ import annotations
+
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+
+from nearsight.training.config import validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import ethanol_vs_mace_training as bench  # noqa: E402
+
+
+def _config(tmp_path, override: str | None):
+    path = None
+    if override is not None:
+        path = tmp_path / "over.yaml"
+        path.write_text(override)
+    args = Namespace(seed=0, size="small", minutes=7.0, nearsight_config=path and str(path))
+    data = ROOT / "examples" / "data"
+    split = {"train": data / "ethanol_train300.xyz", "valid": data / "ethanol_test200.xyz"}
+    return bench.nearsight_config(args, split, data, tmp_path / "ns")
+
+
+def test_overrides_change_seed_and_training_but_not_the_budget_or_split(tmp_path):
+    cfg = _config(tmp_path, "seed: 3\ntraining: {lr: 0.005, max_time_minutes: 99}\n")
+    assert cfg["seed"] == 3 and cfg["training"]["lr"] == 0.005
+    assert cfg["training"]["max_time_minutes"] == 7.0 and cfg["training"]["time_limit_clock"] == "cpu"
+    assert cfg["data"]["train"].endswith("ethanol_train300.xyz")
+    assert cfg["model"]["equivariant"]["preset"] == "small"
+    validate_config(cfg, source="test")
+    plain = _config(tmp_path, "sigma_energy: 3.0\n")  # a bare mapping is the training section
+    assert plain["seed"] == 0 and plain["training"]["sigma_energy"] == 3.0
+
+
+def test_overrides_outside_training_model_and_seed_are_refused(tmp_path):
+    with pytest.raises(SystemExit, match="only training keys, model.equivariant and seed"):
+        _config(tmp_path, "seed: 1\ndata: {train: other.xyz}\n")
