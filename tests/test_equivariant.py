@@ -54,12 +54,12 @@ def wigner_d(name: str, Q: torch.Tensor) -> torch.Tensor:
     return o3.Irrep(l, p).D_from_matrix(Q)  # includes the parity factor p^(det Q < 0)
 
 
-@pytest.mark.parametrize("correlation", [3, 1])
-def test_every_feature_rotates_and_reflects_by_wigner_d(correlation):
+@pytest.mark.parametrize("correlation,element_mix", [(3, False), (1, False), (3, True)])
+def test_every_feature_rotates_and_reflects_by_wigner_d(correlation, element_mix):
     """f(Q x) = D(Q) f(x) for every A and h feature of every layer, Q proper and improper."""
     from e3nn import o3
 
-    model = tiny([1, 6, 8], correlation=correlation)
+    model = tiny([1, 6, 8], correlation=correlation, element_mix=element_mix)
     atoms = ethanol()
     atoms.positions -= atoms.positions.mean(0)
     base = model.intermediates(graph_of(atoms, model.cutoff))
@@ -114,6 +114,35 @@ def test_model_file_roundtrip_float32_and_unknown_element(tmp_path):
     np.testing.assert_allclose(c[keys.FORCES].detach().numpy(), a[keys.FORCES].numpy(), atol=1e-4)
     with pytest.raises(UnknownElementError, match="Si"):
         model(graph_of(bulk("Si"), model.cutoff))
+
+
+def test_element_mix_uses_each_atoms_own_matrix(tmp_path):
+    """element_mix: A (first layer) and the residual (later layers) are mixed by W_{Z_i}."""
+    from nearsight.models.equivariant import _mix
+
+    torch.manual_seed(0)
+    x, w = torch.randn(5, 3, 4), torch.randn(4, 3 * 2)
+    element = torch.tensor([0, 2, 1, 2, 0])
+    onehot = torch.nn.functional.one_hot(element, 3).double()
+    expected = torch.stack([x[i] @ w.view(4, 3, 2)[:, int(element[i])] for i in range(5)])
+    torch.testing.assert_close(_mix(x, w, onehot, True), expected, atol=1e-12, rtol=0)
+    torch.testing.assert_close(_mix(x, w, onehot, False), x @ w, atol=0, rtol=0)
+
+    model = tiny([1, 8], channels=4, l_max=1, num_layers=2, element_mix=True)
+    assert model.layers[0].w_a.shape[-1] == 2 * 4 and model.layers[1].w_skip.shape[-1] == 2 * 4
+    g = graph_of(water_box(2), model.cutoff)
+    before = model(g)
+    with torch.no_grad():  # the hydrogen block of the residual: changes the energies of H atoms only
+        model.layers[1].w_skip.view(-1, 4, 2, 4)[:, :, 0] *= 2.0
+    after = model(g)
+    hydrogen = g[keys.ATOMIC_NUMBERS] == 1
+    assert (after - before)[hydrogen].abs().min() > 1e-8
+    torch.testing.assert_close(after[~hydrogen], before[~hydrogen], atol=1e-12, rtol=0)
+    # stored in the model file; files written before the option load as element_mix False
+    assert load_model(save_model(model, tmp_path / "mix.pt", {})).element_mix
+    config = tiny([1, 8], channels=4, l_max=1, num_layers=2).get_config()
+    del config["element_mix"]
+    assert not EquivariantPotential.from_config(config).element_mix
 
 
 def test_inference_keeps_no_graph_and_bad_arguments():
@@ -176,7 +205,7 @@ def test_trainer_builds_fits_and_trains(tmp_path):
 def test_torchscript_export_matches(tmp_path):
     from nearsight.models.export import export_torchscript
 
-    model = tiny([1, 8], channels=4, l_max=2, num_layers=2, parity="both")
+    model = tiny([1, 8], channels=4, l_max=2, num_layers=2, parity="both", element_mix=True)
     g = atoms_to_graph(water_box(2), model.cutoff, torch.float64)
     ref = ForceField(model)(g)
     export_torchscript(model, tmp_path / "model.ts")

@@ -4,9 +4,9 @@ Per layer t (Batatia et al., NeurIPS 2022, eqs. 8-11; Batzner et al., Nat. Commu
 
     h̃_j      = W_up h_j                                       (channel mixing per irrep)
     A_i,c,LM = (1/N̄) Σ_j Σ_paths R_path,c(r_ij) C^{LM}_{l1 m1, l2 m2} h̃_j,c,l1m1 Y_l2m2(r̂_ij)
-    A'       = W_A A
+    A'       = W_A A                  (W_A,Z_i in the first layer with element_mix, as MACE)
     B_i,c,LM = Σ_{ν=1}^{ν_max} Σ_η w^{(ν)}_{Z_i,η,c} Σ_{k} U^{(ν)}_{η,LM,k} Π_{q=1..ν} A'_i,c,k_q
-    h_i      = W_B B_i + W_skip h_i (t > 0);  gate: scalars SiLU, l > 0 features × sigmoid(gate scalars)
+    h_i      = W_B B_i + W_skip h_i (t > 0; W_skip,Z_i with element_mix);  gate: scalars SiLU, l > 0 features × sigmoid(gate scalars)
     ε_i      = s_{Z_i} Σ_t readout_t(h_i^{0e}) + e_{Z_i}
 
 R(r) is an MLP (no biases) of Bessel functions √(2/r_c) sin(nπr/r_c)/r times the polynomial
@@ -196,6 +196,17 @@ class _RadialMLP(nn.Module):
         return self.out(self.hidden(x))
 
 
+def _mix(x: torch.Tensor, w: torch.Tensor, onehot: torch.Tensor, per_element: bool) -> torch.Tensor:
+    """Channel mixing ``x [n, d, C] @ w``; with ``per_element``, ``w [C, Z·C']`` holds one matrix per
+    element and each atom takes its own (``onehot [n, Z]``): x W_{z(i)}."""
+    y = torch.matmul(x, w)
+    if not per_element:
+        return y
+    Z = onehot.shape[1]
+    y = y.view(x.shape[0], x.shape[1], Z, w.shape[1] // Z)
+    return (y * onehot[:, None, :, None]).sum(2)
+
+
 class _Interaction(nn.Module):
     """One message-passing layer: equivariant convolution, symmetric product, update, gate.
 
@@ -216,6 +227,7 @@ class _Interaction(nn.Module):
         radial_hidden: Sequence[int],
         residual: bool,
         gate: bool,
+        element_mix: bool = False,
     ) -> None:
         super().__init__()
         C = channels
@@ -262,7 +274,11 @@ class _Interaction(nn.Module):
             self.block_paths.append(segments)
         self.register_buffer("cg", torch.from_numpy(np.concatenate(cgs, 1)), persistent=False)
         self.radial = _RadialMLP([n_radial, *radial_hidden, self.n_paths * C])
-        self.w_a = _stacked_weights(len(self.a_irreps), C, C)
+        # element-dependent channel mixing (MACE's self-connection with the node attributes): of A
+        # in the first layer (no residual), of the residual in later layers
+        self.element_mix = element_mix
+        self.mix_a = element_mix and not residual
+        self.w_a = _stacked_weights(len(self.a_irreps), C, C * (n_elements if self.mix_a else 1))
 
         # ---- symmetric product of A (per channel) up to degree `correlation`
         a_dim = _dim(self.a_irreps)
@@ -342,7 +358,7 @@ class _Interaction(nn.Module):
             if residual
             else []
         )
-        self.w_skip = _stacked_weights(len(self.skip), C, C)
+        self.w_skip = _stacked_weights(len(self.skip), C, C * (n_elements if element_mix else 1))
         self.gate = gate
         self.scalar_index = out_irreps.index((0, 1))
         # (output index, is pseudoscalar) of the gated irreps
@@ -350,13 +366,18 @@ class _Interaction(nn.Module):
         self.w_gate = _linear_weight(C, C * len(self.gated) if gate else 0)
 
     def convolution(
-        self, h: list[torch.Tensor], G_in: torch.Tensor, hidden: torch.Tensor, nbr: torch.Tensor
+        self,
+        h: list[torch.Tensor],
+        G_in: torch.Tensor,
+        hidden: torch.Tensor,
+        nbr: torch.Tensor,
+        onehot: torch.Tensor,
     ) -> list[torch.Tensor]:
         """A per block ``[n_atoms, 2L+1, C]`` (channels last).
 
         ``G_in`` ``[n_atoms, n_nb, sh_dim]`` spherical harmonics of the padded neighbour list,
         ``hidden`` ``[n_atoms * n_nb, h]`` last hidden layer of the radial MLP (zero for padding),
-        ``nbr`` ``[n_atoms * n_nb]`` neighbour index.  Per output block: Z (radial weight ×
+        ``nbr`` ``[n_atoms * n_nb]`` neighbour index, ``onehot`` ``[n_atoms, n_elements]``.  Per output block: Z (radial weight ×
         neighbour feature, ``[n, n_nb·k, C]``) and G (CG ⊗ Y, ``[n, n_nb·k, 2L+1]``), then
         A = Gᵀ Z, one batched matmul over atoms.  Atoms go in chunks so that Z and the radial
         weights stay cache-sized (and no whole-system ``[n_edges, n_paths·C]`` tensor exists).
@@ -392,7 +413,7 @@ class _Interaction(nn.Module):
         w_a = self.w_a.unbind(0)
         out: list[torch.Tensor] = []
         for b in range(len(blocks)):
-            out.append(torch.matmul(torch.cat(blocks[b], 0), w_a[b]))
+            out.append(_mix(torch.cat(blocks[b], 0), w_a[b], onehot, self.mix_a))
         return out
 
     def symmetric_product(self, A: torch.Tensor, element: torch.Tensor) -> list[torch.Tensor]:
@@ -451,7 +472,9 @@ class _Interaction(nn.Module):
             out.extend(res.permute(1, 2, 0).split(self.group_dims[g], 1))  # [n, 2L+1, C]
         return [out[k] for k in self.out_order]
 
-    def update(self, B: list[torch.Tensor], h: list[torch.Tensor]) -> list[torch.Tensor]:
+    def update(
+        self, B: list[torch.Tensor], h: list[torch.Tensor], onehot: torch.Tensor
+    ) -> list[torch.Tensor]:
         w_out = self.w_out.unbind(0)
         new: list[torch.Tensor] = []
         for k in range(len(B)):
@@ -460,7 +483,7 @@ class _Interaction(nn.Module):
             w_skip = self.w_skip.unbind(0)
             for s in range(len(self.skip)):
                 k, i = self.skip[s]
-                new[k] = new[k] + torch.matmul(h[i], w_skip[s])
+                new[k] = new[k] + _mix(h[i], w_skip[s], onehot, self.element_mix)
         return new
 
     def apply_gate(self, h: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -508,6 +531,7 @@ class EquivariantPotential(nn.Module):
         readout_hidden: int = 16,
         parity: str = "natural",
         gate: bool = True,
+        element_mix: bool = False,
     ) -> None:
         super().__init__()
         for name, value, low in (
@@ -542,6 +566,7 @@ class EquivariantPotential(nn.Module):
             parity,
             gate,
         )
+        self.element_mix = bool(element_mix)
         self.radial_hidden = [int(h) for h in radial_hidden]
         n_el = len(self.species)
         C = channels
@@ -565,6 +590,7 @@ class EquivariantPotential(nn.Module):
                 _Interaction(
                     irreps_in, a_allowed, out, sh_l_max, C, n_el, correlation, n_radial,
                     self.radial_hidden, residual=t > 0, gate=gate and not last,
+                    element_mix=self.element_mix,
                 )
             )  # fmt: skip
             irreps_in = out
@@ -594,6 +620,7 @@ class EquivariantPotential(nn.Module):
             "readout_hidden": self.readout_hidden,
             "parity": self.parity,
             "gate": self.gate,
+            "element_mix": self.element_mix,
         }
 
     @classmethod
@@ -701,14 +728,15 @@ class EquivariantPotential(nn.Module):
         Y, radial = self._edges(torch.cat([vectors, dummy]).index_select(0, pad))
         G_in = Y.view(n, n_nb, Y.shape[1])
         nbr = torch.cat([edge_index[1], edge_index[1].new_zeros(1)]).index_select(0, pad)
+        onehot = torch.nn.functional.one_hot(element, len(self.species)).to(vectors.dtype)
         h = [self.embedding.index_select(0, element)[:, None, :]]  # [n, 1, C] 0e
         feats: list[list[torch.Tensor]] = []
         energy = Y.new_zeros(n)
         inv_nb = 1.0 / self.avg_num_neighbours
         for t, layer in enumerate(self.layers):
-            A = [a * inv_nb for a in layer.convolution(h, G_in, layer.radial.hidden(radial), nbr)]
+            A = [a * inv_nb for a in layer.convolution(h, G_in, layer.radial.hidden(radial), nbr, onehot)]
             B = layer.symmetric_product(torch.cat(A, 1), element)
-            h_new = layer.update(B, h)
+            h_new = layer.update(B, h, onehot)
             scalars = h_new[layer.scalar_index][:, 0]
             if t < self.num_layers - 1:
                 energy = energy + (scalars @ self.readouts[t]).squeeze(-1)
@@ -747,6 +775,7 @@ _SPEC_KEYS = {
     "readout_hidden": int,
     "parity": str,
     "gate": bool,
+    "element_mix": bool,
 }
 
 
