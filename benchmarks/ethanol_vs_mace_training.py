@@ -15,7 +15,8 @@ Isolated-atom energies from ``ethanol/isolated_atoms.xyz`` (MACE ``--E0s`` dict,
 ``data.reference_energies``).  Test set: all 1000 frames of ``ethanol/test_MD.xyz``.
 
 Models (``--size``, matched as in ``benchmarks/vs_mace.py``): 32 (small) or 128 (medium) channels,
-hidden irreps 0e + 1o (max_L 1), spherical harmonics to l = 3, correlation 3, 2 interactions,
+hidden irreps up to the nearsight config's ``l_max`` (MACE's ``--max_L`` is set to the same; the
+example's 2: 0e + 1o + 2e), spherical harmonics to l = 3, correlation 3, 2 interactions,
 r_max 5 Å, 8 Bessel functions with a p = 5 envelope, radial MLP [64, 64, 64], float32 training.
 nearsight: ``examples/ethanol_equivariant.yaml`` with ``preset: small|medium`` (AMSGrad lr 0.01,
 batch 5, σ_E = 1 eV, σ_F = 0.05 eV/Å -- a force-dominated loss like MACE's -- EMA 0.99, plateau
@@ -235,7 +236,7 @@ def write_split(data: Path, out: Path, frames: int, valid_fraction: float, seed:
 
 
 # ------------------------------------------------------------------ the two runs
-def mace_arguments(args, split: dict, e0s: dict, mace_dir: Path) -> list[str]:
+def mace_arguments(args, split: dict, e0s: dict, mace_dir: Path, max_L: int) -> list[str]:
     channels = SIZES[args.size]
     patience = args.mace_scheduler_patience
     argv = [
@@ -254,7 +255,7 @@ def mace_arguments(args, split: dict, e0s: dict, mace_dir: Path) -> list[str]:
         "--model=ScaleShiftMACE",
         "--scaling=rms_forces_scaling",
         f"--num_channels={channels}",
-        "--max_L=1",
+        f"--max_L={max_L}",
         "--max_ell=3",
         "--correlation=3",
         "--num_interactions=2",
@@ -288,6 +289,13 @@ def mace_arguments(args, split: dict, e0s: dict, mace_dir: Path) -> list[str]:
         "--save_cpu",
     ]
     return argv + args.mace_extra.split()
+
+
+def hidden_l_max(cfg: dict) -> int:
+    """The highest l of the nearsight model's hidden features: MACE's ``--max_L``."""
+    from nearsight.models.equivariant import equivariant_arguments
+
+    return int(equivariant_arguments(cfg["model"]["equivariant"])["l_max"])
 
 
 def nearsight_config(args, split: dict, data: Path, ns_dir: Path) -> dict:
@@ -520,14 +528,16 @@ def main(argv=None) -> int:
         if not same:
             p.error(f"--reuse-mace {reuse}: that run had another split, size or budget")
     timeout_s = args.wall_limit_factor * budget_s + 600.0
+    ns_config = nearsight_config(args, split, data, ns_dir)
+    max_L = hidden_l_max(ns_config)  # MACE's hidden irreps match nearsight's
     mace_spec = {
         "budget_s": budget_s,
-        "argv": mace_arguments(args, split, e0s, mace_dir),
+        "argv": mace_arguments(args, split, e0s, mace_dir, max_L),
         "scheduler_patience": args.mace_scheduler_patience,
         "result": str(out / "mace_worker.json"),
     }
     ns_spec = {
-        "config": nearsight_config(args, split, data, ns_dir),
+        "config": ns_config,
         "result": str(out / "nearsight_worker.json"),
     }
     if reuse is not None:

@@ -200,9 +200,9 @@ def _mix(x: torch.Tensor, w: torch.Tensor, onehot: torch.Tensor, per_element: bo
     """Channel mixing ``x [n, d, C] @ w``; with ``per_element``, ``w [C, Z·C']`` holds one matrix per
     element and each atom takes its own (``onehot [n, Z]``): x W_{z(i)}."""
     y = torch.matmul(x, w)
-    if not per_element:
-        return y
     Z = onehot.shape[1]
+    if not per_element or Z == 1:
+        return y
     y = y.view(x.shape[0], x.shape[1], Z, w.shape[1] // Z)
     return (y * onehot[:, None, :, None]).sum(2)
 
