@@ -511,7 +511,9 @@ class EquivariantPotential(nn.Module):
 
     ``channels`` features per irrep; hidden irreps l ≤ ``l_max`` (natural parity, or both with
     ``parity="both"``); spherical harmonics and A up to ``sh_l_max``; symmetric products up to
-    ``correlation`` (ν; 1 gives two-body NequIP-style messages); ``num_layers`` interactions.
+    ``correlation`` (ν; 1 gives two-body NequIP-style messages); ``num_layers`` interactions;
+    ``element_mix``: per-element channel mixing of the first layer's A and later residuals (MACE's
+    self-connection; off by default, so files written before the option load unchanged).
     """
 
     model_type = "equivariant"
