@@ -6,8 +6,8 @@
 AcAc: trained on ``acac/train_300K.xyz`` (500 frames, 5 % held out for validation), tested on
 ``test_MD_300K.xyz`` and ``test_MD_600K.xyz``.  3BPA: the shared data holds only the training
 files, so ``3bpa/train_300K.xyz`` is split: frames 0–399 train (5 % validation), 400–499 test.
-Model and optimiser: ``examples/ethanol_equivariant.yaml`` (small preset with l_max 2 and element mixing, float32), isolated-atom
-reference energies.  Each training runs in its own process on one thread for ``--minutes`` of
+Model and optimiser: ``examples/ethanol_equivariant.yaml`` (small preset with l_max 2 and element
+mixing, float32), isolated-atom reference energies.  Each training runs in its own process on one thread for ``--minutes`` of
 CPU time (``training.time_limit_clock: cpu``); prints a table and writes ``results.json`` in ``--out``.
 """
 

@@ -298,6 +298,17 @@ def hidden_l_max(cfg: dict) -> int:
     return int(equivariant_arguments(cfg["model"]["equivariant"])["l_max"])
 
 
+def mace_max_L(argv: list[str]) -> int:
+    """MACE's ``--max_L`` in an argument list (the last one wins, as in argparse; default 1)."""
+    value = "1"
+    for k, arg in enumerate(argv):
+        if arg.startswith("--max_L="):
+            value = arg.split("=", 1)[1]
+        elif arg == "--max_L" and k + 1 < len(argv):
+            value = argv[k + 1]
+    return int(value)
+
+
 def nearsight_config(args, split: dict, data: Path, ns_dir: Path) -> dict:
     import yaml
 
@@ -517,7 +528,14 @@ def main(argv=None) -> int:
     e0s = {z: e for z, e in isolated_atom_energies(str(data / "isolated_atoms.xyz")).items() if z in species}
 
     budget_s = 60.0 * args.minutes
+    ns_config = nearsight_config(args, split, data, ns_dir)
+    max_L = hidden_l_max(ns_config)  # MACE's hidden irreps match nearsight's
     if reuse is not None:
+        earlier_L = mace_max_L(json.loads((reuse / "mace_spec.json").read_text())["argv"])
+        if earlier_L != max_L:
+            p.error(
+                f"--reuse-mace {reuse}: that MACE run had max_L {earlier_L}, nearsight's l_max is {max_L}"
+            )
         earlier = json.loads((reuse / "results.json").read_text())
         same = {k: earlier["summary"][k] for k in ("budget_cpu_s", "size")} == {
             "budget_cpu_s": budget_s,
@@ -528,8 +546,6 @@ def main(argv=None) -> int:
         if not same:
             p.error(f"--reuse-mace {reuse}: that run had another split, size or budget")
     timeout_s = args.wall_limit_factor * budget_s + 600.0
-    ns_config = nearsight_config(args, split, data, ns_dir)
-    max_L = hidden_l_max(ns_config)  # MACE's hidden irreps match nearsight's
     mace_spec = {
         "budget_s": budget_s,
         "argv": mace_arguments(args, split, e0s, mace_dir, max_L),

@@ -36,6 +36,8 @@ def test_overrides_change_seed_and_training_but_not_the_budget_or_split(tmp_path
     validate_config(cfg, source="test")
     assert bench.hidden_l_max(cfg) == cfg["model"]["equivariant"]["l_max"]  # the example's, for MACE
     assert bench.hidden_l_max(_config(tmp_path, "model: {equivariant: {l_max: 1}}\n")) == 1
+    assert bench.mace_max_L(["--max_L=1", "--lr=0.01", "--max_L=2"]) == 2  # --mace-extra comes last
+    assert bench.mace_max_L(["--max_L", "3"]) == 3 and bench.mace_max_L([]) == 1
     plain = _config(tmp_path, "sigma_energy: 3.0\n")  # a bare mapping is the training section
     assert plain["seed"] == 0 and plain["training"]["sigma_energy"] == 3.0
 

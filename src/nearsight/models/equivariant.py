@@ -6,7 +6,8 @@ Per layer t (Batatia et al., NeurIPS 2022, eqs. 8-11; Batzner et al., Nat. Commu
     A_i,c,LM = (1/N̄) Σ_j Σ_paths R_path,c(r_ij) C^{LM}_{l1 m1, l2 m2} h̃_j,c,l1m1 Y_l2m2(r̂_ij)
     A'       = W_A A                  (W_A,Z_i in the first layer with element_mix, as MACE)
     B_i,c,LM = Σ_{ν=1}^{ν_max} Σ_η w^{(ν)}_{Z_i,η,c} Σ_{k} U^{(ν)}_{η,LM,k} Π_{q=1..ν} A'_i,c,k_q
-    h_i      = W_B B_i + W_skip h_i (t > 0; W_skip,Z_i with element_mix);  gate: scalars SiLU, l > 0 features × sigmoid(gate scalars)
+    h_i      = W_B B_i + W_skip h_i        (t > 0; W_skip,Z_i with element_mix)
+               gate: scalars SiLU, l > 0 features × sigmoid(gate scalars)
     ε_i      = s_{Z_i} Σ_t readout_t(h_i^{0e}) + e_{Z_i}
 
 R(r) is an MLP (no biases) of Bessel functions √(2/r_c) sin(nπr/r_c)/r times the polynomial
@@ -377,10 +378,11 @@ class _Interaction(nn.Module):
 
         ``G_in`` ``[n_atoms, n_nb, sh_dim]`` spherical harmonics of the padded neighbour list,
         ``hidden`` ``[n_atoms * n_nb, h]`` last hidden layer of the radial MLP (zero for padding),
-        ``nbr`` ``[n_atoms * n_nb]`` neighbour index, ``onehot`` ``[n_atoms, n_elements]``.  Per output block: Z (radial weight ×
-        neighbour feature, ``[n, n_nb·k, C]``) and G (CG ⊗ Y, ``[n, n_nb·k, 2L+1]``), then
-        A = Gᵀ Z, one batched matmul over atoms.  Atoms go in chunks so that Z and the radial
-        weights stay cache-sized (and no whole-system ``[n_edges, n_paths·C]`` tensor exists).
+        ``nbr`` ``[n_atoms * n_nb]`` neighbour index, ``onehot`` ``[n_atoms, n_elements]``.  Per
+        output block: Z (radial weight × neighbour feature, ``[n, n_nb·k, C]``) and G (CG ⊗ Y,
+        ``[n, n_nb·k, 2L+1]``), then A = Gᵀ Z, one batched matmul over atoms.  Atoms go in chunks
+        so that Z and the radial weights stay cache-sized (and no whole-system
+        ``[n_edges, n_paths·C]`` tensor exists).
         """
         C = self.channels
         n, n_nb = G_in.shape[0], G_in.shape[1]
