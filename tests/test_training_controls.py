@@ -414,6 +414,43 @@ def test_time_limit_runs_on_the_configured_clock(tmp_path, monkeypatch):
         validate_config(bad)
 
 
+def test_budget_scheduler_anneals_over_the_time_budget(tmp_path, monkeypatch):
+    """scheduler: budget follows a cosine from lr to min_lr over max_time_minutes of the run's
+    clock (a stage's lr becomes the new peak), and needs a time budget."""
+    import nearsight.training.trainer as trainer_module
+
+    stages = [{"epoch": 3, "lr": 0.004}]
+    cfg = small_config(
+        tmp_path / "unit", scheduler="budget", max_time_minutes=2.0, min_lr=1e-4, stages=stages
+    )
+    trainer = Trainer(cfg, log=lambda m: None)
+    trainer.setup()
+    expected = {0: 0.01, 30: 1e-4 + 0.0099 * 0.5 * (1 + np.cos(np.pi / 4)), 60: 0.00505, 120: 1e-4, 500: 1e-4}
+    for elapsed, lr in expected.items():
+        trainer._set_budget_lr(1, float(elapsed))
+        assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(lr)
+    trainer._set_budget_lr(3, 60.0)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4 + 0.0039 * 0.5)
+
+    fake_cpu = iter(range(0, 10**6, 2))  # a CPU clock that advances 2 s per reading
+    monkeypatch.setattr(trainer_module.time, "process_time", lambda: float(next(fake_cpu)))
+    cfg = small_config(tmp_path / "run", epochs=1000, scheduler="budget", max_time_minutes=1.0,
+                       time_limit_clock="cpu", min_lr=1e-5)  # fmt: skip
+    Trainer(cfg, log=lambda m: None).train()
+    with open(tmp_path / "run" / "training_log.csv", newline="") as fh:
+        lrs = [float(r["lr"]) for r in csv.DictReader(fh)]
+    summary = json.loads((tmp_path / "run" / "training_summary.json").read_text())
+    assert summary["stopped_by"] == "max_time" and len(lrs) >= 3
+    assert lrs[0] > 0.009 and lrs[-1] < 1e-4 and all(a > b for a, b in zip(lrs, lrs[1:]))
+
+    for bad, match in (({"max_time_minutes": None}, "needs training.max_time_minutes"),
+                       ({"max_time_minutes": 0}, "max_time_minutes = 0")):  # fmt: skip
+        raw = small_config(tmp_path / "bad", scheduler="budget", max_time_minutes=1.0)
+        raw["training"].update(bad)
+        with pytest.raises(ConfigError, match=match):
+            validate_config(raw)
+
+
 def test_amsgrad_keeps_the_largest_second_moment(tmp_path):
     cfg = small_config(tmp_path / "ams", max_steps=3, amsgrad=True)
     trainer = Trainer(cfg, log=lambda m: None)

@@ -118,7 +118,10 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any, Callable[[Any], 
         "amsgrad": (bool, False, None),  # Adam's step bounded by the largest second moment seen (stabler)
         "lr": (_NUM, 1e-3, _positive),
         "weight_decay": (_NUM, 0.0, _non_negative),
-        "scheduler": (str, "plateau", _choice("plateau", "cosine", "none")),
+        # plateau: x scheduler_factor after scheduler_patience epochs without a better validation
+        # loss; cosine: to min_lr over `epochs`; budget: cosine to min_lr over max_time_minutes
+        # (by time_limit_clock, updated every step), independent of the noisy validation loss
+        "scheduler": (str, "plateau", _choice("plateau", "cosine", "budget", "none")),
         "scheduler_patience": (int, 10, _non_negative),
         "scheduler_factor": (_NUM, 0.5, _fraction),
         "min_lr": (_NUM, 1e-6, _non_negative),
@@ -222,6 +225,12 @@ _STAGE_KEYS = {"epoch", "sigma_energy", "sigma_forces", "sigma_stress", "stress_
 
 def _check_training(config: dict, source: str) -> None:
     t, data = config["training"], config["data"]
+    if t["max_time_minutes"] is not None and not t["max_time_minutes"] > 0:
+        raise ConfigError(
+            f"{source}: training.max_time_minutes = {t['max_time_minutes']!r}: must be positive"
+        )
+    if t["scheduler"] == "budget" and t["max_time_minutes"] is None:
+        raise ConfigError(f"{source}: training.scheduler = 'budget' needs training.max_time_minutes")
     if t["ema_decay"] is not None and not 0 < t["ema_decay"] < 1:
         raise ConfigError(f"{source}: training.ema_decay = {t['ema_decay']!r}: must be in (0, 1)")
     if t["max_steps"] is not None and t["max_steps"] < 1:

@@ -60,6 +60,14 @@ class Distributed:
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         return bool(flag.item())
 
+    def max(self, value: float) -> float:
+        """The largest ``value`` over the ranks (one clock reading that every rank acts on)."""
+        if not self.enabled:
+            return value
+        x = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(x, op=dist.ReduceOp.MAX)
+        return float(x.item())
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

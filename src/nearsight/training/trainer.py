@@ -466,6 +466,19 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = t["lr"]
 
+    def _set_budget_lr(self, epoch: int, elapsed: float) -> None:
+        """``scheduler: budget``: cosine from the peak lr (``lr``, or the latest stage's) down to
+        ``min_lr`` as ``elapsed`` goes from 0 to ``max_time_minutes``."""
+        t = self.config["training"]
+        peak = t["lr"]
+        for stage in t["stages"] or []:
+            if stage["epoch"] <= epoch and "lr" in stage:
+                peak = float(stage["lr"])
+        progress = min(1.0, elapsed / (60.0 * t["max_time_minutes"]))
+        lr = t["min_lr"] + (peak - t["min_lr"]) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
     def _apply_stage(self, epoch: int, loop: dict) -> None:
         """Switch loss weights (and learning rate) at the configured epochs."""
         stages = self.config["training"]["stages"] or []
@@ -624,6 +637,8 @@ class Trainer:
                 where = f"epoch {epoch}, step {loop['global_step']}"
                 loss = self.gradient_step(indices, where)
                 self._set_warmup_lr(loop["global_step"])
+                if t["scheduler"] == "budget" and loop["global_step"] >= t["warmup_steps"]:
+                    self._set_budget_lr(epoch, self.dist.max(self.clock() - start))
                 self.optimizer.step()
                 if self.ema is not None:
                     self.ema.update(self.model)
@@ -634,7 +649,7 @@ class Trainer:
                 if t["checkpoint_every"] and loop["global_step"] % t["checkpoint_every"] == 0:
                     loop["elapsed_s"] = self.clock() - start
                     self.save_checkpoint(loop, gen)
-            elapsed = self.clock() - start
+            elapsed = self.dist.max(self.clock() - start)  # every rank stops after the same epoch
             out_of_time = t["max_time_minutes"] is not None and elapsed > 60 * t["max_time_minutes"]
             train_loss = loop["running"] / max(loop["seen"], 1)
             loop.update(epoch=epoch + 1, step_in_epoch=0, order=None, running=0.0, seen=0)
