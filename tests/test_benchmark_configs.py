@@ -45,3 +45,11 @@ def test_overrides_change_seed_and_training_but_not_the_budget_or_split(tmp_path
 def test_overrides_outside_training_model_and_seed_are_refused(tmp_path):
     with pytest.raises(SystemExit, match="only training keys, model.equivariant and seed"):
         _config(tmp_path, "seed: 1\ndata: {train: other.xyz}\n")
+
+
+def test_learning_curve_committee_refuses_resume(capsys):
+    import ethanol_equivariant
+
+    with pytest.raises(SystemExit):
+        ethanol_equivariant.main(["--members", "2", "--resume"])
+    assert "--members trains each missing member from scratch" in capsys.readouterr().err

@@ -25,7 +25,7 @@ from nearsight import NearsightCalculator, keys
 from nearsight.data.neighbours import atoms_to_graph
 from nearsight.models.forcefield import ForceField
 from nearsight.models.io import load_model
-from nearsight.training.checkpoint import CheckpointError, load_checkpoint
+from nearsight.training.checkpoint import CheckpointError, comparable_config, load_checkpoint
 from nearsight.training.config import ConfigError, validate_config
 from nearsight.training.trainer import Trainer
 
@@ -449,6 +449,31 @@ def test_budget_scheduler_anneals_over_the_time_budget(tmp_path, monkeypatch):
         raw["training"].update(bad)
         with pytest.raises(ConfigError, match=match):
             validate_config(raw)
+
+
+def test_split_seed_fixes_the_validation_split_across_seeds(tmp_path):
+    """data.split_seed draws the validation frames; the run's seed then only sets initialisation and
+    batch order (committee members on the same data).  Without it the seed draws the split."""
+
+    def split(seed: int, split_seed: int | None) -> tuple[list, list, torch.Tensor]:
+        cfg = small_config(tmp_path / f"s{seed}_{split_seed}", data={"split_seed": split_seed})
+        cfg["seed"] = seed
+        trainer = Trainer(cfg, log=lambda m: None)
+        trainer.prepare_data()
+        trainer.prepare_model()
+        first = next(trainer.model.parameters()).detach().clone()
+        return [f.index for f in trainer.train_frames], [f.index for f in trainer.valid_frames], first
+
+    a, b, c = split(1, 7), split(2, 7), split(2, None)
+    assert a[0] == b[0] and a[1] == b[1] and not torch.equal(a[2], b[2])
+    assert b[1] != c[1] and torch.equal(b[2], c[2])
+    # a checkpoint written before split_seed existed resumes: keys left at None compare as absent
+    cfg = small_config(tmp_path / "old")
+    old = copy.deepcopy(cfg)
+    del old["data"]["split_seed"]
+    assert comparable_config(old) == comparable_config(cfg)
+    cfg["data"]["split_seed"] = 0
+    assert comparable_config(old) != comparable_config(cfg)
 
 
 def test_amsgrad_keeps_the_largest_second_moment(tmp_path):

@@ -184,7 +184,9 @@ def train_committee(
 
     Member k trains in ``output_dir/member_k`` (default: the config's output_dir).  A member
     whose ``best_model.pt`` exists is not retrained; one interrupted mid-training starts over
-    (same seed: the same model).  ``bootstrap``: member k trains on a resample with
+    (same seed: the same model).  The seed also draws the validation split off ``data.train``
+    unless ``data.split_seed`` fixes it (members then see the same frames and differ in
+    initialisation and batch order only).  ``bootstrap``: member k trains on a resample with
     replacement (seeded by k) of the training frames, written to ``member_k/bootstrap.xyz``.
     """
     from .training.trainer import Trainer

@@ -55,4 +55,7 @@ def comparable_config(config: dict) -> dict:
     }  # fmt: skip
     out = {k: v for k, v in config.items() if k not in ("training", "output_dir", "num_threads")}
     out["training"] = {k: v for k, v in config["training"].items() if k not in free}
-    return out
+    # keys left at None compare as absent: a checkpoint written before a key existed still resumes
+    return {
+        k: {a: b for a, b in v.items() if b is not None} if isinstance(v, dict) else v for k, v in out.items()
+    }

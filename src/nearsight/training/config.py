@@ -57,6 +57,9 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any, Callable[[Any], 
         "valid": (_PATHS, None, None),
         "test": (_PATHS, None, None),
         "valid_fraction": (_NUM, 0.1, _fraction),
+        # seed of the train/validation split (default: the run's seed); fixed, committee members
+        # (seeds seed, seed + 1, ...) differ in initialisation and batch order only
+        "split_seed": ((int, type(None)), None, None),
         "format": (_OPT_STR, None, None),
         "energy_key": (str, "energy", None),
         "forces_key": (str, "forces", None),

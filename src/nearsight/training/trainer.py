@@ -264,7 +264,7 @@ class Trainer:
     def prepare_data(self) -> None:
         cfg = self.config
         data_cfg = cfg["data"]
-        rng = np.random.default_rng(cfg["seed"])
+        rng = np.random.default_rng(cfg["seed"] if data_cfg["split_seed"] is None else data_cfg["split_seed"])
         train = load_split(data_cfg["train"], data_cfg)
         valid = load_split(data_cfg["valid"], data_cfg)
         if not valid:
