@@ -11,7 +11,7 @@ for validation, at least 2), ``examples/ethanol_equivariant.yaml``'s model and o
 ``--minutes`` extends the budget: the minutes count from the start of the first run).
 ``--members K`` trains a committee instead (``nearsight.uncertainty.train_committee``): K models
 with seeds seed, seed + 1, ... on the same split (``data.split_seed`` = seed), each with the full
-budget, in ``OUT/nN/member_k`` (a member whose ``best_model.pt`` exists is kept); reported: each
+budget, in ``OUT/nN/member_k`` (a member whose training finished is kept); reported: each
 member's errors and those of the committee mean (what ``EnsembleCalculator`` predicts).
 Published (MACE, 1000 / 50 frames): F MAE 2.1 / 32.6 meV/Å, E MAE 0.4 / 6.7 meV.
 """

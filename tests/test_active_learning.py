@@ -329,6 +329,49 @@ def test_kill9_and_resume_gives_the_same_labels(tmp_path):
     assert results["ref"][2] > 5  # the committee's picks were labelled, beyond the 5 seeds
 
 
+def test_a_member_killed_mid_training_is_trained_again(tmp_path):
+    """A kill after a best model was written, before the end, leaves no final model: retrain."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from nearsight.models.io import load_model, save_model
+    from nearsight.uncertainty import member_finished, train_committee
+    from qm_helpers import springs
+
+    frames = waters(8)
+    for a in frames:
+        e, f = springs(a.positions)
+        a.calc = SinglePointCalculator(a, energy=e, forces=f)
+    write(tmp_path / "data.xyz", frames)
+    cfg = validate_config(
+        {
+            "seed": 3,
+            "output_dir": str(tmp_path / "c"),
+            "data": {"train": str(tmp_path / "data.xyz"), "valid": str(tmp_path / "data.xyz")},
+            "model": {**TINY_MODEL, "hidden": [8]},
+            "training": {"epochs": 4, "batch_size": 4, "lr": 0.01, "log_every": 100},
+        }
+    )
+
+    def weights(path: Path) -> torch.Tensor:
+        return torch.cat([p.detach().flatten() for p in load_model(path).parameters()])
+
+    paths = train_committee(cfg, 2)
+    assert all(member_finished(p.parent) for p in paths)
+    done = [weights(p) for p in paths]
+    # what a kill -9 at epoch 2 leaves: the best model so far, no final model
+    early = load_model(paths[0])
+    with torch.no_grad():
+        for p in early.parameters():
+            p.add_(0.1)
+    save_model(early, paths[0])
+    (paths[0].parent / "final_model.pt").unlink()
+    stamp = paths[1].stat().st_mtime_ns
+    assert not member_finished(paths[0].parent)
+    assert train_committee(cfg, 2) == paths
+    assert torch.equal(weights(paths[0]), done[0])  # retrained from scratch: the same model
+    assert paths[1].stat().st_mtime_ns == stamp  # the finished member is kept
+
+
 def test_aleatoric_head_recovers_injected_noise(tmp_path):
     """Labels = a model's prediction + Gaussian noise whose σ depends on the region (H-O-H angle)."""
     from nearsight.models.io import load_model, save_model

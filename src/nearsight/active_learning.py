@@ -308,18 +308,13 @@ def _train(cfg: dict, it: int, root: Path, store: LabelStore, oracle: Oracle, lo
 
 
 def _train_member(tcfg: dict, committee_dir: Path, k: int, bootstrap: bool, log) -> list[Path]:
-    import shutil
-
     from .training.trainer import Trainer
-    from .uncertainty import _bootstrap_file
+    from .uncertainty import _bootstrap_file, restart_member
 
     member_dir = committee_dir / f"member_{k}"
     best = member_dir / "best_model.pt"
-    if best.is_file():
+    if not restart_member(member_dir):
         return [best]
-    if member_dir.exists():
-        shutil.rmtree(member_dir)
-    member_dir.mkdir(parents=True)
     tcfg = copy.deepcopy(tcfg)
     tcfg["output_dir"] = str(member_dir)
     if bootstrap:

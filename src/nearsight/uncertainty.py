@@ -183,8 +183,8 @@ def train_committee(
     """Train ``n_members`` models with seeds ``seed + k`` (k = 0..n-1); returns the best-model paths.
 
     Member k trains in ``output_dir/member_k`` (default: the config's output_dir).  A member
-    whose ``best_model.pt`` exists is not retrained; one interrupted mid-training starts over
-    (same seed: the same model).  The seed also draws the validation split off ``data.train``
+    that finished (:func:`member_finished`) is not retrained; one interrupted mid-training starts
+    over (same seed: the same model).  The seed also draws the validation split off ``data.train``
     unless ``data.split_seed`` fixes it (members then see the same frames and differ in
     initialisation and batch order only).  ``bootstrap``: member k trains on a resample with
     replacement (seeded by k) of the training frames, written to ``member_k/bootstrap.xyz``.
@@ -199,13 +199,8 @@ def train_committee(
         member_dir = root / f"member_{k}"
         best = member_dir / "best_model.pt"
         paths.append(best)
-        if best.is_file():
+        if not restart_member(member_dir):
             continue
-        if member_dir.exists():  # interrupted: start over, deterministically
-            import shutil
-
-            shutil.rmtree(member_dir)
-        member_dir.mkdir(parents=True)
         cfg = copy.deepcopy(config)
         cfg["seed"] = int(config["seed"]) + k
         cfg["output_dir"] = str(member_dir)
@@ -217,6 +212,35 @@ def train_committee(
         if not best.is_file():  # pragma: no cover - Trainer always writes it
             raise RuntimeError(f"train_committee: member {k} wrote no {best}")
     return paths
+
+
+def member_finished(member_dir: Path) -> bool:
+    """Whether the training in ``member_dir`` ran to its end.
+
+    ``best_model.pt`` alone does not say so: the trainer writes it at every validation
+    improvement, so a run killed mid-training leaves one.  ``final_model.pt`` is written
+    once the loop has stopped (epochs, time limit or early stopping), and after it a best
+    model only where none was written before the first validation.
+    """
+    member_dir = Path(member_dir)
+    return (member_dir / "final_model.pt").is_file() and (member_dir / "best_model.pt").is_file()
+
+
+def restart_member(member_dir: Path) -> bool:
+    """False where ``member_dir`` holds a finished training; else empty it for a fresh start, True.
+
+    A fresh start with the same seed and data trains the same model as the interrupted run
+    would have, so a committee (or an active-learning iteration) is the same after a kill.
+    """
+    import shutil
+
+    member_dir = Path(member_dir)
+    if member_finished(member_dir):
+        return False
+    if member_dir.exists():
+        shutil.rmtree(member_dir)
+    member_dir.mkdir(parents=True)
+    return True
 
 
 def _bootstrap_file(config: dict, member_dir: Path, seed: int) -> Path:
