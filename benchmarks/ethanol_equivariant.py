@@ -25,7 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
@@ -38,7 +37,7 @@ from nearsight.models.io import load_model  # noqa: E402
 from nearsight.training.config import validate_config  # noqa: E402
 from nearsight.training.metrics import compute_metrics, predict  # noqa: E402
 from nearsight.training.trainer import Trainer  # noqa: E402
-from nearsight.uncertainty import train_committee  # noqa: E402
+from nearsight.uncertainty import predict_committee, train_committee  # noqa: E402
 
 
 def shared_data_dir() -> Path:
@@ -110,7 +109,8 @@ def main(argv=None) -> int:
         if args.members > 1:
             cfg["data"]["split_seed"] = cfg.get("seed", 0)
             paths = train_committee(validate_config(cfg, source=f"ethanol n={n}"), args.members)
-            preds = [predict(load_model(path, dtype="float64"), test_frames) for path in paths]
+            models = [load_model(path, dtype="float64") for path in paths]
+            preds = [predict(model, test_frames) for model in models]
             for k, q in enumerate(preds):
                 mk = compute_metrics(test_frames, q)
                 members.append(
@@ -120,13 +120,7 @@ def main(argv=None) -> int:
                         "forces_mae_meV_per_A": round(1000 * mk["forces_mae"], 2),
                     }
                 )
-            prediction = [
-                {
-                    "energy": float(np.mean([q[i]["energy"] for q in preds])),
-                    "forces": np.mean([q[i]["forces"] for q in preds], axis=0),
-                }
-                for i in range(len(test_frames))
-            ]
+            prediction = predict_committee(models, test_frames)  # the mean: what EnsembleCalculator gives
         else:
             best = Trainer(validate_config(cfg, source=f"ethanol n={n}"), resume=args.resume).train()
             prediction = predict(load_model(best, dtype="float64"), test_frames)

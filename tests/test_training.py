@@ -150,6 +150,63 @@ def test_train_evaluate_md_cli(trained, capsys):
     assert "nan_forces.xyz', frame 1: forces is not finite" in capsys.readouterr().err
 
 
+def test_committee_train_evaluate_md_cli(trained, capsys):
+    from nearsight.training.metrics import compute_metrics, predict
+
+    config, out = trained
+    comm = out / "committee"
+    train = ["train", str(config), "--output-dir", str(comm), "--members", "2"]
+    assert main(train) == 0
+    paths = [Path(line) for line in capsys.readouterr().out.strip().splitlines()[-2:]]
+    assert paths == [comm / "member_0" / "best_model.pt", comm / "member_1" / "best_model.pt"]
+    assert all((p.parent / "final_model.pt").is_file() for p in paths)
+    models = [load_model(p) for p in paths]
+    w = [torch.cat([q.detach().flatten() for q in m.parameters()]) for m in models]
+    assert not torch.allclose(w[0], w[1])  # seeds 1 and 2: two different models
+    stamps = [p.stat().st_mtime_ns for p in paths]
+    assert main(train) == 0  # a rerun keeps finished members
+    assert [p.stat().st_mtime_ns for p in paths] == stamps
+    assert main(train + ["--resume"]) == 2
+    assert "with --members, run the same command again" in capsys.readouterr().err
+    assert main(["train", str(config), "--members", "0"]) == 2
+    assert "at least 2 members" in capsys.readouterr().err
+
+    report = out / "committee.json"
+    assert main(["evaluate", *map(str, paths), str(TEST), "--json", str(report)]) == 0
+    metrics = json.loads(report.read_text())
+    assert metrics["committee_size"] == 2 and metrics["model"] == [str(p) for p in paths]
+    from nearsight.data.readers import read_frames
+
+    frames = read_frames(str(TEST))
+    p0, p1 = (predict(m, frames) for m in models)
+    mean = [
+        {"energy": (a["energy"] + b["energy"]) / 2, "forces": (a["forces"] + b["forces"]) / 2}
+        for a, b in zip(p0, p1)
+    ]
+    expected = compute_metrics(frames, mean)
+    assert metrics["forces_mae"] == pytest.approx(expected["forces_mae"], rel=1e-9)
+    assert metrics["energy_mae"] == pytest.approx(expected["energy_mae"], rel=1e-9)
+    spread = np.mean([np.abs(a["forces"] - b["forces"]).mean() / 2 for a, b in zip(p0, p1)])
+    assert metrics["forces_std_mean"] == pytest.approx(spread, rel=1e-9)  # |a - b| / 2 for two members
+
+    traj = out / "committee_md.traj"
+    md = [
+        "md",
+        str(TEST),
+        *map(str, paths),
+        "--steps",
+        "10",
+        "--trajectory",
+        str(traj),
+        "--log",
+        str(out / "c.log"),
+    ]
+    assert main(md) == 0
+    from ase.io import read
+
+    assert len(read(traj, ":")) == 2  # steps 0 and 10
+
+
 def test_calculator_dtypes_and_unknown_element(trained):
     config, out = trained
     model_path = out / "run" / "best_model.pt"

@@ -214,6 +214,41 @@ def train_committee(
     return paths
 
 
+def predict_committee(
+    models: Sequence[nn.Module],
+    frames: Sequence,
+    batch_size: int = 64,
+    dtype: torch.dtype = torch.float64,
+) -> list[dict[str, np.ndarray]]:
+    """Committee mean and spread per frame, batched (:func:`nearsight.training.metrics.predict`).
+
+    Each dict has the mean ``energy``, ``forces`` (and ``stress`` for 3D-periodic frames), as
+    :class:`EnsembleCalculator` predicts them, and ``energy_std``, ``forces_std`` (per
+    component) and ``atom_force_std`` (per atom, the norm of the component standard deviations).
+    """
+    from .training.metrics import predict
+
+    if len(models) < 2:
+        raise ValueError(f"predict_committee needs at least 2 models, got {len(models)}")
+    preds = [predict(m, frames, batch_size=batch_size, dtype=dtype) for m in models]
+    out = []
+    for i in range(len(frames)):
+        e = np.array([p[i]["energy"] for p in preds], dtype=float)
+        f = np.stack([p[i]["forces"] for p in preds])
+        row = {
+            "energy": float(e.mean()),
+            "forces": f.mean(axis=0),
+            "energy_std": float(e.std()),
+            "forces_std": f.std(axis=0),
+            "atom_force_std": np.sqrt(f.var(axis=0).sum(axis=1)),
+        }
+        if all("stress" in p[i] for p in preds):
+            st = np.stack([p[i]["stress"] for p in preds])
+            row["stress"], row["stress_std"] = st.mean(axis=0), st.std(axis=0)
+        out.append(row)
+    return out
+
+
 def member_finished(member_dir: Path) -> bool:
     """Whether the training in ``member_dir`` ran to its end.
 

@@ -1,9 +1,10 @@
 """The ``nearsight`` command: thin wrappers over library code.
 
 nearsight train CONFIG.yaml [--resume]  # last line of output: the saved model path
+nearsight train CONFIG.yaml --members K  # a committee: one model path per line
 torchrun --nproc_per_node N -m nearsight train CONFIG.yaml   # data-parallel
-nearsight evaluate MODEL DATA --json OUT.json [--plot parity.png]
-nearsight md STRUCTURE MODEL --steps N [--ensemble nve|langevin] ...
+nearsight evaluate MODEL [MODEL ...] DATA --json OUT.json [--plot parity.png]
+nearsight md STRUCTURE MODEL [MODEL ...] --steps N [--ensemble nve|langevin] ...
 nearsight demo CONFIG.yaml             # train, evaluate on held-out data, MD, table, plot
 nearsight active-learn CONFIG.yaml [--resume]  # committee + QM oracle loop (nearsight.active_learning)
 """
@@ -11,6 +12,7 @@ nearsight active-learn CONFIG.yaml [--resume]  # committee + QM oracle loop (nea
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -22,9 +24,33 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.output_dir:
         config["output_dir"] = str(Path(args.output_dir).resolve())
+    if args.members != 1:
+        return _train_committee(config, args)
     trainer = Trainer(config, resume=args.resume)
     path = trainer.train()
     if trainer.dist.is_main:  # under torchrun, one line from rank 0
+        print(path.resolve())
+    return 0
+
+
+def _train_committee(config: dict, args: argparse.Namespace) -> int:
+    from ..uncertainty import train_committee
+
+    if args.members < 2:
+        raise ValueError(f"--members {args.members}: a committee needs at least 2 members")
+    if args.resume:
+        raise ValueError(
+            "--resume continues one model; with --members, run the same command again: finished "
+            "members are kept and an interrupted one is trained again from the start"
+        )
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError(
+            "--members under torchrun is not supported: run one torchrun per member "
+            "(seed k, --output-dir DIR/member_k) or train the committee without torchrun"
+        )
+    if config["data"]["split_seed"] is None:  # every member validates on the same frames
+        config["data"]["split_seed"] = config["seed"]
+    for path in train_committee(config, args.members):
         print(path.resolve())
     return 0
 
@@ -48,20 +74,32 @@ def _read(path: str, fmt: str | None, args: argparse.Namespace):
     )
 
 
-def evaluate_files(model_path: str, data: str, args: argparse.Namespace) -> dict:
+def evaluate_files(model_path: str | list[str], data: str, args: argparse.Namespace) -> dict:
+    """Metrics of one model, or of a committee's mean (several paths) with its mean force σ."""
+    import numpy as np
     import torch
 
     from ..data.validate import validate_frames
     from ..models.io import load_model
     from ..training.metrics import compute_metrics, parity_plot, predict, write_json
+    from ..uncertainty import predict_committee
 
     dtype = getattr(torch, args.dtype)
-    model = load_model(model_path, dtype=dtype)
+    paths = [model_path] if isinstance(model_path, str) else list(model_path)
+    models = [load_model(p, dtype=dtype) for p in paths]
     frames = _read(data, args.format, args)
-    validate_frames(frames, require=(), known_species=list(model.species))
-    preds = predict(model, frames, batch_size=args.batch_size, dtype=dtype)
+    for model in models:
+        validate_frames(frames, require=(), known_species=list(model.species))
+    if len(models) == 1:
+        preds = predict(models[0], frames, batch_size=args.batch_size, dtype=dtype)
+    else:
+        preds = predict_committee(models, frames, batch_size=args.batch_size, dtype=dtype)
     metrics = compute_metrics(frames, preds)
-    metrics.update(model=str(model_path), data=str(data), dtype=args.dtype)
+    metrics.update(model=str(paths[0]) if len(paths) == 1 else [str(p) for p in paths])
+    if len(models) > 1:
+        metrics["committee_size"] = len(models)
+        metrics["forces_std_mean"] = float(np.mean(np.concatenate([p["forces_std"].ravel() for p in preds])))
+    metrics.update(data=str(data), dtype=args.dtype)
     if args.json:
         write_json(metrics, args.json)
     if args.plot:
@@ -87,6 +125,11 @@ def format_metrics(rows: dict[str, dict]) -> str:
 def _evaluate(args: argparse.Namespace) -> int:
     metrics = evaluate_files(args.model, args.data, args)
     print(format_metrics({Path(args.data).name: metrics}))
+    if "committee_size" in metrics:
+        print(
+            f"committee mean of {metrics['committee_size']} models; "
+            f"mean force σ {1e3 * metrics['forces_std_mean']:.2f} meV/Å (per component)"
+        )
     return 0
 
 
@@ -100,15 +143,18 @@ def _md(args: argparse.Namespace) -> int:
         atoms = read(args.structure, index=args.index)
     except Exception as exc:  # noqa: BLE001 - re-raised naming the file
         raise ValueError(f"{args.structure!r}: cannot read structure ({exc})") from exc
-    calc = NearsightCalculator(args.model, dtype=args.dtype)
     from ..data.frame import Frame
     from ..data.validate import validate_frame
 
-    validate_frame(
-        Frame.from_atoms(atoms, source=args.structure, index=0),
-        require=(),
-        known_species=calc.forcefield.species,
-    )
+    if len(args.model) == 1:
+        calc = NearsightCalculator(args.model[0], dtype=args.dtype)
+        species = calc.forcefield.species
+    else:  # a committee: mean energy and forces (σ in calc.results)
+        from ..uncertainty import EnsembleCalculator
+
+        calc = EnsembleCalculator(args.model, dtype=args.dtype)
+        species = sorted(set.intersection(*(set(ff.species) for ff in calc.members)))
+    validate_frame(Frame.from_atoms(atoms, source=args.structure, index=0), require=(), known_species=species)
     result = run_md(
         atoms,
         calc,
@@ -156,10 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume", action="store_true", help="continue exactly from output_dir/checkpoint.pt (same config)"
     )
+    p.add_argument(
+        "--members",
+        type=int,
+        default=1,
+        help="train a committee of K models in output_dir/member_k (seeds seed ... seed+K-1, one "
+        "train/validation split); a rerun keeps finished members",
+    )
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("evaluate", help="errors of a model on a labelled dataset")
-    p.add_argument("model")
+    p = sub.add_parser("evaluate", help="errors of a model (or a committee's mean) on a labelled dataset")
+    p.add_argument("model", nargs="+", help="a model file; several: a committee, scored by its mean")
     p.add_argument("data")
     p.add_argument("--json", default=None, help="write metrics to this JSON file")
     p.add_argument("--plot", default=None, help="write a parity plot (PNG)")
@@ -170,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("md", help="molecular dynamics with a model (ASE integrators)")
     p.add_argument("structure", help="any file ASE reads")
-    p.add_argument("model")
+    p.add_argument("model", nargs="+", help="a model file; several: a committee (mean forces)")
     p.add_argument("--index", default="0", help="frame of the structure file (default 0)")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--timestep-fs", type=float, default=0.5)
