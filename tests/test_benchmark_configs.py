@@ -53,3 +53,14 @@ def test_learning_curve_committee_refuses_resume(capsys):
     with pytest.raises(SystemExit):
         ethanol_equivariant.main(["--members", "2", "--resume"])
     assert "--members trains each missing member from scratch" in capsys.readouterr().err
+
+
+def test_training_step_benchmark_runs_on_the_bundled_data(tmp_path, monkeypatch, capsys):
+    import json
+
+    import training_step
+
+    monkeypatch.setenv("NEARSIGHT_DATA", str(tmp_path))  # no rMD17 here: the example's own frames
+    assert training_step.main(["--batch-sizes", "1", "2", "--steps", "1"]) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"]
+    assert [r["batch_size"] for r in rows] == [1, 2] and all(r["cpu_ms_per_step"] > 0 for r in rows)
