@@ -201,6 +201,31 @@ def test_trainer_builds_fits_and_trains(tmp_path):
     assert 5.0 < float(model.avg_num_neighbours) < 9.0  # ethanol within 4 Å: (almost) all 8 others
     assert float(model.energy_scale[0]) > 0 and model.energy_shift.abs().sum() > 0
 
+    # fine-tuning (model.init_from) on "another level": every energy 0.3 eV per atom higher
+    from ase.io import read, write
+
+    frames = read(train, ":12")
+    for atoms in frames:
+        atoms.info["energy"] = atoms.get_potential_energy() + 0.3 * len(atoms)
+        atoms.arrays["forces"] = atoms.get_forces()
+        atoms.calc = None
+    write(tmp_path / "shifted.xyz", frames)
+    tuned_cfg = validate_config(
+        {
+            **{k: config[k] for k in ("dtype", "training")},
+            "output_dir": str(tmp_path / "tuned"),
+            "data": {"train": str(tmp_path / "shifted.xyz"), "valid_fraction": 0.25},
+            "model": {"type": "equivariant", "cutoff": 4.0, "equivariant": spec, "init_from": str(best)},
+        }
+    )
+    trainer = Trainer(tuned_cfg, log=lambda m: None)
+    trainer.setup()  # the starting point: the file's weights, the shift refitted to the new labels
+    assert all(torch.equal(p0, p1) for p0, p1 in zip(model.parameters(), trainer.model.parameters()))
+    shift = trainer.model.energy_shift - model.energy_shift  # per element H, C, O
+    assert float(shift @ torch.tensor([6.0, 2.0, 1.0], dtype=shift.dtype)) == pytest.approx(2.7, abs=0.05)
+    tuned = load_model(Trainer(tuned_cfg, log=lambda m: None).train())
+    assert not all(torch.equal(p0, p1) for p0, p1 in zip(model.parameters(), tuned.parameters()))
+
 
 def test_torchscript_export_matches(tmp_path):
     from nearsight.models.export import export_torchscript

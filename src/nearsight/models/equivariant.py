@@ -647,10 +647,8 @@ class EquivariantPotential(nn.Module):
         """Per-element shift/scale of atomic energies (eV) and the mean neighbour count N̄."""
         if not avg_num_neighbours > 0:
             raise ValueError(f"avg_num_neighbours = {avg_num_neighbours!r} must be positive")
+        self.set_energy_shift(energy_shift)
         with torch.no_grad():
-            for z, e in energy_shift.items():
-                if int(z) in self.species:
-                    self.energy_shift[self.species.index(int(z))] = float(e)
             if isinstance(energy_scale, dict):
                 for z, s in energy_scale.items():
                     if int(z) in self.species:
@@ -658,6 +656,13 @@ class EquivariantPotential(nn.Module):
             else:
                 self.energy_scale.fill_(float(energy_scale))
             self.avg_num_neighbours.fill_(float(avg_num_neighbours))
+
+    @torch.no_grad()
+    def set_energy_shift(self, energy_shift: dict[int, float]) -> None:
+        """Per-element energies e_Z (eV, ``{Z: e}``): refitted when fine-tuning on another level."""
+        for z, e in energy_shift.items():
+            if int(z) in self.species:
+                self.energy_shift[self.species.index(int(z))] = float(e)
 
     def fit_statistics(
         self, graphs: Sequence[dict], energy_shift: dict[int, float], energy_scale: float
