@@ -64,3 +64,20 @@ def test_training_step_benchmark_runs_on_the_bundled_data(tmp_path, monkeypatch,
     assert training_step.main(["--batch-sizes", "1", "2", "--steps", "1"]) == 0
     rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"]
     assert [r["batch_size"] for r in rows] == [1, 2] and all(r["cpu_ms_per_step"] > 0 for r in rows)
+
+
+def test_accuracy_matched_nearsight_side_is_the_example_model():
+    """vs_mace.py --sizes rmd17 times the committee whose accuracy RESULTS reports: the example's model."""
+    import yaml
+
+    import vs_mace
+    from nearsight.models.equivariant import PRESETS
+
+    example = yaml.safe_load((ROOT / "examples" / "ethanol_equivariant.yaml").read_text())["model"]
+    eq = {**PRESETS[example["equivariant"]["preset"]], **example["equivariant"]}
+    spec = vs_mace.MATCHED["rmd17"]["nearsight"]
+    assert example["cutoff"] == 5.0 and spec["members"] == 4
+    for key in ("channels", "l_max", "element_mix"):
+        assert spec[key] == eq[key], key
+    row = vs_mace.worker("nearsight", "ethanol", "float64", "rmd17", 1, 0.0)
+    assert row["n_atoms"] == 9 and row["finite"] and row["seconds"] > 0
