@@ -68,9 +68,9 @@ def test_training_step_benchmark_runs_on_the_bundled_data(tmp_path, monkeypatch,
 
 def test_accuracy_matched_nearsight_side_is_the_example_model():
     """vs_mace.py --sizes rmd17 times the committee whose accuracy RESULTS reports: the example's model."""
+    import vs_mace
     import yaml
 
-    import vs_mace
     from nearsight.models.equivariant import PRESETS
 
     example = yaml.safe_load((ROOT / "examples" / "ethanol_equivariant.yaml").read_text())["model"]
