@@ -484,3 +484,34 @@ def test_amsgrad_keeps_the_largest_second_moment(tmp_path):
     state = trainer.optimizer.state[group["params"][0]]
     assert group["amsgrad"] is True
     assert torch.all(state["max_exp_avg_sq"] >= state["exp_avg_sq"])
+
+
+def test_plateau_rollback_continues_from_the_best_weights(tmp_path):
+    """plateau_rollback: when the plateau scheduler lowers the lr, the weights and their EMA go back
+    to the best model file's; without a plateau scheduler the option is refused."""
+    from nearsight.models.io import load_model
+
+    rollbacks = []
+
+    class Recording(Trainer):
+        def _roll_back(self, epoch, best_epoch):
+            super()._roll_back(epoch, best_epoch)
+            best = load_model(self.best_path).state_dict()
+            assert load_model(self.best_path).metadata["epoch"] == best_epoch < epoch
+            for name, p in self.model.named_parameters():
+                assert torch.equal(p.detach(), best[name]), name
+                assert torch.equal(self.ema.shadow[name], best[name]), name
+            rollbacks.append((epoch, best_epoch, self.optimizer.param_groups[0]["lr"]))
+
+    cfg = small_config(tmp_path / "run", epochs=12, lr=0.2, scheduler_patience=0, ema_decay=0.5,
+                       plateau_rollback=True)  # fmt: skip
+    log: list[str] = []
+    Recording(cfg, log=log.append).train()
+    assert len(rollbacks) >= 2, f"{rollbacks}: too few epochs without improvement; raise the lr"
+    assert [lr for *_, lr in rollbacks] == [0.2 * 0.5 ** (k + 1) for k in range(len(rollbacks))]
+    assert any("weights rolled back to the best epoch" in line for line in log)
+
+    raw = small_config(tmp_path / "bad", scheduler="cosine")
+    raw["training"]["plateau_rollback"] = True
+    with pytest.raises(ConfigError, match="plateau_rollback needs scheduler: plateau"):
+        validate_config(raw)

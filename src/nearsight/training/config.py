@@ -128,6 +128,9 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any, Callable[[Any], 
         "scheduler_patience": (int, 10, _non_negative),
         "scheduler_factor": (_NUM, 0.5, _fraction),
         "min_lr": (_NUM, 1e-6, _non_negative),
+        # plateau: when the scheduler lowers the lr, continue from the best weights so far (the
+        # best model file) instead of the current ones, which a loss spike may have left behind
+        "plateau_rollback": (bool, False, None),
         "early_stopping_patience": (int, 40, _positive),
         "sigma_energy": ((int, float, type(None)), None, None),
         "sigma_forces": ((int, float, type(None)), None, None),
@@ -234,6 +237,10 @@ def _check_training(config: dict, source: str) -> None:
         )
     if t["scheduler"] == "budget" and t["max_time_minutes"] is None:
         raise ConfigError(f"{source}: training.scheduler = 'budget' needs training.max_time_minutes")
+    if t["plateau_rollback"] and t["scheduler"] != "plateau":
+        raise ConfigError(
+            f"{source}: training.plateau_rollback needs scheduler: plateau, not {t['scheduler']!r}"
+        )
     if t["ema_decay"] is not None and not 0 < t["ema_decay"] < 1:
         raise ConfigError(f"{source}: training.ema_decay = {t['ema_decay']!r}: must be in (0, 1)")
     if t["max_steps"] is not None and t["max_steps"] < 1:

@@ -678,7 +678,11 @@ class Trainer:
         warm = loop["global_step"] <= t["warmup_steps"]
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             if not warm:
+                lr_before = self.optimizer.param_groups[0]["lr"]
                 self.scheduler.step(v_loss)
+                lowered = self.optimizer.param_groups[0]["lr"] < lr_before
+                if lowered and t["plateau_rollback"] and 0 < loop["best_epoch"] < epoch:
+                    self._roll_back(epoch, loop["best_epoch"])
         elif self.scheduler is not None and not warm:
             self.scheduler.step()
         lr = self.optimizer.param_groups[0]["lr"]
@@ -694,6 +698,20 @@ class Trainer:
             self.log(f"early stopping: no improvement for {t['early_stopping_patience']} epochs")
             return True
         return False
+
+    @torch.no_grad()
+    def _roll_back(self, epoch: int, best_epoch: int) -> None:
+        """``plateau_rollback``: weights (and their EMA) back to the best model's; the optimiser's
+        moments and the lowered lr stay."""
+        self.dist.barrier()  # the main rank has written the best model file
+        best = load_model(self.best_path, dtype=self.dtype).state_dict()
+        params = dict(self.model.named_parameters())
+        for name, p in params.items():
+            p.copy_(best[name])
+        if self.ema is not None:
+            for name, value in self.ema.shadow.items():
+                value.copy_(best[name])
+        self.log(f"epoch {epoch}: lr lowered, weights rolled back to the best epoch {best_epoch}")
 
     def finish(self, loop: dict, reason: str) -> None:
         """Summary, learning curve, and metrics and parity plots of the best model."""
