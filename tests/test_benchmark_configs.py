@@ -7,6 +7,7 @@ from argparse import Namespace
 from pathlib import Path
 
 import pytest
+import torch
 
 from nearsight.training.config import validate_config
 
@@ -79,5 +80,10 @@ def test_accuracy_matched_nearsight_side_is_the_example_model():
     assert example["cutoff"] == 5.0 and spec["members"] == 4
     for key in ("channels", "l_max", "element_mix"):
         assert spec[key] == eq[key], key
-    row = vs_mace.worker("nearsight", "ethanol", "float64", "rmd17", 1, 0.0)
+    before = torch.get_default_dtype(), torch.get_num_threads()
+    try:  # the worker sets the default dtype and thread count of its (normally separate) process
+        row = vs_mace.worker("nearsight", "ethanol", "float64", "rmd17", 1, 0.0)
+    finally:
+        torch.set_default_dtype(before[0])
+        torch.set_num_threads(before[1])
     assert row["n_atoms"] == 9 and row["finite"] and row["seconds"] > 0
