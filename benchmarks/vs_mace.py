@@ -25,7 +25,7 @@ Accuracy-matched (``--sizes rmd17``, with ``--systems ethanol water192``, say): 
 model that reaches MACE's published 50-frame rMD17 ethanol force error, 32.6 meV/Å.  MACE: the
 paper's model, 256x0e + 256x1o + 256x2e; nearsight: a committee of four models of
 ``examples/ethanol_equivariant.yaml`` (32 channels, l_max 2, element_mix), evaluated one after the
-other and averaged, as ``EnsembleCalculator`` does (29.7-32.3 meV/Å on three 50-frame draws).
+other and averaged, as ``EnsembleCalculator`` does (31.4 meV/Å over four 50-frame draws).
 System ``ethanol`` is the isolated 9-atom molecule.
 
 ``--quick`` runs only 192-atom water, float32, medium, under glibc and (when found) tcmalloc,
@@ -51,7 +51,7 @@ SIZES = {"small": 32, "medium": 128}
 # accuracy-matched sizes: what each code runs to reach MACE's published 50-frame rMD17 ethanol
 # accuracy (F MAE 32.6 meV/Å).  MACE: the paper's rMD17 model, 256x0e + 256x1o + 256x2e.
 # nearsight: a committee of four models of examples/ethanol_equivariant.yaml (32 channels, l_max 2,
-# element_mix; 29.7-32.3 meV/Å on three draws, benchmarks/RESULTS_equivariant.md), evaluated one
+# element_mix; 31.4 meV/Å over four draws, benchmarks/RESULTS_equivariant.md), evaluated one
 # member after the other as EnsembleCalculator does.
 MATCHED = {
     "rmd17": {
