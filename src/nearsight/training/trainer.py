@@ -705,8 +705,7 @@ class Trainer:
         moments and the lowered lr stay."""
         self.dist.barrier()  # the main rank has written the best model file
         best = load_model(self.best_path, dtype=self.dtype).state_dict()
-        params = dict(self.model.named_parameters())
-        for name, p in params.items():
+        for name, p in self.model.named_parameters():
             p.copy_(best[name])
         if self.ema is not None:
             for name, value in self.ema.shadow.items():
