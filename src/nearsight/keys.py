@@ -1,44 +1,129 @@
-"""Field names of the graph dictionary, one constant per field with its shape.
+"""Field names of the graph dictionary, each declared once with its shape and unit.
 
 A *graph* is a ``dict[str, torch.Tensor]`` describing one or more structures
 (a batch).  Model code reads and writes only these keys.  Shapes use
 ``n_atoms`` (all atoms of the batch), ``n_edges`` (directed neighbour pairs),
-``n_graphs`` (structures in the batch).
+``n_graphs`` (structures in the batch); a field is indexed first by the entity
+it belongs to (``per``: atom, edge or graph), then by its own ``shape``, where a
+name such as ``"n_states"`` stands for a size fixed by the data or the model.
+
+Every model output can also be a label: the reference value sits under
+``label_key(name)`` (``"ref_" + name``) with the same shape, and ``mask_key(name)``
+(``"has_" + name``, ``[n_graphs]`` bool) says which structures carry it.  Energy,
+forces and stress are read by every reader; any other declared output (charges,
+dipoles, per-state energies, ...) is read where ``data.extra_labels`` names it.
+
+``ForceField`` uses two declarations: ``sum_to`` (per-atom contributions summed per
+structure, e.g. atomic energies -> energy) and ``forces`` (the field that holds
+−∂/∂R of this one: energy -> forces, per-state energies -> per-state forces).
+
+New fields (a new output of a model, a label read for a new loss term) are declared
+with :func:`declare`, here for the built-in ones or in the module that adds them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Field:
+    """One key of the graph dict: ``[n_<per>, *shape]`` in ``unit``."""
+
+    name: str
+    per: str  # "atom" | "edge" | "graph"
+    shape: tuple[int | str, ...]  # trailing dimensions; a str is a size set by the data/model
+    unit: str
+    dtype: str = "float"  # "float" | "int" | "bool"
+    sum_to: str | None = None  # per-atom field summed per structure into this per-graph field
+    forces: str | None = None  # the field holding −∂(this)/∂R (energy-like outputs)
+
+    def describe(self) -> str:
+        dims = [f"n_{self.per}s" if self.per != "graph" else "n_graphs", *map(str, self.shape)]
+        return f"{self.name} [{', '.join(dims)}] {self.dtype}, {self.unit}"
+
+
+FIELDS: dict[str, Field] = {}
+"""Every declared field by name."""
+
+
+def declare(
+    name: str,
+    per: str,
+    shape: tuple[int | str, ...] = (),
+    unit: str = "1",
+    *,
+    dtype: str = "float",
+    sum_to: str | None = None,
+    forces: str | None = None,
+) -> str:
+    """Declare a field; returns its name.  Declaring the same name twice differently raises."""
+    if per not in ("atom", "edge", "graph"):
+        raise ValueError(f"field {name!r}: per = {per!r} must be 'atom', 'edge' or 'graph'")
+    field = Field(name, per, tuple(shape), unit, dtype, sum_to, forces)
+    if name in FIELDS and FIELDS[name] != field:
+        raise ValueError(f"field {name!r} is already declared as {FIELDS[name]}, not {field}")
+    FIELDS[name] = field
+    return name
+
+
+def field(name: str) -> Field:
+    """The declaration of ``name``; an undeclared name raises naming the declared ones."""
+    try:
+        return FIELDS[name]
+    except KeyError:
+        raise KeyError(f"undeclared field {name!r}; declared: {sorted(FIELDS)}") from None
+
+
+def label_key(name: str) -> str:
+    """Batch key of the reference value of output ``name`` (same shape as the output)."""
+    return "ref_" + name
+
+
+def mask_key(name: str) -> str:
+    """Batch key of the ``[n_graphs]`` bool mask: structures that carry the label of ``name``."""
+    return "has_" + name
+
+
 # ----------------------------------------------------------------- inputs
-POSITIONS = "positions"  # [n_atoms, 3] float, Å (Cartesian)
-ATOMIC_NUMBERS = "atomic_numbers"  # [n_atoms] int64
-CELL = "cell"  # [n_graphs, 3, 3] float, Å, rows are lattice vectors (zeros if no cell)
-PBC = "pbc"  # [n_graphs, 3] bool
-BATCH = "batch"  # [n_atoms] int64, graph index of each atom
-N_ATOMS = "n_atoms"  # [n_graphs] int64
+POSITIONS = declare("positions", "atom", (3,), "Å")  # [n_atoms, 3] float, Å (Cartesian)
+ATOMIC_NUMBERS = declare("atomic_numbers", "atom", (), "1", dtype="int")  # [n_atoms] int64
+CELL = declare("cell", "graph", (3, 3), "Å")  # [n_graphs, 3, 3] float, Å, rows are lattice vectors (zeros if no cell)
+PBC = declare("pbc", "graph", (3,), "1", dtype="bool")  # [n_graphs, 3] bool
+BATCH = declare("batch", "atom", (), "1", dtype="int")  # [n_atoms] int64, graph index of each atom
+N_ATOMS = declare("n_atoms", "graph", (), "1", dtype="int")  # [n_graphs] int64
 EDGE_INDEX = "edge_index"  # [2, n_edges] int64, row 0 = centre i, row 1 = neighbour j
-CELL_SHIFTS = "cell_shifts"  # [n_edges, 3] float, integer lattice shifts S_ij
+CELL_SHIFTS = declare("cell_shifts", "edge", (3,), "1")  # [n_edges, 3] float, integer lattice shifts S_ij
 #   r_ij = R_j - R_i + S_ij @ cell[batch[i]]
+HEAD = declare("head", "graph", (), "1", dtype="int")  # [n_graphs] int64, readout head of each structure (multi-head models; optional)
 
 # ------------------------------------------------------------ derived inputs
-EDGE_VECTORS = "edge_vectors"  # [n_edges, 3] float, Å, r_ij (computed in torch)
-EDGE_LENGTHS = "edge_lengths"  # [n_edges] float, Å
+EDGE_VECTORS = declare("edge_vectors", "edge", (3,), "Å")  # [n_edges, 3] float, Å, r_ij (computed in torch)
+EDGE_LENGTHS = declare("edge_lengths", "edge", (), "Å")  # [n_edges] float, Å
 
 # ----------------------------------------------------------------- outputs
-ATOMIC_ENERGIES = "atomic_energies"  # [n_atoms] float, eV
-ENERGY = "energy"  # [n_graphs] float, eV
-FORCES = "forces"  # [n_atoms, 3] float, eV/Å
-VIRIAL = "virial"  # [n_graphs, 3, 3] float, eV  (W = -dE/dε)
-STRESS = "stress"  # [n_graphs, 3, 3] float, eV/Å³ (ASE sign: σ = (1/V) dE/dε)
+ENERGY = "energy"
+FORCES = "forces"
+ATOMIC_ENERGIES = declare("atomic_energies", "atom", (), "eV", sum_to=ENERGY)  # [n_atoms] float, eV
+declare(ENERGY, "graph", (), "eV", forces=FORCES)  # [n_graphs] float, eV
+declare(FORCES, "atom", (3,), "eV/Å")  # [n_atoms, 3] float, eV/Å
+VIRIAL = declare("virial", "graph", (3, 3), "eV")  # [n_graphs, 3, 3] float, eV  (W = -dE/dε)
+STRESS = declare("stress", "graph", (3, 3), "eV/Å^3")  # [n_graphs, 3, 3] float, eV/Å³ (ASE sign: σ = (1/V) dE/dε)
+CHARGES = declare("charges", "atom", (), "e")  # [n_atoms] float, e (partial charges)
+DIPOLE = declare("dipole", "graph", (3,), "e*Å")  # [n_graphs, 3] float, e·Å (dipole moment)
+STATE_ENERGIES = "state_energies"
+STATE_FORCES = "state_forces"
+declare(STATE_ENERGIES, "graph", ("n_states",), "eV", forces=STATE_FORCES)  # [n_graphs, n_states] float, eV
+declare(STATE_FORCES, "atom", ("n_states", 3), "eV/Å")  # [n_atoms, n_states, 3] float, eV/Å
 
 # ------------------------------------------------------------------ labels
-REF_ENERGY = "ref_energy"  # [n_graphs] float, eV (total energy of the structure)
-REF_FORCES = "ref_forces"  # [n_atoms, 3] float, eV/Å
-REF_STRESS = "ref_stress"  # [n_graphs, 3, 3] float, eV/Å³ (ASE sign)
-HAS_ENERGY = "has_energy"  # [n_graphs] bool, label present
-HAS_FORCES = "has_forces"  # [n_graphs] bool
-HAS_STRESS = "has_stress"  # [n_graphs] bool
-WEIGHT = "weight"  # [n_graphs] float, per-frame loss weight
-HEAD = "head"  # [n_graphs] int64, readout head of each structure (multi-head models; optional)
+REF_ENERGY = label_key(ENERGY)  # [n_graphs] float, eV (total energy of the structure)
+REF_FORCES = label_key(FORCES)  # [n_atoms, 3] float, eV/Å
+REF_STRESS = label_key(STRESS)  # [n_graphs, 3, 3] float, eV/Å³ (ASE sign)
+HAS_ENERGY = mask_key(ENERGY)  # [n_graphs] bool, label present
+HAS_FORCES = mask_key(FORCES)  # [n_graphs] bool
+HAS_STRESS = mask_key(STRESS)  # [n_graphs] bool
+WEIGHT = declare("weight", "graph", (), "1")  # [n_graphs] float, per-frame loss weight
 
 INPUT_KEYS = (POSITIONS, ATOMIC_NUMBERS, CELL, PBC, BATCH, N_ATOMS, EDGE_INDEX, CELL_SHIFTS)
 LABEL_KEYS = (REF_ENERGY, REF_FORCES, REF_STRESS, HAS_ENERGY, HAS_FORCES, HAS_STRESS, WEIGHT)

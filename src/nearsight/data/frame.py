@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from ase import Atoms
 
+from .. import keys
+
 
 @dataclass
 class Frame:
@@ -33,6 +35,9 @@ class Frame:
     source: str = "<memory>"
     index: int = 0
     info: dict = field(default_factory=dict)
+    # labels beyond energy, forces and stress, keyed by the declared output field they label
+    # (nearsight.keys: e.g. "charges" [n_atoms] e, "dipole" [3] e·Å), in that field's unit
+    labels: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.numbers = np.asarray(self.numbers, dtype=np.int64).reshape(-1)
@@ -45,6 +50,7 @@ class Frame:
             self.stress = np.asarray(self.stress, dtype=np.float64)
         if self.energy is not None:
             self.energy = float(self.energy)
+        self.labels = {name: np.asarray(value, dtype=np.float64) for name, value in self.labels.items()}
 
     @property
     def n_atoms(self) -> int:
@@ -69,6 +75,11 @@ class Frame:
             results["stress"] = self.stress.copy()
         if results:
             atoms.calc = SinglePointCalculator(atoms, **results)
+        for name, value in self.labels.items():  # per-atom labels as arrays, per-structure as info
+            if value.ndim and value.shape[0] == self.n_atoms and keys.field(name).per == "atom":
+                atoms.arrays[name] = value.copy()
+            else:
+                atoms.info[name] = value.copy()
         atoms.info["config_type"] = self.config_type
         return atoms
 
@@ -84,6 +95,7 @@ class Frame:
         index: int = 0,
         config_type: str | None = None,
         weight: float = 1.0,
+        labels: dict[str, np.ndarray] | None = None,
     ) -> Frame:
         """Geometry from ``atoms``; labels as given (readers extract them)."""
         if stress is not None:
@@ -104,4 +116,5 @@ class Frame:
             config_type=config_type or str(atoms.info.get("config_type", "default")),
             source=source,
             index=index,
+            labels=dict(labels or {}),
         )

@@ -10,7 +10,7 @@ cells are handled by vesin.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -39,6 +39,22 @@ def neighbour_list(
     return edge_index, shifts.astype(np.int64)
 
 
+def _extra_labels(
+    frame: Frame, shapes: Mapping[str, Sequence[int]], dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
+    """``ref_<name>`` (zeros where absent) and its mask ``has_<name>`` for each extra label."""
+    out = {}
+    for name, shape in shapes.items():
+        lead = (frame.n_atoms,) if keys.field(name).per == "atom" else (1,)
+        value = frame.labels.get(name)
+        if value is None:
+            out[keys.label_key(name)] = torch.zeros((*lead, *shape), dtype=dtype)
+        else:
+            out[keys.label_key(name)] = torch.as_tensor(value, dtype=dtype).reshape(*lead, *shape)
+        out[keys.mask_key(name)] = torch.tensor([value is not None])
+    return out
+
+
 def _labels(frame: Frame, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     n = frame.n_atoms
     has_e = frame.energy is not None
@@ -60,9 +76,18 @@ def _labels(frame: Frame, dtype: torch.dtype) -> dict[str, torch.Tensor]:
 
 
 def frame_to_graph(
-    frame: Frame, cutoff: float, dtype: torch.dtype = torch.float64, labels: bool = True
+    frame: Frame,
+    cutoff: float,
+    dtype: torch.dtype = torch.float64,
+    labels: bool = True,
+    extra_labels: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """One structure as a graph dict (a batch of one) with neighbour list."""
+    """One structure as a graph dict (a batch of one) with neighbour list.
+
+    ``extra_labels`` (``{field: trailing shape}``, see :func:`~nearsight.data.validate.label_shapes`)
+    adds ``ref_<field>`` and ``has_<field>`` for labels beyond energy/forces/stress, with zeros and
+    a false mask where the frame lacks one, so that every graph of a data set has the same keys.
+    """
     edge_index, shifts = neighbour_list(frame.positions, frame.cell, frame.pbc, cutoff)
     n = frame.n_atoms
     graph = {
@@ -77,6 +102,7 @@ def frame_to_graph(
     }
     if labels:
         graph.update(_labels(frame, dtype))
+        graph.update(_extra_labels(frame, extra_labels or {}, dtype))
     return graph
 
 

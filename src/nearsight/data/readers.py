@@ -17,6 +17,7 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers as _SYMBOL_TO_Z
 
+from nearsight import keys as nskeys
 from nearsight import units
 from nearsight.data.frame import Frame
 
@@ -65,6 +66,35 @@ class LabelKeys:
     virial: str = "virial"
     config_type: str = "config_type"
     weight: str = "weight"
+    # labels beyond energy/forces/stress: (declared output field, key in the file), e.g.
+    # (("charges", "mulliken"), ("dipole", "dipole")); per-atom fields are looked up in
+    # atoms.arrays first, per-structure fields in atoms.info
+    extra: tuple[tuple[str, str], ...] = ()
+
+
+def extra_label_keys(extra: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+    """Checked ``(field, file key)`` pairs of ``extra`` (``{field: key in the file}``).
+
+    A field must be declared in :mod:`nearsight.keys` as a per-atom or per-structure float
+    output other than energy, forces and stress (those have their own keys).
+    """
+    pairs = []
+    for name, key in (extra or {}).items():
+        declared = nskeys.FIELDS.get(name)
+        if name in (nskeys.ENERGY, nskeys.FORCES, nskeys.STRESS):
+            raise ValueError(f"extra label {name!r}: use the reader's {name}_key for {name}")
+        if declared is None or declared.dtype != "float" or declared.per == "edge":
+            allowed = sorted(
+                n for n, f in nskeys.FIELDS.items()
+                if f.dtype == "float" and f.per != "edge" and n not in (nskeys.ENERGY, nskeys.FORCES, nskeys.STRESS)
+            )  # fmt: skip
+            raise ValueError(f"extra label {name!r} is not a declared output field; declared: {allowed}")
+        if not isinstance(key, str) or not key:
+            raise ValueError(
+                f"extra label {name!r}: the key in the file must be a non-empty string, got {key!r}"
+            )
+        pairs.append((str(name), key))
+    return tuple(pairs)
 
 
 def _select(items: list[Any], index: int | str | slice) -> list[Any]:
@@ -116,6 +146,16 @@ def _frame_from_atoms(
             raise ValueError(f"{where}: energy {energy!r} is not a single number") from None
     if forces is not None:
         forces = np.asarray(forces, dtype=np.float64)
+    labels = {}
+    for name, key in keys.extra:
+        per_atom = nskeys.field(name).per == "atom"
+        value = _lookup(key, arrays, info, results) if per_atom else _lookup(key, info, results)
+        if value is None:
+            continue
+        try:
+            labels[name] = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: label {key!r} ({name}) is not numeric: {value!r}") from None
     config_type = info.get(keys.config_type)
     weight = info.get(keys.weight, 1.0)
     frame = Frame.from_atoms(
@@ -127,8 +167,10 @@ def _frame_from_atoms(
         index=index,
         config_type=None if config_type is None else str(config_type),
         weight=float(weight),
+        labels=labels,
     )
     used = {keys.energy, keys.forces, keys.stress, keys.virial, keys.config_type, keys.weight}
+    used |= {key for _, key in keys.extra}
     frame.info.update({k: v for k, v in info.items() if k not in used})
     return frame
 
@@ -200,17 +242,27 @@ def _load_npy(path: Path, n_frames: int | None, offset: int = 0) -> np.ndarray |
     return arr.astype(np.float64)
 
 
+def _row_shape(name: str, row: np.ndarray, n_atoms: int) -> np.ndarray:
+    """A flat npy row in the declared shape of field ``name`` (one size set by the data at most)."""
+    declared = nskeys.field(name)
+    lead = (n_atoms,) if declared.per == "atom" else ()
+    dims = lead + tuple(d if isinstance(d, int) else -1 for d in declared.shape)
+    return row.reshape(dims) if dims.count(-1) <= 1 else row
+
+
 def read_deepmd(
     path: str | Path,
     *,
     index: int | str | slice = ":",
     type_map: Sequence[str] | None = None,
+    extra: tuple[tuple[str, str], ...] = (),
 ) -> list[Frame]:
     """Frames from one DeePMD system directory (``type.raw`` + ``set.*/*.npy``).
 
     Frame indices run across the sets in sorted order; ``info["set"]`` names the
     set.  A ``nopbc`` file makes the system non-periodic.  ``virial.npy`` (eV) is
-    converted to stress = -virial / V.
+    converted to stress = -virial / V.  ``extra`` (``(field, name)`` pairs, see
+    :class:`LabelKeys`) reads further labels from ``set.*/<name>.npy`` (one row per frame).
     """
     root = Path(path)
     source = str(path)
@@ -247,6 +299,7 @@ def read_deepmd(
             name: _load_npy(set_dir / f"{name}.npy", n, offset=len(frames))
             for name in ("box", "energy", "force", "virial")
         }
+        more = {field: _load_npy(set_dir / f"{key}.npy", n, offset=len(frames)) for field, key in extra}
         widths = {"coord": 3 * n_atoms, "force": 3 * n_atoms, "box": 9, "energy": 1, "virial": 9}
         for name, width in widths.items():
             arr = coord if name == "coord" else arrays[name]
@@ -274,6 +327,11 @@ def read_deepmd(
                 source=source,
                 index=running,
                 info={"set": set_dir.name, "set_index": k},
+                labels={
+                    field: _row_shape(field, rows[k], n_atoms)
+                    for field, rows in more.items()
+                    if rows is not None
+                },
             )
             frames.append(frame)
     return _select(frames, index)
@@ -371,11 +429,14 @@ def read_frames(
     type_map: Sequence[str] | None = None,
     validate: bool = True,
     min_distance: float = 0.5,
+    extra_labels: Mapping[str, str] | None = None,
 ) -> list[Frame]:
     """Read every frame (or those picked by ``index``) of one file or DeePMD directory.
 
     ``format``: ``"deepmd"``, ``"mlearn"``, ``"db"`` or any ``ase.io`` format;
-    by default guessed from the path.  Missing labels are ``None``.  With
+    by default guessed from the path.  Missing labels are ``None``.  ``extra_labels``
+    (``{declared output field: key in the file}``, e.g. ``{"charges": "mulliken"}``)
+    reads labels beyond energy/forces/stress into ``Frame.labels``.  With
     ``validate`` the frames are checked by :func:`validate_frames` (no labels
     required) and a ``ValueError`` names the file and frame of any problem.
     """
@@ -383,10 +444,15 @@ def read_frames(
     if not p.exists():
         raise ValueError(f"{str(path)!r}: no such file or directory")
     kind = _detect_format(p, format)
-    keys = LabelKeys(energy_key, forces_key, stress_key, virial_key, config_type_key, weight_key)
+    extra = extra_label_keys(extra_labels)
+    keys = LabelKeys(energy_key, forces_key, stress_key, virial_key, config_type_key, weight_key, extra)
     if kind == "deepmd":
-        frames = read_deepmd(path, index=index, type_map=type_map)
+        frames = read_deepmd(path, index=index, type_map=type_map, extra=extra)
     elif kind == "mlearn":
+        if extra:
+            raise ValueError(
+                f"{str(path)!r}: mlearn JSON files hold no labels beyond energy, forces and stress"
+            )
         frames = read_mlearn(path, index=index)
     elif kind == "db":
         frames = read_ase_db(path, index=index, keys=keys)

@@ -11,11 +11,68 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from ase.data import chemical_symbols
 
+from nearsight import keys
 from nearsight.data.frame import Frame
 
-__all__ = ["validate_frame", "validate_frames", "LABELS"]
+__all__ = ["validate_frame", "validate_frames", "label_shapes", "LABELS"]
 
 LABELS = ("energy", "forces", "stress")
+
+
+def _label(frame: Frame, name: str) -> np.ndarray | float | None:
+    """Label ``name`` of ``frame`` (energy, forces, stress or an extra label), None if absent."""
+    return getattr(frame, name) if name in LABELS else frame.labels.get(name)
+
+
+def _check_label_name(name: str) -> None:
+    if name not in LABELS and name not in keys.FIELDS:
+        raise ValueError(f"unknown label {name!r} in require; choose from {LABELS} or a declared field")
+
+
+def _expected_shape(frame: Frame, name: str) -> tuple[int | str, ...]:
+    declared = keys.field(name)
+    return ((frame.n_atoms,) if declared.per == "atom" else ()) + declared.shape
+
+
+def _check_extra_shapes(frame: Frame) -> None:
+    """Each extra label has its declared shape (sizes named by a string are checked across frames)."""
+    for name, value in frame.labels.items():
+        if name not in keys.FIELDS:
+            raise ValueError(f"{frame.where}: label {name!r} is not a declared field of nearsight.keys")
+        expected = _expected_shape(frame, name)
+        ok = value.ndim == len(expected) and all(
+            isinstance(e, str) or e == n for e, n in zip(expected, value.shape)
+        )
+        if not ok:
+            shown = tuple(e if isinstance(e, int) else f"{e}" for e in expected)
+            raise ValueError(f"{frame.where}: label {name!r} has shape {value.shape}, expected {shown}")
+
+
+def label_shapes(frames: Sequence[Frame], names: Iterable[str]) -> dict[str, tuple[int, ...]]:
+    """The concrete trailing shape of each extra label (declared sizes named by a string, such
+    as ``n_states``, resolved from the frames and required to agree between them)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name in names:
+        declared = keys.field(name)
+        lead = 1 if declared.per == "atom" else 0
+        for frame in frames:
+            value = frame.labels.get(name)
+            if value is None:
+                continue
+            shape = tuple(int(n) for n in value.shape[lead:])
+            if name in shapes and shapes[name] != shape:
+                raise ValueError(
+                    f"{frame.where}: label {name!r} has trailing shape {shape}, but earlier frames have "
+                    f"{shapes[name]} ({', '.join(map(str, declared.shape))})"
+                )
+            shapes[name] = shape
+        if name not in shapes:  # no frame carries it: the declared shape, if it names no size
+            if not all(isinstance(d, int) for d in declared.shape):
+                raise ValueError(
+                    f"label {name!r}: no frame carries it, so its shape {declared.shape} is unknown"
+                )
+            shapes[name] = tuple(int(d) for d in declared.shape)
+    return shapes
 
 
 def _symbol(z: int) -> str:
@@ -41,6 +98,7 @@ def _check_shapes(frame: Frame) -> None:
         raise ValueError(f"{frame.where}: forces shape {frame.forces.shape} != ({n}, 3)")
     if frame.stress is not None and frame.stress.shape != (3, 3):
         raise ValueError(f"{frame.where}: stress shape {frame.stress.shape} != (3, 3)")
+    _check_extra_shapes(frame)
 
 
 def _check_cell(frame: Frame) -> None:
@@ -122,9 +180,8 @@ def validate_frame(
     periodic images) closer than ``min_distance`` Å (0 disables).
     """
     for label in require:
-        if label not in LABELS:
-            raise ValueError(f"unknown label {label!r} in require; choose from {LABELS}")
-        if getattr(frame, label) is None:
+        _check_label_name(label)
+        if _label(frame, label) is None:
             raise ValueError(f"{frame.where}: required label {label!r} is missing")
     _check_shapes(frame)
     _check_finite(frame, "positions", frame.positions)
@@ -133,6 +190,8 @@ def validate_frame(
         value = getattr(frame, label)
         if value is not None:
             _check_finite(frame, label, value)
+    for label, value in frame.labels.items():
+        _check_finite(frame, label, value)
     if not np.isfinite(frame.weight) or frame.weight < 0:
         raise ValueError(f"{frame.where}: weight {frame.weight} must be finite and >= 0")
     _check_species(frame, known_species)
@@ -156,8 +215,7 @@ def validate_frames(
     """
     known = None if known_species is None else [int(z) for z in known_species]
     for label in require:
-        if label not in LABELS:
-            raise ValueError(f"unknown label {label!r} in require; choose from {LABELS}")
+        _check_label_name(label)
     for frame in frames:
         validate_frame(
             frame,
@@ -165,8 +223,9 @@ def validate_frames(
             min_distance=min_distance,
             known_species=known,
         )
+    label_shapes(frames, {name for f in frames for name in f.labels})  # sizes agree across frames
     for label in require:
-        if frames and all(getattr(f, label) is None for f in frames):
+        if frames and all(_label(f, label) is None for f in frames):
             sources = sorted({f.source for f in frames})
             raise ValueError(
                 f"required label {label!r} is missing in all {len(frames)} frames "

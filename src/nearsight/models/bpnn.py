@@ -44,7 +44,7 @@ def element_indices(z_to_index: torch.Tensor, numbers: torch.Tensor, species: Se
 
 
 class BehlerParrinello(nn.Module):
-    """Descriptors (ACSF or SOAP) -> per-element MLP -> atomic energies ``[n_atoms]``.
+    """Descriptors (ACSF or SOAP) -> per-element MLP -> ``{keys.ATOMIC_ENERGIES: [n_atoms]}``.
 
     ``descriptor`` is ``{"type": "acsf" | "soap", **arguments of that class}``; without
     ``type`` it is ACSF.
@@ -144,7 +144,12 @@ class BehlerParrinello(nn.Module):
                 if int(z) in self.species:
                     row[self.species.index(int(z))] = float(e)
 
-    def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, graph: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``{keys.ATOMIC_ENERGIES: [n_atoms]}`` (eV)."""
+        return {keys.ATOMIC_ENERGIES: self.atomic_energies(graph)}
+
+    def atomic_energies(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
+        """ε_i ``[n_atoms]`` (eV) of the structure's head (the last head by default)."""
         element = element_indices(self.z_to_index, graph[keys.ATOMIC_NUMBERS], self.species)
         x = (self.features(graph) - self.feature_mean) / self.feature_std  # [n_atoms, n_feat]
         n_heads = max(1, len(self.heads))

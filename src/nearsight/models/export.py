@@ -55,7 +55,7 @@ class TorchScriptForceField(nn.Module):
             keys.CELL_SHIFTS: shifts,
             keys.EDGE_VECTORS: vectors,
         }
-        atomic = self.model(graph)
+        atomic = self.model(graph)[keys.ATOMIC_ENERGIES]
         energy = torch.zeros(cell.shape[0], dtype=atomic.dtype, device=atomic.device).index_add(
             0, batch, atomic
         )

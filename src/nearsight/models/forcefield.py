@@ -1,4 +1,5 @@
-"""The one wrapper that turns a per-atom energy model into a force field.
+"""The one wrapper that turns a per-atom energy model into a force field: the one place
+where derivatives are taken.
 
     E = Σ_i ε_i,   F_i = -∂E/∂R_i,   W = -∂E/∂ε,   σ = (1/V) ∂E/∂ε
 
@@ -37,9 +38,13 @@ def edge_vectors(
 class ForceField(nn.Module):
     """Energy, forces and (optionally) virial and stress of any per-atom energy model.
 
-    ``model(graph)`` must return per-atom energies ``[n_atoms]`` from
-    ``graph[keys.EDGE_VECTORS]`` and the species; it must expose ``cutoff``
-    (Å) and ``species`` (atomic numbers).
+    ``model(graph)`` reads ``graph[keys.EDGE_VECTORS]`` and the species and returns a dict of
+    named outputs (:mod:`nearsight.keys`): per-atom energies ``keys.ATOMIC_ENERGIES`` always,
+    and whatever else it provides (charges, dipoles, per-state energies, ...); it must expose
+    ``cutoff`` (Å) and ``species`` (atomic numbers).  Models never take derivatives: this
+    wrapper sums every per-atom output declared with ``sum_to`` over each structure
+    (atomic energies -> energy) and differentiates every output declared with ``forces``
+    (energy -> forces, virial, stress; per-state energies -> per-state forces).
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -61,8 +66,9 @@ class ForceField(nn.Module):
         stress: bool = False,
         create_graph: bool = False,
     ) -> dict[str, torch.Tensor]:
-        """Return ENERGY [n_graphs], ATOMIC_ENERGIES and, as asked, FORCES, VIRIAL, STRESS.
+        """The model's outputs plus ENERGY [n_graphs] and, as asked, FORCES, VIRIAL, STRESS.
 
+        ``forces`` also asks for the forces of any other energy-like output (e.g. STATE_FORCES).
         ``create_graph=True`` keeps the graph of the derivatives (training on forces).
         Stress is zero for structures with zero cell volume (non-periodic).
         """
@@ -87,11 +93,13 @@ class ForceField(nn.Module):
         data[keys.POSITIONS] = positions
         data[keys.CELL] = cell
         data[keys.EDGE_VECTORS] = vectors
-        atomic = self.model(data)  # [n_atoms]
-        energy = scatter_sum(atomic, batch, n_graphs)  # [n_graphs]
-        out = {keys.ENERGY: energy, keys.ATOMIC_ENERGIES: atomic}
+        out = _summed(self.model(data), batch, n_graphs)
         if not inputs:
             return out
+        if forces:
+            for name in [k for k in out if k != keys.ENERGY and _forces_key(k)]:
+                out[_forces_key(name)] = _component_forces(out[name], inputs[0], create_graph)
+        energy = out[keys.ENERGY]
         grads = torch.autograd.grad(energy.sum(), inputs, create_graph=create_graph, allow_unused=True)
         grads = [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]
         if forces:
@@ -105,3 +113,38 @@ class ForceField(nn.Module):
                 (volume > 0)[:, None, None], d_strain / safe[:, None, None], torch.zeros_like(d_strain)
             )
         return out
+
+
+def _forces_key(name: str) -> str | None:
+    declared = keys.FIELDS.get(name)
+    return None if declared is None else declared.forces
+
+
+def _summed(outputs: dict[str, torch.Tensor], batch: torch.Tensor, n_graphs: int) -> dict[str, torch.Tensor]:
+    """The model's outputs with every per-atom contribution summed per structure (``sum_to``)."""
+    if not isinstance(outputs, dict) or keys.ATOMIC_ENERGIES not in outputs:
+        raise TypeError(
+            "a nearsight model must return a dict of named outputs with at least "
+            f"keys.ATOMIC_ENERGIES ({keys.ATOMIC_ENERGIES!r}), got {type(outputs).__name__}"
+            + (f" with keys {sorted(outputs)}" if isinstance(outputs, dict) else "")
+        )
+    out: dict[str, torch.Tensor] = {}
+    for name, value in outputs.items():
+        declared = keys.FIELDS.get(name)
+        if declared is not None and declared.sum_to is not None:
+            out[declared.sum_to] = scatter_sum(value, batch, n_graphs)  # [n_graphs, ...]
+        out[name] = value
+    return out
+
+
+def _component_forces(value: torch.Tensor, positions: torch.Tensor, create_graph: bool) -> torch.Tensor:
+    """−∂value/∂R for each component of a per-structure output ``[n_graphs, *shape]``:
+    ``[n_atoms, *shape, 3]`` (one backward pass per component)."""
+    flat = value.reshape(value.shape[0], -1)
+    columns = []
+    for c in range(flat.shape[1]):
+        (g,) = torch.autograd.grad(
+            flat[:, c].sum(), [positions], create_graph=create_graph, retain_graph=True, allow_unused=True
+        )
+        columns.append(torch.zeros_like(positions) if g is None else -g)
+    return torch.stack(columns, 1).reshape(positions.shape[0], *value.shape[1:], 3)

@@ -76,6 +76,10 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any, Callable[[Any], 
         "baseline_energy_key": (_OPT_STR, None, None),
         "baseline_forces_key": (_OPT_STR, None, None),
         "baseline_stress_key": (_OPT_STR, None, None),
+        # labels beyond energy/forces/stress: {declared output field: key in the file}, e.g.
+        # {charges: mulliken, dipole: dipole} (atoms.arrays for per-atom fields, atoms.info for
+        # per-structure ones; DeePMD: set.*/KEY.npy); batched as ref_<field> with mask has_<field>
+        "extra_labels": ((dict, type(None)), None, None),
     },
     "model": {
         "type": (str, "bpnn", _choice("bpnn", "equivariant")),
@@ -136,6 +140,10 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any, Callable[[Any], 
         "sigma_forces": ((int, float, type(None)), None, None),
         "sigma_stress": ((int, float, type(None)), None, None),
         "stress_weight": (_NUM, 0.0, _non_negative),
+        # the loss as declared terms (nearsight.training.loss): {term: {sigma: σ or null (the
+        # term's data default), weight: λ (default 1)}}, e.g. {energy: {sigma: 0.5}, forces: {},
+        # charges: {weight: 10}}; without it: energy, forces and stress from the four keys above
+        "loss": ((dict, type(None)), None, None),
         "clip_grad_norm": ((int, float, type(None)), None, None),
         "max_time_minutes": ((int, float, type(None)), None, None),
         # clock of max_time_minutes: "wall" (elapsed time) or "cpu" (this process's CPU time,
@@ -226,11 +234,56 @@ def validate_config(raw: dict | None, source: str = "<config>") -> dict:
     return out
 
 
-_STAGE_KEYS = {"epoch", "sigma_energy", "sigma_forces", "sigma_stress", "stress_weight", "lr"}
+def _stage_keys(training: dict) -> set[str]:
+    """Keys a stage may set: ``lr`` and σ/λ of the loss's terms (``sigma_<term>``, ``<term>_weight``)."""
+    names = set(training["loss"]) if training["loss"] is not None else {"energy", "forces", "stress"}
+    return {"epoch", "lr"} | {f"sigma_{n}" for n in names} | {f"{n}_weight" for n in names}
+
+
+def _check_loss(t: dict, source: str) -> None:
+    for key in ("sigma_energy", "sigma_forces", "sigma_stress"):
+        if t[key] is not None and not t[key] > 0:
+            raise ConfigError(f"{source}: training.{key} = {t[key]!r}: must be positive")
+    if t["loss"] is None:
+        return
+    from .loss import TERMS
+
+    legacy = [k for k in ("sigma_energy", "sigma_forces", "sigma_stress") if t[k] is not None]
+    legacy += ["stress_weight"] if t["stress_weight"] else []
+    if legacy:
+        raise ConfigError(
+            f"{source}: training.loss and training.{legacy[0]} are both given; set σ and weight of each "
+            f"term under training.loss (e.g. loss: {{energy: {{sigma: 0.5}}}})"
+        )
+    if not t["loss"]:
+        raise ConfigError(f"{source}: training.loss is empty; list at least one term of {sorted(TERMS)}")
+    for name, spec in list(t["loss"].items()):
+        where = f"{source}: training.loss.{name}"
+        if name not in TERMS:
+            raise ConfigError(f"{where}: unknown loss term; registered terms: {sorted(TERMS)}")
+        spec = {} if spec is None else spec
+        if not isinstance(spec, dict) or set(spec) - {"sigma", "weight"}:
+            raise ConfigError(f"{where} = {spec!r}: must be a mapping with keys sigma and/or weight")
+        sigma, weight = spec.get("sigma"), spec.get("weight", 1.0)
+        if sigma is not None and (isinstance(sigma, bool) or not isinstance(sigma, _NUM) or not sigma > 0):
+            raise ConfigError(f"{where}.sigma = {sigma!r}: must be a positive number or null")
+        if isinstance(weight, bool) or not isinstance(weight, _NUM) or not weight >= 0:
+            raise ConfigError(f"{where}.weight = {weight!r}: must be a number >= 0")
+        t["loss"][name] = {"sigma": None if sigma is None else float(sigma), "weight": float(weight)}
+    if not any(spec["weight"] > 0 for spec in t["loss"].values()):
+        raise ConfigError(f"{source}: training.loss: every term has weight 0")
 
 
 def _check_training(config: dict, source: str) -> None:
     t, data = config["training"], config["data"]
+    _check_loss(t, source)
+    if data["extra_labels"] is not None:
+        from ..data.readers import extra_label_keys
+
+        try:
+            extra_label_keys(data["extra_labels"])
+        except ValueError as exc:
+            raise ConfigError(f"{source}: data.extra_labels: {exc}") from exc
     if t["max_time_minutes"] is not None and not t["max_time_minutes"] > 0:
         raise ConfigError(
             f"{source}: training.max_time_minutes = {t['max_time_minutes']!r}: must be positive"
@@ -255,13 +308,14 @@ def _check_training(config: dict, source: str) -> None:
         where = f"{source}: training.stages[{k}]"
         if not isinstance(stage, dict) or not isinstance(stage.get("epoch"), int) or stage["epoch"] < 1:
             raise ConfigError(f"{where} = {stage!r}: must be a mapping with an integer 'epoch' >= 1")
-        unknown = sorted(set(stage) - _STAGE_KEYS)
+        allowed = _stage_keys(t)
+        unknown = sorted(set(stage) - allowed)
         if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(_STAGE_KEYS)}")
+            raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
         for key, value in stage.items():
             if key == "epoch":
                 continue
-            smallest_ok = 0 if key == "stress_weight" else 1e-300  # a stress weight may switch off
+            smallest_ok = 0 if key.endswith("_weight") else 1e-300  # a term's weight may switch off
             if isinstance(value, bool) or not isinstance(value, _NUM) or value < smallest_ok:
                 raise ConfigError(f"{where}.{key} = {value!r}: must be a positive number")
         if stage["epoch"] <= last:

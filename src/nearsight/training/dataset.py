@@ -1,0 +1,196 @@
+"""Data preparation for training: reading, Δ-learning baselines, the train/validation split,
+validation of the labels, graphs, multi-head grouping and the statistics fitted on the
+training split (per-element reference energies, energy scale, label spreads).
+
+Δ-learning (``data.baseline_energy_key``): the targets are the differences between the labels
+and a cheaper method's labels stored with each frame; the model file records the baseline so
+its calculator adds it back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import keys
+from ..data.frame import Frame
+from ..data.neighbours import frame_to_graph
+from ..data.readers import read_frames
+from ..data.stats import energy_residual_std, fit_reference_energies, force_rms, isolated_atom_energies
+from ..data.validate import label_shapes, validate_frames
+
+
+def load_split(paths: str | list[str] | None, data_cfg: dict) -> list[Frame]:
+    """Frames of one split; with baseline keys, labels minus the baseline labels (Δ-learning)."""
+    if paths is None:
+        return []
+    frames: list[Frame] = []
+    for path in [paths] if isinstance(paths, str) else paths:
+        common = dict(
+            format=data_cfg["format"],
+            config_type_key=data_cfg["config_type_key"],
+            weight_key=data_cfg["weight_key"],
+        )
+        labelled = read_frames(
+            path,
+            energy_key=data_cfg["energy_key"],
+            forces_key=data_cfg["forces_key"],
+            stress_key=data_cfg["stress_key"],
+            extra_labels=data_cfg.get("extra_labels"),
+            **common,
+        )
+        if data_cfg["baseline_energy_key"]:
+            base = read_frames(
+                path,
+                energy_key=data_cfg["baseline_energy_key"],
+                # a key no file uses: without a baseline key, read no baseline forces/stress
+                forces_key=data_cfg["baseline_forces_key"] or "__none__",
+                stress_key=data_cfg["baseline_stress_key"] or "__none__",
+                validate=False,
+                **common,
+            )
+            labelled = [subtract_baseline(f, b, data_cfg) for f, b in zip(labelled, base)]
+        frames += labelled
+    return frames
+
+
+def subtract_baseline(frame: Frame, base: Frame, data_cfg: dict) -> Frame:
+    """``frame`` with each label replaced by label − baseline label (missing baselines raise)."""
+    where = f"{frame.source}, frame {frame.index}"
+    if base.energy is None:
+        raise ValueError(f"{where}: no baseline energy {data_cfg['baseline_energy_key']!r} for Δ-learning")
+    changes = {"energy": None if frame.energy is None else frame.energy - base.energy}
+    if frame.forces is not None and data_cfg["baseline_forces_key"]:
+        if base.forces is None:
+            raise ValueError(f"{where}: no baseline forces {data_cfg['baseline_forces_key']!r}")
+        changes["forces"] = frame.forces - base.forces
+    elif frame.forces is not None:
+        changes["forces"] = None  # forces of the difference are unknown without baseline forces
+    if frame.stress is not None and data_cfg["baseline_stress_key"]:
+        if base.stress is None:
+            raise ValueError(f"{where}: no baseline stress {data_cfg['baseline_stress_key']!r}")
+        changes["stress"] = frame.stress - base.stress
+    elif frame.stress is not None:
+        changes["stress"] = None
+    info = dict(frame.info, baseline_energy=base.energy)
+    return dataclasses.replace(frame, info=info, **changes)
+
+
+@dataclass
+class TrainingData:
+    """The frames of a run: training, validation and (optional) test splits."""
+
+    train: list[Frame]
+    valid: list[Frame]
+    test: list[Frame]
+    species: list[int]  # atomic numbers of the training split
+    label_shapes: dict[str, tuple[int, ...]]  # extra labels: trailing shape of each
+
+    def graphs(self, frames: Sequence[Frame], cutoff: float, dtype: torch.dtype) -> list[dict]:
+        """Graphs with neighbour lists (computed once per frame) and every label and mask."""
+        return [frame_to_graph(f, cutoff, dtype, extra_labels=self.label_shapes) for f in frames]
+
+
+def prepare_data(config: dict) -> TrainingData:
+    """Read, split (``valid_fraction`` drawn with ``split_seed``) and validate a run's frames."""
+    data_cfg = config["data"]
+    seed = config["seed"] if data_cfg["split_seed"] is None else data_cfg["split_seed"]
+    rng = np.random.default_rng(seed)
+    train = load_split(data_cfg["train"], data_cfg)
+    valid = load_split(data_cfg["valid"], data_cfg)
+    if not valid:
+        order = rng.permutation(len(train))
+        n_valid = max(1, int(round(data_cfg["valid_fraction"] * len(train))))
+        if len(train) < 2:
+            raise ValueError(f"{data_cfg['train']}: need at least 2 frames to split off validation data")
+        valid = [train[i] for i in order[:n_valid]]
+        train = [train[i] for i in order[n_valid:]]
+    if data_cfg["max_train_frames"] is not None:
+        train = train[: data_cfg["max_train_frames"]]
+    species = sorted({int(z) for f in train for z in f.numbers})
+    validate_frames(train, require=("energy",), min_distance=data_cfg["min_distance"])
+    validate_frames(valid, require=(), min_distance=data_cfg["min_distance"], known_species=species)
+    shapes = label_shapes(train + valid, data_cfg.get("extra_labels") or {})
+    return TrainingData(train, valid, load_split(data_cfg["test"], data_cfg), species, shapes)
+
+
+def assign_heads(
+    heads: list[str], head_key: str, labelled: Sequence[tuple[Sequence[Frame], Sequence[dict], bool]]
+) -> dict[str, list[Frame]]:
+    """Tag every graph with its frame's head index; returns the training frames of each head.
+
+    ``labelled``: ``(frames, graphs, is_training_split)`` of each split.
+    """
+    groups: dict[str, list[Frame]] = {h: [] for h in heads}
+    for frames, graphs, train in labelled:
+        for frame, graph in zip(frames, graphs):
+            name = frame.info.get(head_key)
+            if name is None or str(name) not in heads:
+                raise ValueError(
+                    f"{frame.source}, frame {frame.index}: info[{head_key!r}] = {name!r} is not one of the "
+                    f"model's heads {heads}"
+                )
+            graph[keys.HEAD] = torch.tensor([heads.index(str(name))])
+            if train:
+                groups[str(name)].append(frame)
+    empty = [h for h, frames in groups.items() if not frames]
+    if empty:
+        raise ValueError(f"no training frames for head(s) {empty}")
+    return groups
+
+
+# ------------------------------------------------------------ statistics
+def reference_energies(frames: Sequence[Frame], spec: str | dict, species: Sequence[int]) -> dict[int, float]:
+    """Per-element reference energies: least squares on ``frames`` or isolated atoms from a file."""
+    if spec == "least_squares":
+        return fit_reference_energies(frames, list(species))
+    ref = isolated_atom_energies(spec)
+    missing = [z for z in species if z not in ref]
+    if missing:
+        raise ValueError(f"reference_energies {spec!r} lacks elements with atomic numbers {missing}")
+    return ref
+
+
+def mean_residual_per_atom(frames: Sequence[Frame], ref: dict[int, float]) -> float:
+    """Mean of (E - Σ_i e_Z_i) / n over labelled frames: the start value of the atomic energies."""
+    values = [
+        (f.energy - sum(ref.get(int(z), 0.0) for z in f.numbers)) / f.n_atoms
+        for f in frames
+        if f.energy is not None
+    ]
+    return float(np.mean(values)) if values else 0.0
+
+
+def training_statistics(
+    groups: dict[str | None, list[Frame]],
+    all_train: Sequence[Frame],
+    spec: str | dict,
+    species: Sequence[int],
+) -> dict:
+    """What model initialisation and the loss's σ defaults need from the training split.
+
+    ``groups``: the training frames of each head (``{None: frames}`` for single-head models;
+    the last head sets the energy-based values).  Returns ``reference_energies`` (of the default
+    head), ``energy_shift`` (``{Z: e}``, or ``{head: {Z: e}}`` for multi-head models),
+    ``energy_std`` (eV), ``force_rms`` (eV/Å, None without forces) and ``energy_scale`` (eV).
+    """
+    refs, shifts = {}, {}
+    for head, frames in groups.items():
+        refs[head] = reference_energies(frames, spec, species)
+        shifts[head] = {z: e + mean_residual_per_atom(frames, refs[head]) for z, e in refs[head].items()}
+    main = list(groups)[-1]
+    f_rms = force_rms(all_train) if any(f.forces is not None for f in all_train) else None
+    e_std = energy_residual_std(groups[main], refs[main])
+    scale = f_rms if f_rms and math.isfinite(f_rms) and f_rms > 0 else max(e_std, 1e-3)
+    return {
+        "reference_energies": refs[main],
+        "energy_shift": shifts if main is not None else shifts[main],
+        "energy_std": e_std,
+        "force_rms": f_rms,
+        "energy_scale": scale,
+    }

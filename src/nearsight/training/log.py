@@ -1,0 +1,123 @@
+"""What a run writes for people to read: ``training_log.csv`` (one row per validation, with
+the validation loss of every loss term), TensorBoard scalars, the console line and the
+learning-curve plot.  Only the main process writes.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+BASE_FIELDS = [
+    "epoch",
+    "step",
+    "train_loss",
+    "valid_loss",
+    "valid_energy_mae",
+    "valid_forces_mae",
+    "lr",
+    "time_s",
+]
+
+
+class TrainingLog:
+    """The CSV log and TensorBoard writer of a run in ``out_dir``.
+
+    Columns: :data:`BASE_FIELDS`, then ``valid_loss_<term>`` for each loss term (its share of
+    the validation loss).
+    """
+
+    def __init__(self, out_dir: Path, terms: Sequence[str], tensorboard: bool, enabled: bool) -> None:
+        self.path = out_dir / "training_log.csv"
+        self.out_dir = out_dir
+        self.fields = BASE_FIELDS + [f"valid_loss_{name}" for name in terms]
+        self.terms = list(terms)
+        self.tensorboard = tensorboard
+        self.enabled = enabled
+        self.writer = None
+
+    def start(self, step: int, fresh: bool) -> None:
+        """A new CSV file with its header (fresh runs) and the TensorBoard writer (from ``step``)."""
+        if not self.enabled:
+            return
+        if fresh:
+            with open(self.path, "w", newline="") as fh:
+                csv.writer(fh).writerow(self.fields)
+        if self.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:
+                raise ImportError(
+                    "training.tensorboard needs the tensorboard package: pip install 'nearsight[tensorboard]'"
+                ) from exc
+            self.writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=step or None)
+
+    def row(self, epoch: int, step: int, train_loss: float, valid_loss: float, metrics: dict, lr: float,
+            elapsed: float) -> None:  # fmt: skip
+        """One row of the CSV log (and its TensorBoard scalars)."""
+        if not self.enabled:
+            return
+        values = [
+            epoch,
+            step,
+            train_loss,
+            valid_loss,
+            metrics["energy_mae"],
+            metrics["forces_mae"],
+            lr,
+            elapsed,
+        ]
+        values += [metrics[f"loss_{name}"] for name in self.terms]
+        with open(self.path, "a", newline="") as fh:
+            csv.writer(fh).writerow(values)
+        if self.writer is not None:
+            for name, value in zip(self.fields[2:7] + self.fields[8:], values[2:7] + values[8:]):
+                self.writer.add_scalar(name, value, step)
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def epoch_line(epoch: int, train_loss: float, valid_loss: float, metrics: dict, lr: float, elapsed: float,
+               improved: bool) -> str:  # fmt: skip
+    """The console line of a validated epoch."""
+    return (
+        f"epoch {epoch:5d}  loss {train_loss:.4e}  valid {valid_loss:.4e}  "
+        f"E MAE {1000 * metrics['energy_mae']:.2f} meV  F MAE {1000 * metrics['forces_mae']:.2f} meV/Å  "
+        f"lr {lr:.2e}  {elapsed:.0f}s{'  *' if improved else ''}"
+    )
+
+
+def learning_curve_plot(csv_path: Path, png_path: Path) -> Path | None:
+    """Loss and validation errors against epoch, from ``training_log.csv``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        return None
+    epoch = [int(r["epoch"]) for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.semilogy(epoch, [float(r["train_loss"]) for r in rows], label="train")
+    ax1.semilogy(epoch, [float(r["valid_loss"]) for r in rows], label="validation")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("loss")
+    ax1.legend()
+    ax2.semilogy(epoch, [1e3 * float(r["valid_forces_mae"]) for r in rows], label="F MAE (meV/Å)")
+    ax2.semilogy(epoch, [1e3 * float(r["valid_energy_mae"]) for r in rows], label="E MAE (meV)")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("validation error")
+    ax2.legend()
+    fig.tight_layout()
+    tmp = png_path.with_name(f".{png_path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(png_path)
+    return png_path

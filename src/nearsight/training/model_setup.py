@@ -1,0 +1,150 @@
+"""The model a run trains: built from the config, started from a model file (fine-tuning) or a
+checkpoint (resume), and initialised from the training statistics.
+
+Fine-tuning (``model.init_from``): start from a model file, optionally freezing layers
+(``training.freeze``) and refitting the per-element energy shifts to the new data
+(``training.refit_energy_shift``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import keys
+from ..data.neighbours import collate
+from ..descriptors.acsf import default_acsf_params
+from ..models.bpnn import BehlerParrinello
+from ..models.equivariant import build_equivariant
+from ..models.forcefield import edge_vectors
+from ..models.io import load_model, model_from_dict
+
+
+def build_model(model_cfg: dict, species: Sequence[int]) -> nn.Module:
+    """A model from the ``model`` section of a config."""
+    cutoff = float(model_cfg["cutoff"])
+    if model_cfg["type"] == "equivariant":
+        return build_equivariant(model_cfg["equivariant"], species, cutoff)
+    if model_cfg["descriptor"] == "soap":
+        weighting = model_cfg["weighting"] or {"function": "poly", "r0": cutoff, "c": 1.0, "m": 2.0}
+        descriptor = {
+            "type": "soap",
+            "r_cut": cutoff,
+            "n_max": model_cfg["n_max"],
+            "l_max": model_cfg["l_max"],
+            "sigma": model_cfg["sigma"],
+            "rbf": model_cfg["rbf"],
+            "weighting": weighting,
+        }
+        return BehlerParrinello(
+            species, descriptor, model_cfg["hidden"], model_cfg["activation"], model_cfg["heads"]
+        )
+    r_ang = model_cfg["cutoff_angular"]
+    params = default_acsf_params(
+        cutoff,
+        model_cfg["n_radial"],
+        r_ang,
+        model_cfg["n_angular_eta"],
+        model_cfg["angular"],
+        model_cfg["n_angle_sections"],
+        model_cfg["n_angular_shifts"],
+    )
+    for key in ("g2_params", "g3_params", "g4_params", "g5_params", "ga_params"):
+        if model_cfg[key] is not None:
+            params[key] = model_cfg[key]
+    descriptor = {"r_cut": cutoff, "r_cut_angular": r_ang, **params}
+    return BehlerParrinello(
+        species, descriptor, model_cfg["hidden"], model_cfg["activation"], model_cfg["heads"]
+    )
+
+
+@torch.no_grad()
+def fit_statistics(
+    model: BehlerParrinello, graphs: Sequence[dict], reference: dict[int, float], energy_scale: float
+) -> None:
+    """Descriptor mean/std over all training atoms; shift and scale of atomic energies."""
+    if hasattr(model, "fit_statistics"):  # the equivariant model: mean neighbour count, shift, scale
+        model.fit_statistics(graphs, reference, energy_scale)
+        return
+    total = total_sq = None
+    count = 0
+    for start in range(0, len(graphs), 256):
+        batch = dict(collate(graphs[start : start + 256]))
+        batch[keys.EDGE_VECTORS] = edge_vectors(
+            batch[keys.POSITIONS],
+            batch[keys.CELL],
+            batch[keys.BATCH],
+            batch[keys.EDGE_INDEX],
+            batch[keys.CELL_SHIFTS],
+        )
+        x = model.features(batch).double()  # [n_atoms, n_features]
+        total = x.sum(0) if total is None else total + x.sum(0)
+        total_sq = (x**2).sum(0) if total_sq is None else total_sq + (x**2).sum(0)
+        count += x.shape[0]
+    mean = total / count
+    std = (total_sq / count - mean**2).clamp(min=0).sqrt()
+    model.set_statistics(mean, std, reference, energy_scale)
+
+
+def freeze_layers(model: nn.Module, spec: str | int | None) -> int:
+    """Freeze parts of a Behler-Parrinello model for fine-tuning; returns the frozen parameter count.
+
+    ``"readout"``: only the last layer of each element network trains.  ``N``: the first N
+    linear layers of each element network are frozen.
+    """
+    if spec is None:
+        return 0
+    nets = getattr(model, "nets", None)
+    if nets is None:
+        raise ValueError(
+            f"training.freeze is implemented for Behler-Parrinello models, not {model.model_type!r}"
+        )
+    frozen = 0
+    for net in nets:
+        linears = [m for m in net if isinstance(m, nn.Linear)]
+        n = len(linears) - 1 if spec == "readout" else int(spec)
+        if n > len(linears):
+            raise ValueError(f"training.freeze = {spec!r}: the element networks have {len(linears)} layers")
+        for layer in linears[:n]:
+            for p in layer.parameters():
+                p.requires_grad_(False)
+                frozen += p.numel()
+    return frozen
+
+
+def initial_model(
+    config: dict, species: Sequence[int], dtype: torch.dtype, checkpoint: dict | None, checkpoint_path: Path
+) -> tuple[nn.Module, bool]:
+    """The model to train and whether its statistics are still to be fitted.
+
+    From the checkpoint when resuming, else a fresh model (seeded by ``config["seed"]``) or the
+    model file of ``model.init_from``.
+    """
+    if checkpoint is not None:
+        return model_from_dict(checkpoint["model"], str(checkpoint_path)).to(dtype), False
+    torch.manual_seed(config["seed"])
+    init = config["model"]["init_from"]
+    if init is None:
+        return build_model(config["model"], species).to(dtype), True
+    model = load_model(init, dtype=dtype)
+    missing = sorted(set(species) - set(model.species))
+    if missing:
+        raise ValueError(f"model.init_from {init!r} does not know the element(s) {missing} in the data")
+    return model, False
+
+
+def initialise(
+    model: nn.Module, fresh: bool, resumed: bool, graphs: Sequence[dict], stats: dict, training: dict
+) -> int:
+    """Statistics of a fresh model, new energy shifts of a fine-tuned one, frozen layers.
+
+    Returns the number of frozen parameters.
+    """
+    if fresh:
+        fit_statistics(model, graphs, stats["energy_shift"], stats["energy_scale"])
+    elif not resumed and training["refit_energy_shift"] and hasattr(model, "energy_shift"):
+        model.set_energy_shift(stats["energy_shift"])  # fine-tuning on another level of theory: new offsets
+    return freeze_layers(model, training["freeze"])
