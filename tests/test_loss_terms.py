@@ -13,10 +13,11 @@ import pytest
 import torch
 from ase.io import read, write
 
+import test_training_controls as training_controls
 from nearsight import keys
 from nearsight.data.frame import Frame
 from nearsight.data.neighbours import collate, frame_to_graph
-from nearsight.training.config import ConfigError, validate_config
+from nearsight.training.config import ConfigError
 from nearsight.training.loss import TERMS, EnergyForceLoss, Loss, LossTerm, register_loss_term
 from nearsight.training.trainer import Trainer
 
@@ -34,22 +35,9 @@ class AtomicEnergyTerm(LossTerm):
 
 
 def small_config(out: Path, data: dict, **training) -> dict:
-    return validate_config(
-        {
-            "seed": 3,
-            "output_dir": str(out),
-            "data": {"valid_fraction": 0.2, "reference_energies": str(ISOLATED), **data},
-            "model": {
-                "cutoff": 3.5,
-                "n_radial": 4,
-                "n_angular_eta": 1,
-                "n_angle_sections": 2,
-                "n_angular_shifts": 2,
-                "hidden": [8],
-            },  # fmt: skip
-            "training": {"epochs": 4, "batch_size": 4, "lr": 0.01, "log_every": 100, **training},
-        }
-    )
+    """The tiny ACSF model of the training-control tests on 30 frames (24 train, 6 valid)."""
+    base = {"max_train_frames": None, "valid_fraction": 0.2, "reference_energies": str(ISOLATED)}
+    return training_controls.small_config(out, data={**base, **data}, **training)
 
 
 @pytest.fixture(scope="module")
