@@ -20,7 +20,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..models.io import atomic_torch_save, read_weights_only
+import torch
+from torch import nn
+
+from ..models.io import atomic_torch_save, model_to_dict, read_weights_only
 
 FORMAT = "nearsight-checkpoint"
 FORMAT_VERSION = 1
@@ -59,3 +62,26 @@ def comparable_config(config: dict) -> dict:
     return {
         k: {a: b for a, b in v.items() if b is not None} if isinstance(v, dict) else v for k, v in out.items()
     }
+
+
+def training_state(
+    model: nn.Module, metadata: dict, optimisation, gen: torch.Generator, loop: dict, loss, config: dict
+) -> dict:
+    """Everything a checkpoint holds (see the module docstring) for the run's current state."""
+    return {
+        "model": model_to_dict(model, metadata),
+        **optimisation.state_dict(),  # optimizer, scheduler, ema
+        "rng": {"torch": torch.get_rng_state(), "data": gen.get_state()},
+        "loop": dict(loop),
+        "config": config,
+        "loss": loss.state_dict(),
+        "reference_energies": metadata["reference_energies"],
+    }
+
+
+def restore_training_state(state: dict, optimisation, gen: torch.Generator, source: str) -> dict:
+    """Optimiser, scheduler, EMA and random states from a checkpoint; returns its loop state."""
+    optimisation.load_state_dict(state, source)
+    torch.set_rng_state(state["rng"]["torch"])
+    gen.set_state(state["rng"]["data"])
+    return dict(state["loop"])

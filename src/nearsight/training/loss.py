@@ -234,7 +234,7 @@ class Loss:
         raise AttributeError(f"the loss has no {attr!r}; its terms are {list(self.terms)}")
 
     def __getattr__(self, attr: str):
-        if attr.startswith("__"):
+        if attr.startswith("__") or attr == "terms":  # (copy and pickle look these up before __init__)
             raise AttributeError(attr)
         term, field = self._term_attribute(attr)
         return getattr(term, field)

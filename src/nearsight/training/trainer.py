@@ -27,8 +27,15 @@ import torch
 
 from ..data.neighbours import collate
 from ..models.forcefield import ForceField
-from ..models.io import load_model, model_to_dict, save_model
-from .checkpoint import CheckpointError, comparable_config, load_checkpoint, save_checkpoint
+from ..models.io import load_model, save_model
+from .checkpoint import (
+    CheckpointError,
+    comparable_config,
+    load_checkpoint,
+    restore_training_state,
+    save_checkpoint,
+    training_state,
+)
 from .dataset import assign_heads, prepare_data, training_statistics
 from .distributed import Distributed
 from .log import TrainingLog, epoch_line, learning_curve_plot
@@ -172,24 +179,11 @@ class Trainer:
 
     # ----------------------------------------------------------- checkpoints
     def save_checkpoint(self, loop: dict, gen: torch.Generator) -> None:
-        if not self.dist.is_main:
-            return
-        state = {
-            "model": model_to_dict(self.model, self.metadata()),
-            **self.optim.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "data": gen.get_state()},
-            "loop": dict(loop),
-            "config": self.config,
-            "loss": self.loss_fn.state_dict(),
-            "reference_energies": {str(k): v for k, v in self.reference_energies.items()},
-        }
-        save_checkpoint(state, self.checkpoint_path)
-
-    def _restore(self, gen: torch.Generator) -> dict:
-        self.optim.load_state_dict(self.checkpoint, str(self.checkpoint_path))
-        torch.set_rng_state(self.checkpoint["rng"]["torch"])
-        gen.set_state(self.checkpoint["rng"]["data"])
-        return dict(self.checkpoint["loop"])
+        if self.dist.is_main:
+            state = training_state(
+                self.model, self.metadata(), self.optim, gen, loop, self.loss_fn, self.config
+            )
+            save_checkpoint(state, self.checkpoint_path)
 
     # ------------------------------------------------------------- one step
     def _batch_names(self, indices: Sequence[int]) -> str:
@@ -233,7 +227,7 @@ class Trainer:
             self.out_dir, list(self.loss_fn.terms), t["tensorboard"], self.dist.is_main
         )
         if self.checkpoint is not None:
-            loop = self._restore(gen)
+            loop = restore_training_state(self.checkpoint, self.optim, gen, str(self.checkpoint_path))
             self.log(
                 f"resumed from {self.checkpoint_path} at epoch {loop['epoch']}, step {loop['global_step']}"
             )

@@ -1,0 +1,29 @@
+"""Training a potential: one concept per module, the ``Trainer`` composes them.
+
+============================  =====  ==========================================================
+module                        lines  what it owns
+============================  =====  ==========================================================
+``config``                      359  the YAML schema, defaults and checks of every key
+``dataset``                     196  reading, Δ-learning baselines, the split, label validation,
+                                     graphs, heads, and the training statistics (reference
+                                     energies, energy scale, label spreads)
+``model_setup``                 150  building the model, fine-tuning (init_from, frozen layers,
+                                     refitted shifts) and fitting its statistics
+``loss``                        314  the loss as declared terms (energy, forces, stress, and any
+                                     registered term), their σ defaults, masks and state
+``optimisation``                154  Adam/AdamW, warm-up, plateau/cosine/budget schedules,
+                                     stages, EMA, clipping and the non-finite check of a step
+``validation``                   73  the validation loss (total and per term), metrics and the
+                                     report of the best model
+``checkpoint``                   87  checkpoint files and what a resume restores
+``log``                         123  ``training_log.csv``, TensorBoard, console lines, the
+                                     learning curve
+``trainer``                     351  ``Trainer``: the composition and the epoch/step loop
+``ema``, ``distributed``,         -  weight averaging, data-parallel helpers, error metrics and
+``metrics``                          parity plots
+============================  =====  ==========================================================
+
+Adding a capability: a new label is read with ``data.extra_labels`` (a field declared in
+:mod:`nearsight.keys`), a new loss term is a :class:`~nearsight.training.loss.LossTerm`
+registered with :func:`~nearsight.training.loss.register_loss_term`; neither touches the trainer.
+"""
