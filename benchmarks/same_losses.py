@@ -59,7 +59,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="the earlier commit (any git revision)")
     parser.add_argument("--only", choices=sorted(EXAMPLES), help="one example instead of both")
-    parser.add_argument("--epochs", type=int, help="epochs instead of the defaults (bpnn 100, equivariant 12)")
+    parser.add_argument(
+        "--epochs", type=int, help="epochs instead of the defaults (bpnn 100, equivariant 12)"
+    )
     args = parser.parse_args()
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,8 +81,12 @@ def main() -> int:
                       f"{'identical' if same else 'DIFFERENT'}; largest differences: {worst}")  # fmt: skip
                 print(f"  last row base: {dict(list(base[-1].items())[:7])}")
                 print(f"  last row new:  {dict(list(new[-1].items())[:7])}")
+                print(f"  training time (s, one after the other): base {float(base[-1]['time_s']):.1f}, "
+                      f"new {float(new[-1]['time_s']):.1f}")  # fmt: skip
         finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tmp / "base")], check=False)
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tmp / "base")], check=False
+            )
     return 0 if ok else 1
 
 

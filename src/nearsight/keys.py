@@ -88,14 +88,16 @@ def mask_key(name: str) -> str:
 # ----------------------------------------------------------------- inputs
 POSITIONS = declare("positions", "atom", (3,), "Å")  # [n_atoms, 3] float, Å (Cartesian)
 ATOMIC_NUMBERS = declare("atomic_numbers", "atom", (), "1", dtype="int")  # [n_atoms] int64
-CELL = declare("cell", "graph", (3, 3), "Å")  # [n_graphs, 3, 3] float, Å, rows are lattice vectors (zeros if no cell)
+# [n_graphs, 3, 3] float, Å, rows are lattice vectors (zeros if no cell)
+CELL = declare("cell", "graph", (3, 3), "Å")
 PBC = declare("pbc", "graph", (3,), "1", dtype="bool")  # [n_graphs, 3] bool
 BATCH = declare("batch", "atom", (), "1", dtype="int")  # [n_atoms] int64, graph index of each atom
 N_ATOMS = declare("n_atoms", "graph", (), "1", dtype="int")  # [n_graphs] int64
 EDGE_INDEX = "edge_index"  # [2, n_edges] int64, row 0 = centre i, row 1 = neighbour j
 CELL_SHIFTS = declare("cell_shifts", "edge", (3,), "1")  # [n_edges, 3] float, integer lattice shifts S_ij
 #   r_ij = R_j - R_i + S_ij @ cell[batch[i]]
-HEAD = declare("head", "graph", (), "1", dtype="int")  # [n_graphs] int64, readout head of each structure (multi-head models; optional)
+# [n_graphs] int64, readout head of each structure (multi-head models; optional)
+HEAD = declare("head", "graph", (), "1", dtype="int")
 
 # ------------------------------------------------------------ derived inputs
 EDGE_VECTORS = declare("edge_vectors", "edge", (3,), "Å")  # [n_edges, 3] float, Å, r_ij (computed in torch)
@@ -108,7 +110,8 @@ ATOMIC_ENERGIES = declare("atomic_energies", "atom", (), "eV", sum_to=ENERGY)  #
 declare(ENERGY, "graph", (), "eV", forces=FORCES)  # [n_graphs] float, eV
 declare(FORCES, "atom", (3,), "eV/Å")  # [n_atoms, 3] float, eV/Å
 VIRIAL = declare("virial", "graph", (3, 3), "eV")  # [n_graphs, 3, 3] float, eV  (W = -dE/dε)
-STRESS = declare("stress", "graph", (3, 3), "eV/Å^3")  # [n_graphs, 3, 3] float, eV/Å³ (ASE sign: σ = (1/V) dE/dε)
+# [n_graphs, 3, 3] float, eV/Å³ (ASE sign: σ = (1/V) dE/dε)
+STRESS = declare("stress", "graph", (3, 3), "eV/Å^3")
 CHARGES = declare("charges", "atom", (), "e")  # [n_atoms] float, e (partial charges)
 DIPOLE = declare("dipole", "graph", (3,), "e*Å")  # [n_graphs, 3] float, e·Å (dipole moment)
 STATE_ENERGIES = "state_energies"
