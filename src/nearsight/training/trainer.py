@@ -81,11 +81,8 @@ class Trainer:
     def prepare_data(self) -> None:
         self.data = prepare_data(self.config)
         self.species = self.data.species
-        self.train_frames, self.valid_frames, self.test_frames = (
-            self.data.train,
-            self.data.valid,
-            self.data.test,
-        )
+        self.train_frames, self.valid_frames = self.data.train, self.data.valid
+        self.test_frames = self.data.test
 
     def prepare_model(self) -> None:
         """The model, its statistics, the training and validation graphs and the loss."""
@@ -121,8 +118,8 @@ class Trainer:
             f"species {self.species}  train {len(self.train_frames)}  valid {len(self.valid_frames)}  "
             f"features {n_features}  parameters {n_params}" + (f" ({frozen} frozen)" if frozen else "")
         )
-        sigmas = "  ".join(f"sigma_{name} {term.sigma:.4g}" for name, term in self.loss_fn.terms.items())
-        self.log(f"loss terms: {sigmas}  energy scale {stats['energy_scale']:.4g} eV  reference energies "
+        terms = ", ".join(f"{n} (σ {x.sigma:.4g}, λ {x.weight:g})" for n, x in self.loss_fn.terms.items())
+        self.log(f"loss terms: {terms}; energy scale {stats['energy_scale']:.4g} eV; reference energies "
                  f"{self.reference_energies}")  # fmt: skip
 
     def setup(self) -> None:
