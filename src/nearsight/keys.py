@@ -114,6 +114,9 @@ VIRIAL = declare("virial", "graph", (3, 3), "eV")  # [n_graphs, 3, 3] float, eV 
 STRESS = declare("stress", "graph", (3, 3), "eV/Å^3")
 CHARGES = declare("charges", "atom", (), "e")  # [n_atoms] float, e (partial charges)
 DIPOLE = declare("dipole", "graph", (3,), "e*Å")  # [n_graphs, 3] float, e·Å (dipole moment)
+# [n_atoms] float: descriptor components of each atom outside the range seen in training
+# (per element); 0 inside the training data, > 0 where the model extrapolates
+EXTRAPOLATION = declare("extrapolation", "atom", (), "1")
 STATE_ENERGIES = "state_energies"
 STATE_FORCES = "state_forces"
 declare(STATE_ENERGIES, "graph", ("n_states",), "eV", forces=STATE_FORCES)  # [n_graphs, n_states] float, eV
