@@ -19,7 +19,13 @@
 * ``sigma_scale``: the calibration factor applied to every ``*_std`` above (1 unless given);
 * with ``aleatoric=`` (a model from :func:`fit_aleatoric_head`): ``energy_aleatoric_std`` (eV) and
   ``forces_aleatoric_std`` [n] (eV/Å, per Cartesian component of each atom's force) -- the
-  label noise the data showed, reported separately from the committee (epistemic) spread.
+  label noise the data showed, reported separately from the committee (epistemic) spread;
+* ``extrapolation`` [n] and ``extrapolating_atoms`` when members return ``keys.EXTRAPOLATION``:
+  the largest per-atom count over the members (``on_extrapolation`` as in
+  :class:`nearsight.NearsightCalculator`).
+
+Like :class:`nearsight.NearsightCalculator`, the committee refuses atoms closer than
+``min_distance`` and non-finite outputs of any member (:mod:`nearsight.guards`).
 
 Aleatoric uncertainty: :func:`fit_aleatoric_head` trains a heteroscedastic head -- a
 Behler-Parrinello network with two outputs per atom, log σ²_E,i (variance of the atom's
@@ -51,6 +57,7 @@ from torch import nn
 from . import keys
 from ._files import atomic_write
 from .data.neighbours import atoms_to_graph
+from .guards import MIN_DISTANCE, ExtrapolationMonitor, check_distances, check_finite
 from .models.forcefield import ForceField
 
 __all__ = [
@@ -80,11 +87,15 @@ class EnsembleCalculator(Calculator):
         device: str = "cpu",
         sigma_scale: float = 1.0,
         aleatoric: nn.Module | str | os.PathLike | None = None,
+        min_distance: float = MIN_DISTANCE,
+        on_extrapolation: str = "warn",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        self.min_distance = float(min_distance)
+        self.extrapolation = ExtrapolationMonitor(on_extrapolation)
         if len(models) < 2:
             raise ValueError(f"EnsembleCalculator needs at least 2 models, got {len(models)}")
         if not sigma_scale > 0:
@@ -127,9 +138,10 @@ class EnsembleCalculator(Calculator):
         if "stress" in properties and not periodic:
             raise PropertyNotImplementedError("stress needs a cell periodic in all three directions")
         graph = atoms_to_graph(atoms, self.cutoff, self.dtype)
+        check_distances(atoms, graph, self.min_distance)
         graph = {k: v.to(self.device) for k, v in graph.items()}
-        energies, atomic, forces, stresses = [], [], [], []
-        for ff in self.members:
+        energies, atomic, forces, stresses, counts = [], [], [], [], []
+        for m, ff in enumerate(self.members):
             g = {k: v.clone() for k, v in graph.items()}
             if ff.cutoff < self.cutoff:  # a member with a shorter cutoff: its own neighbour list
                 g = {k: v.to(self.device) for k, v in atoms_to_graph(atoms, ff.cutoff, self.dtype).items()}
@@ -137,10 +149,16 @@ class EnsembleCalculator(Calculator):
             energies.append(float(out[keys.ENERGY].detach().sum()))
             atomic.append(out[keys.ATOMIC_ENERGIES].detach().cpu().double().numpy())
             forces.append(out[keys.FORCES].detach().cpu().double().numpy())
+            member = {"energy": energies[-1], "energies": atomic[-1], "forces": forces[-1]}
             if periodic:
                 stresses.append(
                     full_3x3_to_voigt_6_stress(out[keys.STRESS][0].detach().cpu().double().numpy())
                 )
+                member["stress"] = stresses[-1]
+            check_finite(atoms, graph, member, where=f"committee member {m}")
+            if keys.EXTRAPOLATION in out:
+                counts.append(out[keys.EXTRAPOLATION].detach().cpu().double().numpy())
+        extrapolation = self.extrapolation.report(atoms, np.max(counts, axis=0) if counts else None)
         e = np.asarray(energies)
         f = np.stack(forces)
         s = self.sigma_scale
@@ -157,6 +175,7 @@ class EnsembleCalculator(Calculator):
             "energy_members": e,
             "forces_members": f,
             "sigma_scale": s,
+            **extrapolation,
         }
         if self.aleatoric is not None:
             g = {
@@ -299,7 +318,7 @@ def aleatoric_log_variances(head: nn.Module, graph: dict[str, torch.Tensor]) -> 
 
     graph = _with_edge_vectors(graph)
     element = element_indices(head.z_to_index, graph[keys.ATOMIC_NUMBERS], head.species)
-    x = (head.features(graph) - head.feature_mean) / head.feature_std
+    x = head.standardise(head.features(graph))
     out = x.new_zeros((x.shape[0], 2))
     for k, net in enumerate(head.nets):
         idx = torch.nonzero(element == k).squeeze(-1)
@@ -358,8 +377,8 @@ def fit_aleatoric_head(
     head = BehlerParrinello(
         cfg["species"], cfg["descriptor"], hidden, base.activation, heads=["energy_logvar", "forces_logvar"]
     ).double()
-    head.feature_mean.copy_(base.feature_mean.double())
-    head.feature_std.copy_(base.feature_std.double())
+    for name in ("feature_mean", "feature_std", "feature_mask", "feature_min", "feature_max"):
+        head.get_buffer(name).copy_(base.get_buffer(name).double())
     feats, elems, r_e, r_f, batch = [], [], [], [], []
     for i, atoms in enumerate(frames):
         ref_e = atoms.info.get(energy_key)
@@ -373,7 +392,7 @@ def fit_aleatoric_head(
         r_f.append(torch.as_tensor(np.asarray(ref_f) - calc.results["forces"]))
         g = _with_edge_vectors(atoms_to_graph(atoms, head.cutoff, torch.float64))
         with torch.no_grad():
-            feats.append((head.features(g) - head.feature_mean) / head.feature_std)
+            feats.append(head.standardise(head.features(g)))
         elems.append(torch.as_tensor([head.species.index(int(z)) for z in atoms.numbers]))
         batch.append(torch.full((len(atoms),), i, dtype=torch.int64))
     x, element, batch = torch.cat(feats), torch.cat(elems), torch.cat(batch)

@@ -1,10 +1,14 @@
 """Behler-Parrinello neural network potential (Behler & Parrinello, PRL 98, 146401, 2007).
 
-    E = Σ_i ε_i,   ε_i = s · NN_{Z_i}((G_i - μ) / σ) + e_{Z_i}
+    E = Σ_i ε_i,   ε_i = s · NN_{Z_i}(m ⊙ (G_i - μ) / σ') + e_{Z_i}
 
 One feed-forward network per element, shared by all atoms of that element;
 G_i are local descriptors (atom-centred symmetry functions or SOAP); μ, σ are descriptor statistics of the
-training set; e_Z are per-element reference energies and s an energy scale.
+training set, σ' = sqrt(σ² + (0.01 rms)²) and the mask m drops components that were constant in
+training (safe standardisation, see ``set_statistics``); e_Z are per-element reference energies and
+s an energy scale.  In evaluation mode the model also returns ``keys.EXTRAPOLATION``: per atom,
+the descriptor components outside the range its element had in training (n2p2's extrapolation
+warnings), so a single model says when it leaves its data.
 
 Multi-head (multi-fidelity) models: with ``heads=["hf", "mp2"]`` each element network
 ends in one output per head, and each head has its own per-element energies e_Z^h; all
@@ -15,6 +19,7 @@ accurate.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -23,6 +28,9 @@ from torch import nn
 from .. import keys
 from ..descriptors import build_descriptor
 from ..nn import MLP
+
+FEATURE_STD_FLOOR = 1e-2  # σ' = sqrt(σ² + (FLOOR · rms)²): a component's scale, relative to the typical one
+FEATURE_CONSTANT = 1e-6  # σ ≤ CONSTANT · rms: constant in training, masked
 
 
 class UnknownElementError(ValueError):
@@ -51,6 +59,8 @@ class BehlerParrinello(nn.Module):
     """
 
     model_type = "bpnn"
+    # buffers a model file written before they existed lacks: loaded with their defaults
+    OPTIONAL_BUFFERS = ("feature_mask", "feature_min", "feature_max")
 
     def __init__(
         self,
@@ -76,6 +86,11 @@ class BehlerParrinello(nn.Module):
         self.nets = nn.ModuleList(MLP(n_feat, self.hidden, n_heads, activation) for _ in range(n_el))
         self.register_buffer("feature_mean", torch.zeros(n_feat))
         self.register_buffer("feature_std", torch.ones(n_feat))
+        # 0 for descriptor components that were constant in training (their weights never learned)
+        self.register_buffer("feature_mask", torch.ones(n_feat))
+        # raw descriptor range per element seen in training: outside it the model extrapolates
+        self.register_buffer("feature_min", torch.full((n_el, n_feat), -math.inf))
+        self.register_buffer("feature_max", torch.full((n_el, n_feat), math.inf))
         # eV, per element ([n_heads, n_elements] for multi-head models)
         self.register_buffer("energy_shift", torch.zeros((n_heads, n_el) if self.heads else (n_el,)))
         self.register_buffer("energy_scale", torch.ones(()))  # eV
@@ -116,21 +131,49 @@ class BehlerParrinello(nn.Module):
         """Raw (unstandardised) descriptors ``[n_atoms, n_features]``."""
         return self.descriptor(graph)
 
+    @torch.no_grad()
     def set_statistics(
         self,
         feature_mean: torch.Tensor,
         feature_std: torch.Tensor,
         energy_shift: dict[int, float] | dict[str, dict[int, float]],
         energy_scale: float,
+        feature_range: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         """Descriptor standardisation and energy shift/scale from training statistics.
 
-        ``energy_shift``: per element, or for multi-head models ``{head: {Z: e}}``.
+        Safe standardisation: with ``rms`` the typical size of a descriptor component
+        (sqrt of the mean of μ² + σ² over components), each component is divided by
+        sqrt(σ² + (0.01 rms)²), so one that barely varied in training is not amplified without
+        bound in a new environment, and components constant in training (σ ≤ 1e-6 rms, whose
+        weights never received a gradient) are masked out.  ``feature_range``: the raw
+        ``(min, max)`` per element ``[n_elements, n_features]`` seen in training, for
+        extrapolation detection.  ``energy_shift``: per element, or for multi-head models
+        ``{head: {Z: e}}``.
         """
+        rms = float(torch.sqrt((feature_mean**2 + feature_std**2).mean())) if feature_std.numel() else 1.0
+        rms = rms if rms > 0 else 1.0
         self.feature_mean.copy_(feature_mean)
-        self.feature_std.copy_(torch.where(feature_std > 1e-8, feature_std, torch.ones_like(feature_std)))
+        self.feature_std.copy_(torch.sqrt(feature_std**2 + (FEATURE_STD_FLOOR * rms) ** 2))
+        self.feature_mask.copy_((feature_std > FEATURE_CONSTANT * rms).to(self.feature_mask.dtype))
+        if feature_range is not None:
+            self.feature_min.copy_(feature_range[0])
+            self.feature_max.copy_(feature_range[1])
         self.set_energy_shift(energy_shift)
         self.energy_scale.fill_(float(energy_scale))
+
+    def standardise(self, features: torch.Tensor) -> torch.Tensor:
+        """``[n_atoms, n_features]`` network inputs: (G − μ)/σ', constant components masked."""
+        return (features - self.feature_mean) / self.feature_std * self.feature_mask
+
+    def extrapolation(self, features: torch.Tensor, element: torch.Tensor) -> torch.Tensor:
+        """``[n_atoms]``: descriptor components of each atom outside its element's training range
+        (widened by 0.1 % of the range and 1e-6 of the typical component size)."""
+        low, high = self.feature_min[element], self.feature_max[element]  # [n_atoms, n_features]
+        scale = float(torch.sqrt((self.feature_mean**2 + self.feature_std**2).mean()))
+        tol = 1e-3 * (high - low).nan_to_num(posinf=0.0) + 1e-6 * scale
+        outside = (features < low - tol) | (features > high + tol)
+        return outside.sum(-1).to(features.dtype)
 
     @torch.no_grad()
     def set_energy_shift(self, energy_shift: dict) -> None:
@@ -145,13 +188,20 @@ class BehlerParrinello(nn.Module):
                     row[self.species.index(int(z))] = float(e)
 
     def forward(self, graph: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``{keys.ATOMIC_ENERGIES: [n_atoms]}`` (eV)."""
-        return {keys.ATOMIC_ENERGIES: self.atomic_energies(graph)}
-
-    def atomic_energies(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
-        """ε_i ``[n_atoms]`` (eV) of the structure's head (the last head by default)."""
+        """``{keys.ATOMIC_ENERGIES: [n_atoms]}`` (eV), and in evaluation mode
+        ``keys.EXTRAPOLATION`` (descriptor components outside the training range, per atom)."""
         element = element_indices(self.z_to_index, graph[keys.ATOMIC_NUMBERS], self.species)
-        x = (self.features(graph) - self.feature_mean) / self.feature_std  # [n_atoms, n_feat]
+        features = self.features(graph)  # [n_atoms, n_feat]
+        out = {keys.ATOMIC_ENERGIES: self.atomic_energies(graph, features, element)}
+        if not self.training:
+            out[keys.EXTRAPOLATION] = self.extrapolation(features.detach(), element)
+        return out
+
+    def atomic_energies(
+        self, graph: dict[str, torch.Tensor], features: torch.Tensor, element: torch.Tensor
+    ) -> torch.Tensor:
+        """ε_i ``[n_atoms]`` (eV) of the structure's head (the last head by default)."""
+        x = self.standardise(features)  # [n_atoms, n_feat]
         n_heads = max(1, len(self.heads))
         out = x.new_zeros((x.shape[0], n_heads))
         for k, net in enumerate(self.nets):

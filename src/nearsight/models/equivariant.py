@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from .. import keys
+from ..nn import ExactConstants
 from .bpnn import element_indices
 from .interaction import Interaction, RadialMLP, stacked_weights
 from .irreps import Irrep, irrep_name, irreps_up_to, sh_polynomials
@@ -57,7 +58,7 @@ PRESETS: dict[str, dict] = {
 }
 
 
-class EquivariantPotential(nn.Module):
+class EquivariantPotential(ExactConstants):
     """E(3)-equivariant MACE/NequIP-style potential -> ``{keys.ATOMIC_ENERGIES: [n_atoms]}`` (eV).
 
     ``channels`` features per irrep; hidden irreps l ≤ ``l_max`` (natural parity, or both with
@@ -126,10 +127,9 @@ class EquivariantPotential(nn.Module):
 
         monos, P = sh_polynomials(sh_l_max)
         self.register_buffer("sh_exponents", torch.tensor(monos, dtype=torch.long), persistent=False)
-        self.register_buffer("sh_coefficients", torch.from_numpy(P), persistent=False)
-        self.register_buffer(
-            "bessel_n", torch.arange(1, n_radial + 1, dtype=torch.float64) * math.pi / self.cutoff
-        )
+        self.register_constant("sh_coefficients", torch.from_numpy(P))
+        bessel_n = torch.arange(1, n_radial + 1, dtype=torch.float64) * math.pi / self.cutoff
+        self.register_constant("bessel_n", bessel_n, persistent=True)  # in the state dict of older files
 
         self.embedding = nn.Parameter(torch.randn(n_el, C))
         hidden = irreps_up_to(l_max, parity)

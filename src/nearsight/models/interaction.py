@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..nn import ExactConstants
 from .irreps import Irrep, irreps_dim, symmetric_coupling, wigner_3j
 
 _CHUNK_ELEMENTS = 1 << 21  # per-chunk size of per-edge / per-monomial tensors (8 MiB in float32): fits L2/L3
@@ -61,7 +62,7 @@ def mix(x: torch.Tensor, w: torch.Tensor, onehot: torch.Tensor, per_element: boo
     return (y * onehot[:, None, :, None]).sum(2)
 
 
-class Interaction(nn.Module):
+class Interaction(ExactConstants):
     """One message-passing layer: equivariant convolution, symmetric product, update, gate.
 
     Coefficients live in a few packed buffers with offsets (plain Python lists), so that the layer
@@ -126,7 +127,7 @@ class Interaction(nn.Module):
             self.cg_offsets.append(self.cg_offsets[-1] + cgs[-1].shape[1])
             self.block_k.append(len(cg))
             self.block_paths.append(segments)
-        self.register_buffer("cg", torch.from_numpy(np.concatenate(cgs, 1)), persistent=False)
+        self.register_constant("cg", torch.from_numpy(np.concatenate(cgs, 1)))
         self.radial = RadialMLP([n_radial, *radial_hidden, self.n_paths * C])
         # element-dependent channel mixing (MACE's self-connection with the node attributes): of A
         # in the first layer (no residual), of the residual in later layers
@@ -201,7 +202,7 @@ class Interaction(nn.Module):
             self.group_dims.append([2 * l + 1 for l, _ in outs])
             self.group_k.append(K)
         self.register_buffer("mono_index", torch.tensor(mono_index, dtype=torch.long), False)
-        self.register_buffer("U_all", torch.from_numpy(np.concatenate(U_parts)), False)
+        self.register_constant("U_all", torch.from_numpy(np.concatenate(U_parts)))
         self.sc_weights = nn.Parameter(torch.randn(n_elements, self.h_offsets[-1], C))
         order = [ir for outs in self.group_irreps for ir in outs]  # outputs grouped by parity
         self.out_order = [order.index(ir) for ir in out_irreps]

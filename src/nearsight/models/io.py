@@ -78,7 +78,11 @@ def model_from_dict(data: dict, source: str = "<dict>") -> nn.Module:
     try:
         model = MODEL_TYPES[kind].from_config(data["config"])
         model.to(getattr(torch, data.get("dtype", "float64")))
-        model.load_state_dict(data["state_dict"])
+        missing, unexpected = model.load_state_dict(data["state_dict"], strict=False)
+        # buffers added after a file was written keep their defaults (the behaviour of that time)
+        missing = sorted(set(missing) - set(getattr(model, "OPTIONAL_BUFFERS", ())))
+        if missing or unexpected:
+            raise RuntimeError(f"missing keys {missing}, unexpected keys {sorted(unexpected)}")
     except (TypeError, KeyError, RuntimeError) as exc:
         raise ValueError(f"{source}: model config and weights do not fit together ({exc})") from exc
     if abs(float(model.cutoff) - float(data["cutoff"])) > 1e-12 or list(model.species) != list(

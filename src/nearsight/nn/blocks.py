@@ -43,3 +43,27 @@ class MLP(nn.Sequential):
             layers += [nn.Linear(a, b), ACTIVATIONS[activation]()]
         layers.append(nn.Linear(sizes[-1], n_out))
         super().__init__(*layers)
+
+
+class ExactConstants(nn.Module):
+    """A module whose constant floating buffers (coefficients built once at construction:
+    Clebsch-Gordan and coupling tensors, spherical-harmonic polynomials, ...) follow every dtype
+    and device change exactly.
+
+    ``register_constant`` keeps a float64 master of each; after every ``.to()``, ``.float()``,
+    ``.double()`` or ``.cuda()`` the buffer is re-derived from its master in the new dtype.  A
+    model cast to float32 (e.g. trained or saved in float32) and back to float64 so has float64
+    constants again, and with them float64-level symmetry, instead of float32-rounded ones.
+    """
+
+    def register_constant(self, name: str, value: torch.Tensor, persistent: bool = False) -> None:
+        masters = self.__dict__.setdefault("_constant_masters", {})
+        masters[name] = value.detach().to(device="cpu", dtype=torch.float64).clone()
+        self.register_buffer(name, value, persistent=persistent)
+
+    def _apply(self, fn, recurse: bool = True):
+        super()._apply(fn, recurse)
+        for name, master in self.__dict__.get("_constant_masters", {}).items():
+            current = self._buffers[name]
+            self._buffers[name] = master.to(device=current.device, dtype=current.dtype)
+        return self

@@ -8,6 +8,7 @@ Fine-tuning (``model.init_from``): start from a model file, optionally freezing 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -65,11 +66,12 @@ def build_model(model_cfg: dict, species: Sequence[int]) -> nn.Module:
 def fit_statistics(
     model: BehlerParrinello, graphs: Sequence[dict], reference: dict[int, float], energy_scale: float
 ) -> None:
-    """Descriptor mean/std over all training atoms; shift and scale of atomic energies."""
+    """Descriptor mean/std over all training atoms and their range per element; shift and scale
+    of atomic energies."""
     if hasattr(model, "fit_statistics"):  # the equivariant model: mean neighbour count, shift, scale
         model.fit_statistics(graphs, reference, energy_scale)
         return
-    total = total_sq = None
+    total = total_sq = low = high = None
     count = 0
     for start in range(0, len(graphs), 256):
         batch = dict(collate(graphs[start : start + 256]))
@@ -84,9 +86,15 @@ def fit_statistics(
         total = x.sum(0) if total is None else total + x.sum(0)
         total_sq = (x**2).sum(0) if total_sq is None else total_sq + (x**2).sum(0)
         count += x.shape[0]
+        element = model.z_to_index[batch[keys.ATOMIC_NUMBERS]][:, None].expand_as(x)  # [n_atoms, n_feat]
+        n_el = len(model.species)
+        batch_low = x.new_full((n_el, x.shape[1]), math.inf).scatter_reduce(0, element, x, "amin")
+        batch_high = x.new_full((n_el, x.shape[1]), -math.inf).scatter_reduce(0, element, x, "amax")
+        low = batch_low if low is None else torch.minimum(low, batch_low)
+        high = batch_high if high is None else torch.maximum(high, batch_high)
     mean = total / count
     std = (total_sq / count - mean**2).clamp(min=0).sqrt()
-    model.set_statistics(mean, std, reference, energy_scale)
+    model.set_statistics(mean, std, reference, energy_scale, feature_range=(low, high))
 
 
 def freeze_layers(model: nn.Module, spec: str | int | None) -> int:

@@ -1,0 +1,152 @@
+"""Robustness of the models themselves (issue 16): float32 models used in float64, isolated atoms
+at their reference energies, safe descriptor standardisation and extrapolation detection,
+duplicates across the data splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ase.build import molecule
+from scipy.spatial.transform import Rotation
+
+from nearsight import NearsightCalculator, keys
+from nearsight.data.neighbours import atoms_to_graph, frame_to_graph
+from nearsight.data.readers import read_frames
+from nearsight.models.equivariant import EquivariantPotential
+from nearsight.models.forcefield import ForceField, edge_vectors
+from nearsight.models.io import load_model, model_from_dict, model_to_dict, save_model
+from nearsight.training.config import load_config
+from nearsight.training.model_setup import build_model, fit_statistics
+
+
+def _tiny_equivariant() -> EquivariantPotential:
+    torch.manual_seed(0)
+    model = EquivariantPotential([1, 6, 8], cutoff=4.0, channels=4, l_max=2, sh_l_max=3, correlation=3,
+                                 num_layers=2, radial_hidden=(8, 8), readout_hidden=4).double()  # fmt: skip
+    model.set_statistics({1: -13.6, 6: -1025.3, 8: -2035.6}, 0.7, avg_num_neighbours=6.0)
+    return model
+
+
+def _rotation_error(calc: NearsightCalculator, atoms) -> tuple[float, float]:
+    """Relative energy change and largest force error (eV/Å) under a rotation."""
+    Q = Rotation.random(random_state=4).as_matrix()
+    turned = atoms.copy()
+    turned.positions = atoms.positions @ Q.T
+    e0, f0 = calc.get_potential_energy(atoms), calc.get_forces(atoms).copy()
+    e1, f1 = calc.get_potential_energy(turned), calc.get_forces(turned)
+    return abs(e1 - e0) / abs(e0), float(np.abs(f1 - f0 @ Q.T).max())
+
+
+def test_float32_equivariant_model_is_float64_exact_when_used_in_float64(tmp_path):
+    """Constants (Clebsch-Gordan, couplings, spherical harmonics) are re-derived in the working
+    dtype: a model saved in float32 and loaded in float64 is rotation invariant to 1e-12."""
+    model = _tiny_equivariant()
+    path = save_model(model.float(), tmp_path / "f32.pt")
+    loaded = load_model(path, dtype="float64")
+    fresh = _tiny_equivariant()
+    for name in ("sh_coefficients", "bessel_n", "layers.0.cg", "layers.1.U_all"):
+        got, exact = loaded.get_buffer(name), fresh.get_buffer(name)
+        assert got.dtype == torch.float64 and torch.equal(got, exact), name
+    atoms = molecule("CH3CH2OH")
+    e_rel, f_err = _rotation_error(NearsightCalculator(loaded, dtype="float64"), atoms)
+    assert e_rel < 1e-12 and f_err < 1e-10
+    # the same float32 object handed to a float64 calculator (a deep copy cast up) too
+    e_rel, f_err = _rotation_error(NearsightCalculator(model, dtype="float64"), atoms)
+    assert e_rel < 1e-12 and f_err < 1e-10
+    assert model.sh_coefficients.dtype == torch.float32  # the caller's model is unchanged
+
+
+def test_rounded_constants_would_break_the_symmetry():
+    """The check above can fail: with float32-rounded constants the error is ~1e-11 (relative)."""
+    model = _tiny_equivariant()
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            if buf.is_floating_point() and name.endswith(("cg", "U_all", "sh_coefficients")):
+                buf.copy_(buf.float().double())
+    e_rel, f_err = _rotation_error(NearsightCalculator(model, dtype="float64"), molecule("CH3CH2OH"))
+    assert e_rel > 1e-12 or f_err > 1e-10
+
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "examples" / "data" / "ethanol_train300.xyz"
+
+
+@pytest.fixture(scope="module")
+def ethanol_bpnn():
+    """The demo's Behler-Parrinello architecture with statistics fitted on 100 ethanol frames
+    (untrained weights: what matters here is the standardisation)."""
+    cfg = load_config(ROOT / "examples" / "ethanol_bpnn.yaml")
+    frames = read_frames(TRAIN, index=":100")
+    torch.manual_seed(0)
+    model = build_model(cfg["model"], [1, 6, 8]).double()
+    graphs = [frame_to_graph(f, model.cutoff) for f in frames]
+    ref = {1: -13.57, 6: -1025.28, 8: -2035.57}
+    fit_statistics(model, graphs, ref, 1.0)
+    return model.eval(), frames
+
+
+def _two_molecules(frame, distance: float):
+    a = frame.to_atoms()
+    b = a.copy()
+    b.positions += [distance, 0.0, 0.0]
+    return a + b
+
+
+def test_unseen_environments_are_not_amplified(ethanol_bpnn):
+    """Two ethanol molecules d Å apart (never seen: training has one molecule): the energy of the
+    pair stays within a few eV of the two separate molecules and forces stay moderate; the old
+    standardisation (σ floored at 1e-8) amplified components that barely varied in training."""
+    model, frames = ethanol_bpnn
+    calc = NearsightCalculator(model, on_extrapolation="ignore") if _has_extrapolation_option() else (
+        NearsightCalculator(model))  # fmt: skip
+    single = calc.get_potential_energy(frames[0].to_atoms())
+    assert int(model.feature_mask.sum()) < model.feature_mask.numel()  # constant components masked
+    for d in (4.0, 4.5, 5.0, 6.0):
+        pair = _two_molecules(frames[0], d)
+        e, f = calc.get_potential_energy(pair), calc.get_forces(pair)
+        assert np.isfinite(e) and abs(e - 2 * single) < 20.0, (d, e - 2 * single)
+        assert np.abs(f).max() < 200.0, d
+
+
+def _has_extrapolation_option() -> bool:
+    import inspect
+
+    return "on_extrapolation" in inspect.signature(NearsightCalculator.__init__).parameters
+
+
+def test_extrapolation_is_counted_per_atom(ethanol_bpnn):
+    model, frames = ethanol_bpnn
+    ff = ForceField(model)
+    inside = ff(atoms_to_graph(frames[5].to_atoms(), model.cutoff), forces=False)
+    assert inside[keys.EXTRAPOLATION].sum() == 0  # a training frame: within the range
+    pair = _two_molecules(frames[5], 4.0)
+    out = ff(atoms_to_graph(pair, model.cutoff), forces=False)
+    counts = out[keys.EXTRAPOLATION]
+    assert counts.shape == (18,) and (counts > 0).sum() >= 2  # atoms facing the other molecule
+    far = ff(atoms_to_graph(_two_molecules(frames[5], 12.0), model.cutoff), forces=False)
+    assert far[keys.EXTRAPOLATION].sum() == 0  # beyond the cutoff: two known molecules
+    assert keys.EXTRAPOLATION not in model.train()(_graph_with_vectors(pair, model.cutoff))
+    model.eval()
+
+
+def _graph_with_vectors(atoms, cutoff):
+    g = atoms_to_graph(atoms, cutoff)
+    g[keys.EDGE_VECTORS] = edge_vectors(
+        g[keys.POSITIONS], g[keys.CELL], g[keys.BATCH], g[keys.EDGE_INDEX], g[keys.CELL_SHIFTS]
+    )
+    return g
+
+
+def test_model_files_written_before_the_new_buffers_still_load(ethanol_bpnn, tmp_path):
+    model, _ = ethanol_bpnn
+    data = model_to_dict(model)
+    for name in ("feature_mask", "feature_min", "feature_max"):
+        del data["state_dict"][name]
+    old = model_from_dict(data)
+    assert torch.all(old.feature_mask == 1) and torch.isinf(old.feature_max).all()
+    del data["state_dict"]["feature_std"]
+    with pytest.raises(ValueError, match=r"missing keys \['feature_std'\]"):
+        model_from_dict(data)
