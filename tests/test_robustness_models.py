@@ -150,3 +150,41 @@ def test_model_files_written_before_the_new_buffers_still_load(ethanol_bpnn, tmp
     del data["state_dict"]["feature_std"]
     with pytest.raises(ValueError, match=r"missing keys \['feature_std'\]"):
         model_from_dict(data)
+
+
+def test_duplicates_across_splits_are_counted_and_dropped_from_validation(tmp_path):
+    from ase.io import read, write
+
+    from nearsight.training.config import validate_config
+    from nearsight.training.trainer import Trainer
+
+    frames = read(TRAIN, ":24")
+    write(tmp_path / "train.xyz", frames[:20])
+    write(tmp_path / "valid.xyz", frames[17:20] + frames[20:22])  # 3 repeats, 2 new
+    write(tmp_path / "test.xyz", frames[0:1] + frames[22:24])  # 1 repeat
+    config = {
+        "output_dir": str(tmp_path / "run"),
+        "data": {
+            "train": str(tmp_path / "train.xyz"),
+            "valid": str(tmp_path / "valid.xyz"),
+            "test": str(tmp_path / "test.xyz"),
+        },  # fmt: skip
+        "model": {"cutoff": 3.5, "n_radial": 4, "n_angular_eta": 1, "hidden": [8]},
+    }
+    log: list[str] = []
+    trainer = Trainer(validate_config(config), log=log.append)
+    trainer.prepare_data()
+    assert len(trainer.valid_frames) == 2 and len(trainer.test_frames) == 3
+    assert trainer.data.duplicates == {"valid": 3, "test": 1}
+    assert "3 valid frame(s) repeat a training structure: removed from validation" in log
+    assert "1 test frame(s) repeat a training structure: kept" in log
+    config["data"]["remove_duplicates"] = False
+    kept = Trainer(validate_config(config), log=lambda m: None)
+    kept.prepare_data()
+    assert len(kept.valid_frames) == 5 and kept.data.duplicates["valid"] == 3
+    write(tmp_path / "valid.xyz", frames[3:6])
+    config["data"]["remove_duplicates"] = True
+    with pytest.raises(
+        ValueError, match=r"every one of the 3 validation frames is also in the training data"
+    ):
+        Trainer(validate_config(config), log=lambda m: None).prepare_data()

@@ -53,14 +53,20 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 def comparable_config(config: dict) -> dict:
     """The parts of a config that must not change across a resume (run length and logging may)."""
+    from .config import SCHEMA
+
     free = {
         "epochs", "max_steps", "max_time_minutes", "time_limit_clock", "log_every", "checkpoint_every", "tensorboard",
     }  # fmt: skip
     out = {k: v for k, v in config.items() if k not in ("training", "output_dir", "num_threads")}
     out["training"] = {k: v for k, v in config["training"].items() if k not in free}
-    # keys left at None compare as absent: a checkpoint written before a key existed still resumes
+    # keys left at None or at their default compare as absent: a checkpoint written before a key
+    # existed still resumes
     return {
-        k: {a: b for a, b in v.items() if b is not None} if isinstance(v, dict) else v for k, v in out.items()
+        k: {a: b for a, b in v.items() if b is not None and b != SCHEMA.get(k, {}).get(a, (0, None))[1]}
+        if isinstance(v, dict)
+        else v
+        for k, v in out.items()
     }
 
 

@@ -67,6 +67,10 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any, Callable[[Any], 
         "max_train_frames": ((int, type(None)), None, None),
         "reference_energies": ((str, dict), "least_squares", None),
         "min_distance": (_NUM, 0.5, _non_negative),
+        # validation frames whose structure (species, positions to 1e-6 Å, cell) is also in the
+        # training split are dropped (and counted in the log and training_summary.json); false:
+        # counted only.  Test frames are always only counted
+        "remove_duplicates": (bool, True, None),
         "config_type_key": (str, "config_type", None),
         # multi-head models: the info key naming each frame's head (level of theory)
         "head_key": (str, "head", None),

@@ -10,6 +10,7 @@ its calculator adds it back.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,6 +82,24 @@ def subtract_baseline(frame: Frame, base: Frame, data_cfg: dict) -> Frame:
     return dataclasses.replace(frame, info=info, **changes)
 
 
+def structure_key(frame: Frame) -> str:
+    """A hash of a frame's structure: species, positions (to 1e-6 Å), cell and periodicity."""
+    digest = hashlib.sha1(frame.numbers.astype(np.int64).tobytes())
+    for array in (frame.positions, frame.cell):
+        digest.update((np.round(array, 6) + 0.0).tobytes())  # + 0.0: -0.0 and 0.0 hash alike
+    digest.update(frame.pbc.astype(np.uint8).tobytes())
+    return digest.hexdigest()
+
+
+def split_duplicates(train: Sequence[Frame], others: Sequence[Frame]) -> tuple[list[Frame], list[Frame]]:
+    """``others`` split into frames whose structure is not in ``train`` and those that are."""
+    seen = {structure_key(f) for f in train}
+    fresh, repeated = [], []
+    for frame in others:
+        (repeated if structure_key(frame) in seen else fresh).append(frame)
+    return fresh, repeated
+
+
 @dataclass
 class TrainingData:
     """The frames of a run: training, validation and (optional) test splits."""
@@ -90,6 +109,8 @@ class TrainingData:
     test: list[Frame]
     species: list[int]  # atomic numbers of the training split
     label_shapes: dict[str, tuple[int, ...]]  # extra labels: trailing shape of each
+    # frames of the validation / test split whose structure is also in the training split
+    duplicates: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def graphs(self, frames: Sequence[Frame], cutoff: float, dtype: torch.dtype) -> list[dict]:
         """Graphs with neighbour lists (computed once per frame) and every label and mask."""
@@ -115,8 +136,19 @@ def prepare_data(config: dict) -> TrainingData:
     species = sorted({int(z) for f in train for z in f.numbers})
     validate_frames(train, require=("energy",), min_distance=data_cfg["min_distance"])
     validate_frames(valid, require=(), min_distance=data_cfg["min_distance"], known_species=species)
+    test = load_split(data_cfg["test"], data_cfg)
+    fresh, repeated = split_duplicates(train, valid)
+    _, in_test = split_duplicates(train, test)
+    duplicates = {"valid": len(repeated), "test": len(in_test)}
+    if repeated and data_cfg.get("remove_duplicates", True):
+        if not fresh:
+            raise ValueError(
+                f"every one of the {len(valid)} validation frames is also in the training data "
+                f"(e.g. {repeated[0].where}); give other validation data or data.remove_duplicates: false"
+            )
+        valid = fresh
     shapes = label_shapes(train + valid, data_cfg.get("extra_labels") or {})
-    return TrainingData(train, valid, load_split(data_cfg["test"], data_cfg), species, shapes)
+    return TrainingData(train, valid, test, species, shapes, duplicates)
 
 
 def assign_heads(

@@ -83,6 +83,11 @@ class Trainer:
         self.species = self.data.species
         self.train_frames, self.valid_frames = self.data.train, self.data.valid
         self.test_frames = self.data.test
+        removed = self.config["data"]["remove_duplicates"]
+        for split, count in self.data.duplicates.items():
+            if count:
+                action = "removed from validation" if split == "valid" and removed else "kept"
+                self.log(f"{count} {split} frame(s) repeat a training structure: {action}")
 
     def prepare_model(self) -> None:
         """The model, its statistics, the training and validation graphs and the loss."""
@@ -332,6 +337,7 @@ class Trainer:
             "time_limit_clock": t["time_limit_clock"],
             "steps": loop["global_step"],
             "stopped_by": reason,
+            "duplicates_of_training_frames": self.data.duplicates,
         }
         if self.best_path.is_file():
             best = load_model(self.best_path, dtype=self.dtype)
