@@ -188,3 +188,53 @@ def test_duplicates_across_splits_are_counted_and_dropped_from_validation(tmp_pa
         ValueError, match=r"every one of the 3 validation frames is also in the training data"
     ):
         Trainer(validate_config(config), log=lambda m: None).prepare_data()
+
+
+ISOLATED = ROOT / "examples" / "data" / "ethanol_isolated_atoms.xyz"
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"cutoff": 3.5, "n_radial": 4, "n_angular_eta": 1, "hidden": [8]},
+        {"cutoff": 3.5, "descriptor": "soap", "n_max": 2, "l_max": 2, "hidden": [8]},
+        {"cutoff": 3.5, "n_radial": 4, "n_angular_eta": 1, "hidden": [8], "heads": ["low", "high"]},
+        {
+            "type": "equivariant",
+            "cutoff": 3.5,
+            "equivariant": {"preset": "small", "channels": 4, "radial_hidden": [8]},
+        },  # fmt: skip
+    ],
+    ids=["acsf", "soap", "multihead", "equivariant"],
+)
+def test_isolated_atoms_have_the_reference_energies_exactly(tmp_path, model):
+    """E(lone atom) = E0_Z as given in data.reference_energies (dissociation limits are right),
+    and two atoms beyond the cutoff add up to E0_A + E0_B."""
+    from ase import Atoms
+    from ase.io import read, write
+
+    from nearsight.training.config import validate_config
+    from nearsight.training.trainer import Trainer
+
+    e0 = {
+        int(a.numbers[0]): a.get_potential_energy() for a in read(ISOLATED, ":") if a.numbers[0] in (1, 6, 8)
+    }
+    frames = read(TRAIN, ":16")
+    for k, atoms in enumerate(frames):
+        atoms.info["head"] = "low" if k % 2 else "high"
+    write(tmp_path / "train.xyz", frames)
+    config = validate_config({
+        "output_dir": str(tmp_path / "run"), "dtype": "float64", "model": model,
+        "data": {"train": str(tmp_path / "train.xyz"), "reference_energies": str(ISOLATED)},
+        "training": {"max_steps": 3, "batch_size": 4},
+    })  # fmt: skip
+    trained = load_model(Trainer(config, log=lambda m: None).train())
+    calc = NearsightCalculator(trained, dtype="float64")
+    for z, e in e0.items():
+        assert calc.get_potential_energy(Atoms(numbers=[z], positions=[[1.0, 2.0, 3.0]])) == pytest.approx(
+            e, abs=1e-9
+        )
+    apart = Atoms(numbers=[6, 8], positions=[[0, 0, 0], [0, 0, 3.6]])
+    assert calc.get_potential_energy(apart) == pytest.approx(e0[6] + e0[8], abs=1e-9)
+    molecule_error = abs(calc.get_potential_energy(frames[0]) - frames[0].get_potential_energy())
+    assert molecule_error < 5.0  # a molecule near its label (3 steps of training): the mean is kept

@@ -1,12 +1,14 @@
 """Behler-Parrinello neural network potential (Behler & Parrinello, PRL 98, 146401, 2007).
 
-    E = Σ_i ε_i,   ε_i = s · NN_{Z_i}(m ⊙ (G_i - μ) / σ') + e_{Z_i}
+    E = Σ_i ε_i,   ε_i = g_i · s · NN_{Z_i}(m ⊙ (G_i - μ) / σ') + ε^ref_i
 
 One feed-forward network per element, shared by all atoms of that element;
 G_i are local descriptors (atom-centred symmetry functions or SOAP); μ, σ are descriptor statistics of the
 training set, σ' = sqrt(σ² + (0.01 rms)²) and the mask m drops components that were constant in
-training (safe standardisation, see ``set_statistics``); e_Z are per-element reference energies and
-s an energy scale.  In evaluation mode the model also returns ``keys.EXTRAPOLATION``: per atom,
+training (safe standardisation, see ``set_statistics``); ε^ref_i and the switch g_i are those of
+:mod:`nearsight.models.reference` (ε^ref is the isolated atom's E0_Z for a lone atom, about the
+mean energy per atom e_Z in training environments; g turns the network off smoothly as the last
+neighbour leaves), so an isolated atom has ε = E0_Z exactly; s is an energy scale.  In evaluation mode the model also returns ``keys.EXTRAPOLATION``: per atom,
 the descriptor components outside the range its element had in training (n2p2's extrapolation
 warnings), so a single model says when it leaves its data.
 
@@ -28,6 +30,7 @@ from torch import nn
 from .. import keys
 from ..descriptors import build_descriptor
 from ..nn import MLP
+from .reference import coordination, reference_energy, switch
 
 FEATURE_STD_FLOOR = 1e-2  # σ' = sqrt(σ² + (FLOOR · rms)²): a component's scale, relative to the typical one
 FEATURE_CONSTANT = 1e-6  # σ ≤ CONSTANT · rms: constant in training, masked
@@ -60,7 +63,9 @@ class BehlerParrinello(nn.Module):
 
     model_type = "bpnn"
     # buffers a model file written before they existed lacks: loaded with their defaults
-    OPTIONAL_BUFFERS = ("feature_mask", "feature_min", "feature_max")
+    OPTIONAL_BUFFERS = (
+        "feature_mask", "feature_min", "feature_max", "isolated_energy", "mean_coordination",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -91,8 +96,12 @@ class BehlerParrinello(nn.Module):
         # raw descriptor range per element seen in training: outside it the model extrapolates
         self.register_buffer("feature_min", torch.full((n_el, n_feat), -math.inf))
         self.register_buffer("feature_max", torch.full((n_el, n_feat), math.inf))
-        # eV, per element ([n_heads, n_elements] for multi-head models)
-        self.register_buffer("energy_shift", torch.zeros((n_heads, n_el) if self.heads else (n_el,)))
+        # eV, per element ([n_heads, n_elements] for multi-head models): e_Z, the mean energy per
+        # atom in training, and E0_Z, the isolated atom's (nearsight.models.reference)
+        shape = (n_heads, n_el) if self.heads else (n_el,)
+        self.register_buffer("energy_shift", torch.zeros(shape))
+        self.register_buffer("isolated_energy", torch.zeros(shape))
+        self.register_buffer("mean_coordination", torch.zeros(n_el))  # c̄_Z; 0: ε^ref = e_Z
         self.register_buffer("energy_scale", torch.ones(()))  # eV
         z_to_index = torch.full((119,), -1, dtype=torch.int64)
         z_to_index[torch.tensor(self.species)] = torch.arange(n_el)
@@ -178,12 +187,27 @@ class BehlerParrinello(nn.Module):
     @torch.no_grad()
     def set_energy_shift(self, energy_shift: dict) -> None:
         """Per-element energies e_Z (``{Z: e}``, or ``{head: {Z: e}}`` for multi-head models)."""
-        per_head = {self.heads[-1] if self.heads else None: energy_shift}
-        if self.heads and all(isinstance(k, str) for k in energy_shift):
-            per_head = energy_shift
-        for head, shifts in per_head.items():
-            row = self.energy_shift[self.head_index(head)] if self.heads else self.energy_shift
-            for z, e in shifts.items():
+        self._set_per_element(self.energy_shift, energy_shift)
+
+    @torch.no_grad()
+    def set_isolated(self, isolated_energy: dict, mean_coordination: torch.Tensor) -> None:
+        """The isolated-atom reference (:mod:`nearsight.models.reference`): E0_Z (``{Z: e}`` or
+        ``{head: {Z: e}}``) and c̄_Z ``[n_elements]``."""
+        self.set_isolated_energy(isolated_energy)
+        self.mean_coordination.copy_(mean_coordination)
+
+    @torch.no_grad()
+    def set_isolated_energy(self, isolated_energy: dict) -> None:
+        """E0_Z (``{Z: e}`` or ``{head: {Z: e}}``): refitted with e_Z when fine-tuning."""
+        self._set_per_element(self.isolated_energy, isolated_energy)
+
+    def _set_per_element(self, buffer: torch.Tensor, values: dict) -> None:
+        per_head = {self.heads[-1] if self.heads else None: values}
+        if self.heads and all(isinstance(k, str) for k in values):
+            per_head = values
+        for head, by_z in per_head.items():
+            row = buffer[self.head_index(head)] if self.heads else buffer
+            for z, e in by_z.items():
                 if int(z) in self.species:
                     row[self.species.index(int(z))] = float(e)
 
@@ -208,11 +232,23 @@ class BehlerParrinello(nn.Module):
             idx = torch.nonzero(element == k).squeeze(-1)
             if idx.numel():
                 out = out.index_put((idx,), net(x[idx]))
+        c = coordination(graph, self.cutoff) if bool(self.mean_coordination.any()) else None
+        if c is not None:  # the networks switched off as an atom loses its neighbours
+            out = out * switch(c)[:, None]
         if not self.heads:
-            return out.squeeze(-1) * self.energy_scale + self.energy_shift[element]
+            typical, isolated = self.energy_shift[element], self.isolated_energy[element]
+            return out.squeeze(-1) * self.energy_scale + self._reference(typical, isolated, element, c)
         if keys.HEAD in graph:
             head = graph[keys.HEAD][graph[keys.BATCH]]  # [n_atoms]
         else:
             head = torch.full_like(element, n_heads - 1)
         picked = out.gather(1, head[:, None]).squeeze(-1)
-        return picked * self.energy_scale + self.energy_shift[head, element]
+        typical, isolated = self.energy_shift[head, element], self.isolated_energy[head, element]
+        return picked * self.energy_scale + self._reference(typical, isolated, element, c)
+
+    def _reference(
+        self, typical: torch.Tensor, isolated: torch.Tensor, element: torch.Tensor, c: torch.Tensor | None
+    ) -> torch.Tensor:
+        if c is None:  # no isolated-atom reference (files written before it): e_Z
+            return typical
+        return reference_energy(typical, isolated, self.mean_coordination[element], c)

@@ -208,7 +208,8 @@ def training_statistics(
 
     ``groups``: the training frames of each head (``{None: frames}`` for single-head models;
     the last head sets the energy-based values).  Returns ``reference_energies`` (of the default
-    head), ``energy_shift`` (``{Z: e}``, or ``{head: {Z: e}}`` for multi-head models),
+    head), ``energy_shift`` (e_Z, the mean energy per atom: ``{Z: e}``, or ``{head: {Z: e}}`` for
+    multi-head models), ``isolated_energy`` (E0_Z, the reference energies, in the same layout),
     ``energy_std`` (eV), ``force_rms`` (eV/Å, None without forces) and ``energy_scale`` (eV).
     """
     refs, shifts = {}, {}
@@ -222,6 +223,7 @@ def training_statistics(
     return {
         "reference_energies": refs[main],
         "energy_shift": shifts if main is not None else shifts[main],
+        "isolated_energy": refs if main is not None else refs[main],
         "energy_std": e_std,
         "force_rms": f_rms,
         "energy_scale": scale,

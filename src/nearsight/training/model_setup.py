@@ -22,6 +22,7 @@ from ..models.bpnn import BehlerParrinello
 from ..models.equivariant import build_equivariant
 from ..models.forcefield import edge_vectors
 from ..models.io import load_model, model_from_dict
+from ..models.reference import mean_coordination
 
 
 def build_model(model_cfg: dict, species: Sequence[int]) -> nn.Module:
@@ -64,12 +65,17 @@ def build_model(model_cfg: dict, species: Sequence[int]) -> nn.Module:
 
 @torch.no_grad()
 def fit_statistics(
-    model: BehlerParrinello, graphs: Sequence[dict], reference: dict[int, float], energy_scale: float
+    model: BehlerParrinello,
+    graphs: Sequence[dict],
+    reference: dict,
+    energy_scale: float,
+    isolated_energy: dict | None = None,
 ) -> None:
     """Descriptor mean/std over all training atoms and their range per element; shift and scale
-    of atomic energies."""
+    of atomic energies; with ``isolated_energy`` (E0_Z) the isolated-atom reference
+    (:mod:`nearsight.models.reference`)."""
     if hasattr(model, "fit_statistics"):  # the equivariant model: mean neighbour count, shift, scale
-        model.fit_statistics(graphs, reference, energy_scale)
+        model.fit_statistics(graphs, reference, energy_scale, isolated_energy)
         return
     total = total_sq = low = high = None
     count = 0
@@ -95,6 +101,9 @@ def fit_statistics(
     mean = total / count
     std = (total_sq / count - mean**2).clamp(min=0).sqrt()
     model.set_statistics(mean, std, reference, energy_scale, feature_range=(low, high))
+    if isolated_energy is not None:
+        c_mean = mean_coordination(graphs, model.cutoff, model.z_to_index, len(model.species))
+        model.set_isolated(isolated_energy, c_mean)
 
 
 def freeze_layers(model: nn.Module, spec: str | int | None) -> int:
@@ -152,7 +161,9 @@ def initialise(
     Returns the number of frozen parameters.
     """
     if fresh:
-        fit_statistics(model, graphs, stats["energy_shift"], stats["energy_scale"])
+        fit_statistics(model, graphs, stats["energy_shift"], stats["energy_scale"], stats["isolated_energy"])
     elif not resumed and training["refit_energy_shift"] and hasattr(model, "energy_shift"):
         model.set_energy_shift(stats["energy_shift"])  # fine-tuning on another level of theory: new offsets
+        if hasattr(model, "set_isolated_energy"):
+            model.set_isolated_energy(stats["isolated_energy"])
     return freeze_layers(model, training["freeze"])
