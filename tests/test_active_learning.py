@@ -195,7 +195,7 @@ def test_loop_records_oracle_failures(tmp_path):
     seeds = [by_mode[0][0], by_mode[1][0], by_mode[2][0], *ok]  # one exception, timeout, unconverged SCF
     oracle = {"type": "python", "object": "al_helpers:InjectingOracle", "kwargs": {"modulus": modulus}}
     cfg = al_config(tmp_path, oracle, n_workers=1, structures=seeds, timeout_s=3)
-    state = run_active_learning(cfg, log=lambda m: None)
+    state = run_active_learning(cfg, log=lambda m: None, allow_python_oracle=True)
     store = LabelStore(Path(cfg["output_dir"]) / "labels.db")
     errors = [f["error"] for f in store.failures()]
     assert any("injected exception" in e for e in errors)
@@ -213,7 +213,8 @@ def _run_child(cfg_path: Path, log: Path, resume: bool):
     code = (
         f"import sys, json; sys.path.insert(0, {str(TESTS)!r});"
         "from nearsight.active_learning import load_al_config, run_active_learning;"
-        f"run_active_learning(load_al_config({str(cfg_path)!r}), resume={resume!r}, log=lambda m: None)"
+        f"run_active_learning(load_al_config({str(cfg_path)!r}), resume={resume!r}, log=lambda m: None, "
+        "allow_python_oracle=True)"
     )
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{TESTS}", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-c", code], env=env)
@@ -238,12 +239,13 @@ def test_committee_members_train_on_all_labels_by_default(tmp_path):
 
 def test_loop_without_triggers_converges_in_one_iteration(tmp_path):
     cfg = al_config(tmp_path, SPRINGS, select={"threshold": 1e6, "batch_size": 4, "min_sigma_fraction": 0.5})
-    state = run_active_learning(cfg, log=lambda m: None)
+    state = run_active_learning(cfg, log=lambda m: None, allow_python_oracle=True)
     assert state["status"] == "converged"
     assert len(state["history"]) == 1 and state["history"][0]["triggered"] == 0
     assert all(t["result"] == "clean" and t["steps"] == 20 for t in state["history"][0]["trajectories"])
     assert len(LabelStore(Path(cfg["output_dir"]) / "labels.db")) == 5  # the seeds, nothing more
-    again = run_active_learning(cfg, resume=True, log=lambda m: None)  # a finished run stays finished
+    # a finished run stays finished
+    again = run_active_learning(cfg, resume=True, log=lambda m: None, allow_python_oracle=True)
     assert again["status"] == "converged" and len(again["history"]) == 1
 
 
@@ -253,7 +255,7 @@ def test_fine_tuned_members_start_from_their_predecessors(tmp_path):
     cfg = al_config(tmp_path, SPRINGS, max_iterations=2)
     cfg["committee"]["fine_tune"] = True
     cfg["committee"]["train"]["training"].update(lr=1e-9, scheduler="none")  # weights barely move
-    state = run_active_learning(cfg, log=lambda m: None)
+    state = run_active_learning(cfg, log=lambda m: None, allow_python_oracle=True)
     assert len(state["history"]) == 2 and state["history"][1]["n_labels"] > 5
     root = Path(cfg["output_dir"])
 
@@ -270,12 +272,12 @@ def test_resume_with_a_larger_max_iterations(tmp_path):
     log = tmp_path / "calls.log"
     oracle = {**SPRINGS, "kwargs": {"log": str(log)}}
     cfg = al_config(tmp_path, oracle, max_iterations=1)
-    state = run_active_learning(cfg, log=lambda m: None)
+    state = run_active_learning(cfg, log=lambda m: None, allow_python_oracle=True)
     assert state["status"] == "max_iterations" and len(state["history"]) == 1
     assert state["history"][0]["triggered"] > 0
     n_first = len(LabelStore(Path(cfg["output_dir"]) / "labels.db"))
     cfg["max_iterations"] = 3
-    state = run_active_learning(cfg, resume=True, log=lambda m: None)
+    state = run_active_learning(cfg, resume=True, log=lambda m: None, allow_python_oracle=True)
     assert state["status"] in ("max_iterations", "converged")
     assert [r["iteration"] for r in state["history"]] == list(range(len(state["history"])))
     assert len(state["history"]) >= 2 and state["history"][1]["n_labels"] == n_first
@@ -346,7 +348,11 @@ def test_a_member_killed_mid_training_is_trained_again(tmp_path):
         {
             "seed": 3,
             "output_dir": str(tmp_path / "c"),
-            "data": {"train": str(tmp_path / "data.xyz"), "valid": str(tmp_path / "data.xyz")},
+            "data": {
+                "train": str(tmp_path / "data.xyz"),
+                "valid": str(tmp_path / "data.xyz"),  # validation = training data, on purpose
+                "remove_duplicates": False,
+            },
             "model": {**TINY_MODEL, "hidden": [8]},
             "training": {"epochs": 4, "batch_size": 4, "lr": 0.01, "log_every": 100},
         }

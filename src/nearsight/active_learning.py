@@ -36,6 +36,13 @@ rename) records the finished stages; each stage is deterministic given its input
 (seeded training, seeded MD, canonical data order), so after ``kill -9`` at any
 point ``--resume`` redoes at most the interrupted stage and the oracle is never
 asked twice for a stored geometry (the store refuses a second label of a hash).
+
+Code in configs: ``oracle: {type: python, object: "module:Name", kwargs: {...}}`` imports
+``module`` and calls ``Name(**kwargs)``, so it runs only with an explicit opt-in: the
+``--allow-python-oracle`` flag of ``nearsight active-learn``, or
+``run_active_learning(..., allow_python_oracle=True)`` / ``make_oracle(..., allow_python=True)``.
+A config file alone never imports or runs code (it is read with ``yaml.safe_load``; a YAML
+tag such as ``!!python/object`` is an :class:`ActiveLearningConfigError` naming the file).
 """
 
 from __future__ import annotations
@@ -116,7 +123,13 @@ def load_al_config(path: str | os.PathLike | dict, base: Path | None = None) -> 
         p = Path(path)
         if not p.is_file():
             raise ActiveLearningConfigError(f"config file {str(p)!r} does not exist")
-        raw, source, base = yaml.safe_load(p.read_text()) or {}, repr(str(p)), p.resolve().parent
+        source, base = repr(str(p)), p.resolve().parent
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:  # e.g. a !!python/... tag: safe_load refuses to build objects
+            raise ActiveLearningConfigError(f"{source}: invalid YAML ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ActiveLearningConfigError(f"{source}: top level must be a mapping, got {type(raw).__name__}")
     cfg = _merge(_DEFAULTS, raw, source)
     if cfg["seeds"] is None:
         raise ActiveLearningConfigError(f"{source}: 'seeds' (a structures file) is required")
@@ -150,8 +163,11 @@ def load_al_config(path: str | os.PathLike | dict, base: Path | None = None) -> 
     return cfg
 
 
-def make_oracle(spec: dict) -> Oracle:
-    """``{type: pyscf, method, basis, ...}``, ``{type: emt}`` or ``{type: python, object: "mod:Name", kwargs}``."""
+def make_oracle(spec: dict, allow_python: bool = False) -> Oracle:
+    """``{type: pyscf, method, basis, ...}``, ``{type: emt}`` or ``{type: python, object: "mod:Name", kwargs}``.
+
+    ``type: python`` imports and calls user code: only with ``allow_python=True``.
+    """
     spec = dict(spec)
     kind = spec.pop("type")
     if kind == "pyscf":
@@ -165,6 +181,14 @@ def make_oracle(spec: dict) -> Oracle:
 
         return ASECalculatorOracle(EMT, method="emt", timeout_s=spec.get("timeout_s"))
     if kind == "python":
+        if not allow_python:
+            raise ActiveLearningConfigError(
+                f"oracle.type = 'python' (object {spec.get('object')!r}) imports and runs Python code, "
+                "which a config alone may not do: pass --allow-python-oracle to nearsight active-learn "
+                "(allow_python_oracle=True to run_active_learning) if you trust this config"
+            )
+        if "object" not in spec:
+            raise ActiveLearningConfigError("oracle.type = 'python' needs oracle.object: 'module:Name'")
         module, _, name = str(spec["object"]).partition(":")
         obj = getattr(importlib.import_module(module), name)(**spec.get("kwargs", {}))
         if not isinstance(obj, Oracle):
@@ -283,6 +307,7 @@ def _train_config(cfg: dict, data_file: Path, out_dir: Path, init_from: Path | N
         data["valid_fraction"] = held_out
     elif not data.get("valid"):  # every label trains every member; model selection on the training loss
         data["valid"] = str(data_file)
+        data.setdefault("remove_duplicates", False)  # validation = training data, on purpose
     if init_from is not None:
         raw.setdefault("model", {})["init_from"] = str(init_from)
     return validate_config(raw, source="active-learning committee.train")
@@ -416,13 +441,18 @@ def _explore(cfg: dict, it: int, calc: EnsembleCalculator, starts: list[Atoms], 
 
 
 def run_active_learning(
-    cfg: dict, resume: bool = False, log: Callable[[str], None] | None = None, stop_after: str | None = None
+    cfg: dict,
+    resume: bool = False,
+    log: Callable[[str], None] | None = None,
+    stop_after: str | None = None,
+    allow_python_oracle: bool = False,
 ) -> dict:
     """Run (or with ``resume`` continue) the loop described by ``cfg`` (:func:`load_al_config`).
 
     Returns the state: ``status`` (``converged`` or ``max_iterations``), ``history`` (one dict
     per iteration: labels, oracle calls, failures, test errors, calibration, timings).
     ``stop_after`` (tests): return after the named stage (e.g. ``"1:explore"``).
+    ``allow_python_oracle``: allow an oracle of ``type: python`` (imports and runs user code).
     """
     import ase.io
     import torch
@@ -435,6 +465,7 @@ def run_active_learning(
         raise FileExistsError(
             f"{state_path} exists: pass --resume to continue that run, or use another output_dir"
         )
+    oracle = make_oracle(cfg["oracle"], allow_python=allow_python_oracle)  # before anything is written
     root.mkdir(parents=True, exist_ok=True)
     if not state_path.is_file():
         atomic_write(root / "config.json", lambda fh: json.dump(cfg, fh, indent=1))
@@ -443,7 +474,6 @@ def run_active_learning(
         state.data["status"] = "running"  # resumed with a larger max_iterations
         state.data["done"] = [d for d in state.data["done"] if d != "stop"]
     store = LabelStore(root / "labels.db")
-    oracle = make_oracle(cfg["oracle"])
     lab = cfg["labelling"]
     seeds = list(ase.io.read(cfg["seeds"], index=":"))
     test = list(ase.io.read(cfg["test"], index=":")) if cfg["test"] else []
@@ -502,7 +532,7 @@ def run_active_learning(
             it_dir / "committee" / f"member_{k}" / "best_model.pt"
             for k in range(cfg["committee"]["n_members"])
         ]
-        calc = EnsembleCalculator(paths)
+        calc = EnsembleCalculator(paths, on_extrapolation="ignore")  # exploring leaves the data: σ triggers
         if test and not state.done(tag + "evaluate"):
             record.update(test=evaluate_committee(calc, test))
             log(f"iteration {it}: test force MAE {record['test']['forces_mae']:.4f} eV/Å")

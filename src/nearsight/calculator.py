@@ -17,6 +17,15 @@ as ``baseline=``, or else the one the model file records (see
 
 A multi-head model answers with its last (most accurate) head unless ``head=`` names
 another.
+
+Every structure is checked (:mod:`nearsight.guards`): atoms closer than ``min_distance``
+(0.1 Å) raise :class:`~nearsight.guards.CloseAtomsError` naming both atoms and their
+distance, and a NaN or infinite energy, force or stress raises
+:class:`~nearsight.guards.NonFiniteOutputError` naming the closest pair.  A model that
+returns ``keys.EXTRAPOLATION`` adds ``results["extrapolation"]`` (per-atom count of
+descriptor components outside the training range) and ``results["extrapolating_atoms"]``;
+``on_extrapolation`` is ``"warn"`` (default: one warning each time atoms start to
+extrapolate), ``"ignore"`` or ``"raise"`` (:class:`~nearsight.guards.ExtrapolationError`).
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from torch import nn
 
 from . import keys
 from .data.neighbours import atoms_to_graph
+from .guards import MIN_DISTANCE, ExtrapolationMonitor, check_distances, check_finite
 from .models.forcefield import ForceField
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -49,11 +59,15 @@ class NearsightCalculator(Calculator):
         device: str = "cpu",
         baseline: Calculator | None = None,
         head: str | None = None,
+        min_distance: float = MIN_DISTANCE,
+        on_extrapolation: str = "warn",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        self.min_distance = float(min_distance)
+        self.extrapolation = ExtrapolationMonitor(on_extrapolation)
         if isinstance(model, (str, os.PathLike)):
             from .models.io import load_model
 
@@ -100,10 +114,11 @@ class NearsightCalculator(Calculator):
         graph = atoms_to_graph(atoms, self.cutoff, self.dtype)
         if self.head is not None:
             graph[keys.HEAD] = torch.tensor([self.head])
+        check_distances(atoms, graph, self.min_distance)
         graph = {k: v.to(self.device) for k, v in graph.items()}
         out = self.forcefield(graph, forces=True, stress=periodic)
         energy = float(out[keys.ENERGY].detach().sum())
-        self.results = {
+        results = {
             "energy": energy,
             "free_energy": energy,
             "energies": out[keys.ATOMIC_ENERGIES].detach().cpu().double().numpy(),
@@ -111,7 +126,12 @@ class NearsightCalculator(Calculator):
         }
         if periodic:
             stress = out[keys.STRESS][0].detach().cpu().double().numpy()
-            self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
+            results["stress"] = full_3x3_to_voigt_6_stress(stress)
+        check_finite(atoms, graph, results)
+        counts = out.get(keys.EXTRAPOLATION)
+        counts = None if counts is None else counts.detach().cpu().double().numpy()
+        results.update(self.extrapolation.report(atoms, counts))
+        self.results = results
         if self.baseline is not None:
             self._add_baseline(atoms, want_stress)
 

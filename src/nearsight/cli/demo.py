@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..training.config import load_config
-from ..training.trainer import Trainer
-
 
 def run_demo(config_path: str, output_dir: str, md_steps: int = 400) -> dict:
+    """Train on ``config_path``'s data into ``output_dir/training``, then evaluate, run NVE MD and
+    write ``demo_summary.json``, the parity plot and the trajectory; returns the summary."""
     import torch
 
     from ..calculator import NearsightCalculator
     from ..data.readers import read_frames
     from ..models.io import load_model
     from ..simulate.md import run_md
+    from ..training.config import load_config
     from ..training.metrics import compute_metrics, parity_plot, predict, write_json
+    from ..training.trainer import Trainer
     from .main import format_metrics
 
     out = Path(output_dir).resolve()

@@ -20,8 +20,20 @@ from ase.data import atomic_numbers as _SYMBOL_TO_Z
 from nearsight import keys as nskeys
 from nearsight import units
 from nearsight.data.frame import Frame
+from nearsight.data.read_errors import read_error
 
-__all__ = ["LabelKeys", "read_frames", "read_many", "read_deepmd", "read_mlearn", "read_ase_db", "read_ase"]
+__all__ = [
+    "LABEL_KEY_CANDIDATES",
+    "LabelKeys",
+    "detect_label_keys",
+    "read_frames",
+    "read_frames_and_keys",
+    "read_many",
+    "read_deepmd",
+    "read_mlearn",
+    "read_ase_db",
+    "read_ase",
+]
 
 # VASP orders the six stress components xx, yy, zz, xy, yz, zx (checked against
 # finite-strain energy differences of the mlearn silicon "Elastic" set).
@@ -56,14 +68,29 @@ def virial_to_stress(virial: Any, cell: np.ndarray, where: str) -> np.ndarray:
     return -w / volume
 
 
+# The keys under which files of common codes store the labels, tried when no key is given
+# (``read_frames(..., energy_key=None)``, ``nearsight evaluate`` by default): ASE's own, MACE's
+# ``REF_*``, and the ``DFT_*`` / ``dft_*`` (QUIP/GAP) and ``ref_*`` conventions.
+LABEL_KEY_CANDIDATES: dict[str, tuple[str, ...]] = {
+    "energy": ("energy", "REF_energy", "DFT_energy", "dft_energy", "ref_energy"),
+    "forces": ("forces", "REF_forces", "DFT_forces", "dft_forces", "dft_force", "ref_forces"),
+    "stress": ("stress", "REF_stress", "DFT_stress", "dft_stress", "ref_stress"),
+    "virial": ("virial", "virials", "REF_virials", "REF_virial", "DFT_virial", "dft_virial", "ref_virial"),
+}
+
+
 @dataclass(frozen=True)
 class LabelKeys:
-    """Where labels sit in ``atoms.info`` / ``atoms.arrays`` (or a database row)."""
+    """Where labels sit in ``atoms.info`` / ``atoms.arrays`` (or a database row).
 
-    energy: str = "energy"
-    forces: str = "forces"
-    stress: str = "stress"
-    virial: str = "virial"
+    A label key of ``None`` reads no such label (:func:`read_frames` first replaces a ``None``
+    it was given by the key :func:`detect_label_keys` finds in the file).
+    """
+
+    energy: str | None = "energy"
+    forces: str | None = "forces"
+    stress: str | None = "stress"
+    virial: str | None = "virial"
     config_type: str = "config_type"
     weight: str = "weight"
     # labels beyond energy/forces/stress: (declared output field, key in the file), e.g.
@@ -111,11 +138,36 @@ def _select(items: list[Any], index: int | str | slice) -> list[Any]:
         raise ValueError(f"index {index} out of range for {len(items)} frames") from None
 
 
-def _lookup(key: str, *sources: Mapping[str, Any] | None) -> Any:
+def _lookup(key: str | None, *sources: Mapping[str, Any] | None) -> Any:
+    if key is None:
+        return None
     for source in sources:
         if source is not None and key in source and source[key] is not None:
             return source[key]
     return None
+
+
+def detect_label_keys(
+    present: Iterable[str], given: Mapping[str, str | None], source: str = "<data>"
+) -> dict[str, str | None]:
+    """The key of each label (energy, forces, stress, virial): ``given[label]`` where not None,
+    else the one of :data:`LABEL_KEY_CANDIDATES` among the keys ``present`` in the file (None
+    if there is none).  Two candidates present for one label are an error: choose with its key.
+    """
+    present = set(present)
+    out: dict[str, str | None] = {}
+    for label, candidates in LABEL_KEY_CANDIDATES.items():
+        if given.get(label) is not None:
+            out[label] = given[label]
+            continue
+        found = [key for key in candidates if key in present]
+        if len(found) > 1:
+            raise ValueError(
+                f"{source}: {label} labels under several keys {found}: choose one with "
+                f"{label}_key (nearsight evaluate --{label}-key)"
+            )
+        out[label] = found[0] if found else None
+    return out
 
 
 def _frame_from_atoms(
@@ -175,6 +227,65 @@ def _frame_from_atoms(
     return frame
 
 
+def _read_images(path: str | Path, format: str | None) -> list[Atoms]:
+    """Every image of ``path`` by ``ase.io.read``; a file it cannot parse raises a ``ValueError``
+    naming the file and the frame (and for (ext)xyz files the line)."""
+    import ase.io
+
+    try:
+        images = ase.io.read(str(path), index=":", format=format)
+    except Exception as exc:  # noqa: BLE001 - ASE's parsers raise many types; re-raised naming the frame
+        raise ValueError(read_error(Path(path), format, exc)) from exc
+    return [images] if isinstance(images, Atoms) else list(images)
+
+
+# one structure of a file: the atoms, where its labels sit (info, arrays) and extra frame info
+_Record = tuple[Atoms, Mapping[str, Any], Mapping[str, Any], dict[str, Any]]
+
+
+def _ase_records(path: str | Path, format: str | None) -> list[_Record]:
+    """The records of a file ``ase.io`` reads (labels in ``info``, ``arrays`` or the calculator)."""
+    return [(atoms, atoms.info, atoms.arrays, {}) for atoms in _read_images(path, format)]
+
+
+def _db_records(path: str | Path) -> list[_Record]:
+    """The records of an ASE database: labels from the row, ``key_value_pairs`` or ``data``."""
+    import ase.db
+
+    if not Path(path).exists():
+        raise ValueError(f"{str(path)!r}: no such database file")
+    with ase.db.connect(str(path)) as db:
+        rows = list(db.select())
+    records = []
+    for row in rows:
+        data = dict(row.data)
+        records.append((row.toatoms(), {**data, **row.key_value_pairs}, data, {"db_id": int(row.id)}))
+    return records
+
+
+def _present_keys(records: Sequence[_Record]) -> dict[str, set[str]]:
+    """The label-like keys of the records: ``info``, ``arrays`` and calculator ``results``."""
+    found: dict[str, set[str]] = {"info": set(), "arrays": set(), "results": set()}
+    for atoms, info, arrays, _ in records:
+        found["info"].update(map(str, info))
+        found["arrays"].update(str(k) for k in arrays if k not in ("numbers", "positions"))
+        if atoms.calc is not None:
+            found["results"].update(map(str, atoms.calc.results))
+    return found
+
+
+def _frames_of(
+    records: Sequence[_Record], keys: LabelKeys, source: str, index: int | str | slice
+) -> list[Frame]:
+    """Frames of the records picked by ``index`` (``Frame.index``: the position in the file)."""
+    frames = []
+    for i, (atoms, info, arrays, extra) in _select(list(enumerate(records)), index):
+        frame = _frame_from_atoms(atoms, keys, source=source, index=i, info=info, arrays=arrays)
+        frame.info.update(extra)
+        frames.append(frame)
+    return frames
+
+
 def read_ase(
     path: str | Path,
     format: str | None = None,
@@ -187,19 +298,12 @@ def read_ase(
     Labels are looked up under the given keys in ``atoms.info`` / ``atoms.arrays``
     first, then in the calculator results (where ASE's extxyz reader puts
     ``energy``, ``forces`` and ``stress``).  The whole file is read and ``index``
-    applied afterwards, so ``Frame.index`` is always the position in the file.
+    applied afterwards, so ``Frame.index`` is always the position in the file.  A file
+    ASE cannot parse (truncated, a wrong atom count, text in a number, an unknown
+    property type) raises a ``ValueError`` naming the file, the frame and, for
+    (ext)xyz files, the line.
     """
-    import ase.io
-
-    images = ase.io.read(str(path), index=":", format=format)
-    if isinstance(images, Atoms):
-        images = [images]
-    numbered = _select(list(enumerate(images)), index)
-    keys = keys or LabelKeys()
-    return [
-        _frame_from_atoms(atoms, keys, source=str(path), index=i, info=atoms.info, arrays=atoms.arrays)
-        for i, atoms in numbered
-    ]
+    return _frames_of(_ase_records(path, format), keys or LabelKeys(), str(path), index)
 
 
 def read_ase_db(
@@ -209,22 +313,7 @@ def read_ase_db(
     keys: LabelKeys | None = None,
 ) -> list[Frame]:
     """Frames from an ASE database; labels from the row, ``key_value_pairs`` or ``data``."""
-    import ase.db
-
-    if not Path(path).exists():
-        raise ValueError(f"{str(path)!r}: no such database file")
-    keys = keys or LabelKeys()
-    frames = []
-    with ase.db.connect(str(path)) as db:
-        rows = list(db.select())
-    for i, row in _select(list(enumerate(rows)), index):
-        atoms = row.toatoms()
-        data = dict(row.data)
-        info = {**data, **row.key_value_pairs}
-        frame = _frame_from_atoms(atoms, keys, source=str(path), index=i, info=info, arrays=data)
-        frame.info["db_id"] = int(row.id)
-        frames.append(frame)
-    return frames
+    return _frames_of(_db_records(path), keys or LabelKeys(), str(path), index)
 
 
 def _load_npy(path: Path, n_frames: int | None, offset: int = 0) -> np.ndarray | None:
@@ -420,10 +509,10 @@ def read_frames(
     format: str | None = None,
     *,
     index: int | str | slice = ":",
-    energy_key: str = "energy",
-    forces_key: str = "forces",
-    stress_key: str = "stress",
-    virial_key: str = "virial",
+    energy_key: str | None = "energy",
+    forces_key: str | None = "forces",
+    stress_key: str | None = "stress",
+    virial_key: str | None = "virial",
     config_type_key: str = "config_type",
     weight_key: str = "weight",
     type_map: Sequence[str] | None = None,
@@ -434,35 +523,119 @@ def read_frames(
     """Read every frame (or those picked by ``index``) of one file or DeePMD directory.
 
     ``format``: ``"deepmd"``, ``"mlearn"``, ``"db"`` or any ``ase.io`` format;
-    by default guessed from the path.  Missing labels are ``None``.  ``extra_labels``
+    by default guessed from the path.  Missing labels are ``None``.  A label key of
+    ``None`` is detected from the file (:func:`detect_label_keys`: ``energy``,
+    ``REF_energy``, ``DFT_energy``, ``dft_energy``, ...).  ``extra_labels``
     (``{declared output field: key in the file}``, e.g. ``{"charges": "mulliken"}``)
     reads labels beyond energy/forces/stress into ``Frame.labels``.  With
     ``validate`` the frames are checked by :func:`validate_frames` (no labels
     required) and a ``ValueError`` names the file and frame of any problem.
     """
+    frames, _ = read_frames_and_keys(
+        path,
+        format,
+        index=index,
+        energy_key=energy_key,
+        forces_key=forces_key,
+        stress_key=stress_key,
+        virial_key=virial_key,
+        config_type_key=config_type_key,
+        weight_key=weight_key,
+        type_map=type_map,
+        validate=validate,
+        min_distance=min_distance,
+        extra_labels=extra_labels,
+    )
+    return frames
+
+
+def _no_labels_error(source: str, present: dict[str, set[str]], keys: dict[str, str | None]) -> ValueError:
+    tried = {label: [key] if key else list(LABEL_KEY_CANDIDATES[label]) for label, key in keys.items()}
+    listing = "; ".join(f"{part} keys {sorted(names)}" for part, names in present.items() if names)
+    return ValueError(
+        f"{source}: no frame has an energy, forces or stress label (looked for {tried}); the file has "
+        f"{listing or 'no info or arrays keys'}: name the labels with energy_key, forces_key, stress_key "
+        "(nearsight evaluate --energy-key ...)"
+    )
+
+
+def read_frames_and_keys(
+    path: str | Path,
+    format: str | None = None,
+    *,
+    index: int | str | slice = ":",
+    energy_key: str | None = None,
+    forces_key: str | None = None,
+    stress_key: str | None = None,
+    virial_key: str | None = None,
+    config_type_key: str = "config_type",
+    weight_key: str = "weight",
+    type_map: Sequence[str] | None = None,
+    validate: bool = True,
+    min_distance: float = 0.5,
+    extra_labels: Mapping[str, str] | None = None,
+    require_labels: bool = False,
+) -> tuple[list[Frame], dict[str, str | None]]:
+    """:func:`read_frames` with every label key detected unless given, and the keys it used.
+
+    Returns the frames and ``{"energy": key or None, "forces": ..., "stress": ..., "virial": ...}``
+    (for DeePMD and mlearn files the files and fields the labels come from).  With
+    ``require_labels`` a file where no frame has an energy, forces or stress label, or a key
+    given here that no frame has, is a ``ValueError`` that lists the keys the file holds.
+    """
     p = Path(path)
+    source = repr(str(path))
     if not p.exists():
-        raise ValueError(f"{str(path)!r}: no such file or directory")
+        raise ValueError(f"{source}: no such file or directory")
     kind = _detect_format(p, format)
     extra = extra_label_keys(extra_labels)
-    keys = LabelKeys(energy_key, forces_key, stress_key, virial_key, config_type_key, weight_key, extra)
+    given = {"energy": energy_key, "forces": forces_key, "stress": stress_key, "virial": virial_key}
     if kind == "deepmd":
         frames = read_deepmd(path, index=index, type_map=type_map, extra=extra)
+        used: dict[str, str | None] = {
+            "energy": "energy.npy", "forces": "force.npy", "stress": None, "virial": "virial.npy",
+        }  # fmt: skip
     elif kind == "mlearn":
         if extra:
-            raise ValueError(
-                f"{str(path)!r}: mlearn JSON files hold no labels beyond energy, forces and stress"
-            )
+            raise ValueError(f"{source}: mlearn JSON files hold no labels beyond energy, forces and stress")
         frames = read_mlearn(path, index=index)
-    elif kind == "db":
-        frames = read_ase_db(path, index=index, keys=keys)
+        used = {
+            "energy": "outputs.energy", "forces": "outputs.forces", "stress": "outputs.virial_stress",
+            "virial": None,
+        }  # fmt: skip
     else:
-        frames = read_ase(path, format=format, index=index, keys=keys)
+        records = _db_records(path) if kind == "db" else _ase_records(path, format)
+        present = _present_keys(records)
+        everywhere = set().union(*present.values())
+        used = detect_label_keys(everywhere, given, source)
+        if require_labels:
+            for label, key in given.items():
+                if key is not None and key not in everywhere and label != "virial":
+                    listing = "; ".join(
+                        f"{kind} keys {sorted(names)}" for kind, names in present.items() if names
+                    )
+                    raise ValueError(
+                        f"{source}: {label}_key {key!r}: no frame has it; the file has {listing}"
+                    )
+        keys = LabelKeys(
+            used["energy"], used["forces"], used["stress"], used["virial"], config_type_key, weight_key, extra
+        )
+        frames = _frames_of(records, keys, str(path), index)
+        if require_labels and not any(
+            f.energy is not None or f.forces is not None or f.stress is not None for f in frames
+        ):
+            raise _no_labels_error(source, present, given)
+    if (
+        require_labels
+        and kind in ("deepmd", "mlearn")
+        and not any(f.energy is not None or f.forces is not None or f.stress is not None for f in frames)
+    ):
+        raise ValueError(f"{source}: no frame has an energy, forces or stress label")
     if validate:
         from nearsight.data.validate import validate_frames
 
         validate_frames(frames, require=(), min_distance=min_distance)
-    return frames
+    return frames, used
 
 
 def read_many(paths: Iterable[str | Path], **kwargs: Any) -> list[Frame]:

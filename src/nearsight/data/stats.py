@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from ase.data import atomic_numbers as _SYMBOL_TO_Z
+from ase.data import chemical_symbols
 
 from nearsight.data.frame import Frame
 
@@ -38,7 +40,9 @@ def fit_reference_energies(frames: Sequence[Frame], species: Sequence[int] | Non
     found in them.  The fit uses ``numpy.linalg.lstsq``, which returns the
     minimum-norm solution when the compositions do not determine e_Z (e.g. a
     single-element set, or several elements always in the same ratio): the
-    sum Σ n_Z e_Z is then still right for those compositions, the split is not.
+    sum Σ n_Z e_Z is then still right for those compositions, the split is not,
+    and a ``UserWarning`` says so (e.g. every frame of an ethanol MD has the same
+    composition C2H6O: use isolated-atom energies to get a meaningful split).
     An element in ``species`` that never occurs gets 0.
     """
     labelled = [f for f in frames if f.energy is not None]
@@ -49,7 +53,25 @@ def fit_reference_energies(frames: Sequence[Frame], species: Sequence[int] | Non
     species = [int(z) for z in species]
     counts = composition_matrix(labelled, species)
     energies = np.array([f.energy for f in labelled], dtype=np.float64)
-    solution, *_ = np.linalg.lstsq(counts, energies, rcond=None)
+    solution, _, rank, _ = np.linalg.lstsq(counts, energies, rcond=None)
+    occurring = [z for z, column in zip(species, counts.T, strict=True) if column.any()]
+    if rank < len(occurring):
+        files = sorted({str(f.source) for f in labelled})
+        source = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        symbols = [chemical_symbols[z] for z in occurring]
+        how = (
+            "all have the same composition"
+            if len({tuple(row) for row in (counts / counts.sum(axis=1, keepdims=True)).round(12)}) == 1
+            else f"have compositions that fix only {rank} combination(s) of the {len(occurring)} elements"
+        )
+        warnings.warn(
+            f"reference_energies least_squares: the {len(labelled)} frames with an energy ({source}) "
+            f"{how}, so the split of the energy between the elements {symbols} is arbitrary (the "
+            "minimum-norm solution); per-atom energies are not comparable across elements. Give "
+            "isolated-atom energies (data.reference_energies: a file or {element: eV}) for a physical split",
+            UserWarning,
+            stacklevel=2,
+        )
     return {z: float(e) for z, e in zip(species, solution, strict=True)}
 
 

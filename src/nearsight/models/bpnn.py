@@ -1,14 +1,14 @@
 """Behler-Parrinello neural network potential (Behler & Parrinello, PRL 98, 146401, 2007).
 
-    E = Σ_i ε_i,   ε_i = g_i · s · NN_{Z_i}(m ⊙ (G_i - μ) / σ') + ε^ref_i
+    E = Σ_i ε_i,   ε_i = E0_{Z_i} + g_i · [s · NN_{Z_i}(m ⊙ (G_i - μ) / σ') + e_{Z_i} − E0_{Z_i}]
 
 One feed-forward network per element, shared by all atoms of that element;
 G_i are local descriptors (atom-centred symmetry functions or SOAP); μ, σ are descriptor statistics of the
-training set, σ' = sqrt(σ² + (0.01 rms)²) and the mask m drops components that were constant in
-training (safe standardisation, see ``set_statistics``); ε^ref_i and the switch g_i are those of
-:mod:`nearsight.models.reference` (ε^ref is the isolated atom's E0_Z for a lone atom, about the
-mean energy per atom e_Z in training environments; g turns the network off smoothly as the last
-neighbour leaves), so an isolated atom has ε = E0_Z exactly; s is an energy scale.  In evaluation mode the model also returns ``keys.EXTRAPOLATION``: per atom,
+training set, σ' = sqrt(σ² + (0.001 rms)²) and the mask m drops components that were constant in
+training (safe standardisation, see ``set_statistics``); e_Z is the mean energy per atom of
+element Z in training, E0_Z its isolated-atom energy and g_i the switch of
+:mod:`nearsight.models.reference` (≈ 1 with neighbours, 0 without), so an isolated atom has
+ε = E0_Z exactly; s is an energy scale.  In evaluation mode the model also returns ``keys.EXTRAPOLATION``: per atom,
 the descriptor components outside the range its element had in training (n2p2's extrapolation
 warnings), so a single model says when it leaves its data.
 
@@ -30,9 +30,9 @@ from torch import nn
 from .. import keys
 from ..descriptors import build_descriptor
 from ..nn import MLP
-from .reference import coordination, reference_energy, switch
+from .reference import switch, switched
 
-FEATURE_STD_FLOOR = 1e-2  # σ' = sqrt(σ² + (FLOOR · rms)²): a component's scale, relative to the typical one
+FEATURE_STD_FLOOR = 1e-3  # σ' = sqrt(σ² + (FLOOR · rms)²): a component's scale, relative to the typical one
 FEATURE_CONSTANT = 1e-6  # σ ≤ CONSTANT · rms: constant in training, masked
 
 
@@ -64,7 +64,7 @@ class BehlerParrinello(nn.Module):
     model_type = "bpnn"
     # buffers a model file written before they existed lacks: loaded with their defaults
     OPTIONAL_BUFFERS = (
-        "feature_mask", "feature_min", "feature_max", "isolated_energy", "mean_coordination",
+        "feature_mask", "feature_min", "feature_max", "isolated_energy", "isolated_reference",
     )  # fmt: skip
 
     def __init__(
@@ -101,7 +101,8 @@ class BehlerParrinello(nn.Module):
         shape = (n_heads, n_el) if self.heads else (n_el,)
         self.register_buffer("energy_shift", torch.zeros(shape))
         self.register_buffer("isolated_energy", torch.zeros(shape))
-        self.register_buffer("mean_coordination", torch.zeros(n_el))  # c̄_Z; 0: ε^ref = e_Z
+        # 1: an isolated atom has ε = E0_Z exactly (nearsight.models.reference); 0: files before it
+        self.register_buffer("isolated_reference", torch.zeros(()))
         self.register_buffer("energy_scale", torch.ones(()))  # eV
         z_to_index = torch.full((119,), -1, dtype=torch.int64)
         z_to_index[torch.tensor(self.species)] = torch.arange(n_el)
@@ -153,7 +154,7 @@ class BehlerParrinello(nn.Module):
 
         Safe standardisation: with ``rms`` the typical size of a descriptor component
         (sqrt of the mean of μ² + σ² over components), each component is divided by
-        sqrt(σ² + (0.01 rms)²), so one that barely varied in training is not amplified without
+        sqrt(σ² + (0.001 rms)²), so one that barely varied in training is not amplified without
         bound in a new environment, and components constant in training (σ ≤ 1e-6 rms, whose
         weights never received a gradient) are masked out.  ``feature_range``: the raw
         ``(min, max)`` per element ``[n_elements, n_features]`` seen in training, for
@@ -190,16 +191,11 @@ class BehlerParrinello(nn.Module):
         self._set_per_element(self.energy_shift, energy_shift)
 
     @torch.no_grad()
-    def set_isolated(self, isolated_energy: dict, mean_coordination: torch.Tensor) -> None:
-        """The isolated-atom reference (:mod:`nearsight.models.reference`): E0_Z (``{Z: e}`` or
-        ``{head: {Z: e}}``) and c̄_Z ``[n_elements]``."""
-        self.set_isolated_energy(isolated_energy)
-        self.mean_coordination.copy_(mean_coordination)
-
-    @torch.no_grad()
     def set_isolated_energy(self, isolated_energy: dict) -> None:
-        """E0_Z (``{Z: e}`` or ``{head: {Z: e}}``): refitted with e_Z when fine-tuning."""
+        """E0_Z, the energy of an isolated atom (``{Z: e}`` or ``{head: {Z: e}}``): from now on a
+        lone atom has exactly this energy (:mod:`nearsight.models.reference`)."""
         self._set_per_element(self.isolated_energy, isolated_energy)
+        self.isolated_reference.fill_(1.0)
 
     def _set_per_element(self, buffer: torch.Tensor, values: dict) -> None:
         per_head = {self.heads[-1] if self.heads else None: values}
@@ -232,23 +228,20 @@ class BehlerParrinello(nn.Module):
             idx = torch.nonzero(element == k).squeeze(-1)
             if idx.numel():
                 out = out.index_put((idx,), net(x[idx]))
-        c = coordination(graph, self.cutoff) if bool(self.mean_coordination.any()) else None
-        if c is not None:  # the networks switched off as an atom loses its neighbours
-            out = out * switch(c)[:, None]
         if not self.heads:
-            typical, isolated = self.energy_shift[element], self.isolated_energy[element]
-            return out.squeeze(-1) * self.energy_scale + self._reference(typical, isolated, element, c)
+            rest = out.squeeze(-1) * self.energy_scale + self.energy_shift[element]
+            return self._switched(graph, self.isolated_energy[element], rest)
         if keys.HEAD in graph:
             head = graph[keys.HEAD][graph[keys.BATCH]]  # [n_atoms]
         else:
             head = torch.full_like(element, n_heads - 1)
         picked = out.gather(1, head[:, None]).squeeze(-1)
-        typical, isolated = self.energy_shift[head, element], self.isolated_energy[head, element]
-        return picked * self.energy_scale + self._reference(typical, isolated, element, c)
+        rest = picked * self.energy_scale + self.energy_shift[head, element]
+        return self._switched(graph, self.isolated_energy[head, element], rest)
 
-    def _reference(
-        self, typical: torch.Tensor, isolated: torch.Tensor, element: torch.Tensor, c: torch.Tensor | None
+    def _switched(
+        self, graph: dict[str, torch.Tensor], isolated: torch.Tensor, rest: torch.Tensor
     ) -> torch.Tensor:
-        if c is None:  # no isolated-atom reference (files written before it): e_Z
-            return typical
-        return reference_energy(typical, isolated, self.mean_coordination[element], c)
+        if not bool(self.isolated_reference > 0):  # files written before the isolated-atom reference
+            return rest
+        return switched(isolated, switch(graph, self.cutoff), rest)

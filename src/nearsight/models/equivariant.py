@@ -8,7 +8,7 @@ Per layer t (Batatia et al., NeurIPS 2022, eqs. 8-11; Batzner et al., Nat. Commu
     B_i,c,LM = Σ_{ν=1}^{ν_max} Σ_η w^{(ν)}_{Z_i,η,c} Σ_{k} U^{(ν)}_{η,LM,k} Π_{q=1..ν} A'_i,c,k_q
     h_i      = W_B B_i + W_skip h_i        (t > 0; W_skip,Z_i with element_mix)
                gate: scalars SiLU, l > 0 features × sigmoid(gate scalars)
-    ε_i      = s_{Z_i} Σ_t readout_t(h_i^{0e}) + ε^ref_i   (nearsight.models.reference: E0_Z when isolated)
+    ε_i      = E0_{Z_i} + g_i (s_{Z_i} Σ_t readout_t(h_i^{0e}) + e_{Z_i} − E0_{Z_i})   (g: nearsight.models.reference)
 
 R(r) is an MLP (no biases) of Bessel functions √(2/r_c) sin(nπr/r_c)/r times the polynomial
 envelope u_p(r/r_c) (DimeNet), so messages go to zero smoothly at r_c.  N̄ is the mean neighbour
@@ -47,7 +47,7 @@ from ..nn import ExactConstants
 from .bpnn import element_indices
 from .interaction import Interaction, RadialMLP, stacked_weights
 from .irreps import Irrep, irrep_name, irreps_up_to, sh_polynomials
-from .reference import coordination, mean_coordination, reference_energy
+from .reference import switch, switched
 
 PRESETS: dict[str, dict] = {
     # MACE "small" at matched size: 32x0e + 32x1o, max_L 1, correlation 3, 2 layers, r_max 5
@@ -71,7 +71,7 @@ class EquivariantPotential(ExactConstants):
 
     model_type = "equivariant"
     # buffers a model file written before they existed lacks: loaded with their defaults
-    OPTIONAL_BUFFERS = ("isolated_energy", "mean_coordination")
+    OPTIONAL_BUFFERS = ("isolated_energy", "isolated_reference")
 
     def __init__(
         self,
@@ -154,9 +154,9 @@ class EquivariantPotential(ExactConstants):
         self.readout_mlp = RadialMLP([C, readout_hidden, 1])
         self.register_buffer("avg_num_neighbours", torch.ones((), dtype=torch.float64))
         self.register_buffer("energy_shift", torch.zeros(n_el, dtype=torch.float64))  # eV, e_Z
-        # the isolated-atom reference (nearsight.models.reference): E0_Z (eV) and c̄_Z
+        # the isolated-atom reference (nearsight.models.reference): E0_Z (eV), on when 1
         self.register_buffer("isolated_energy", torch.zeros(n_el, dtype=torch.float64))
-        self.register_buffer("mean_coordination", torch.zeros(n_el, dtype=torch.float64))
+        self.register_buffer("isolated_reference", torch.zeros((), dtype=torch.float64))
         self.register_buffer("energy_scale", torch.ones(n_el, dtype=torch.float64))  # eV
         z_to_index = torch.full((119,), -1, dtype=torch.int64)
         z_to_index[torch.tensor(self.species)] = torch.arange(n_el)
@@ -220,17 +220,13 @@ class EquivariantPotential(ExactConstants):
                 self.energy_shift[self.species.index(int(z))] = float(e)
 
     @torch.no_grad()
-    def set_isolated(self, isolated_energy: dict[int, float], mean_coordination: torch.Tensor) -> None:
-        """The isolated-atom reference: E0_Z (eV, ``{Z: e}``) and c̄_Z ``[n_elements]``."""
-        self.set_isolated_energy(isolated_energy)
-        self.mean_coordination.copy_(mean_coordination)
-
-    @torch.no_grad()
     def set_isolated_energy(self, isolated_energy: dict[int, float]) -> None:
-        """E0_Z (eV, ``{Z: e}``): refitted with e_Z when fine-tuning."""
+        """E0_Z, the energy of an isolated atom (eV, ``{Z: e}``): from now on a lone atom has
+        exactly this energy (:mod:`nearsight.models.reference`)."""
         for z, e in isolated_energy.items():
             if int(z) in self.species:
                 self.isolated_energy[self.species.index(int(z))] = float(e)
+        self.isolated_reference.fill_(1.0)
 
     def fit_statistics(
         self,
@@ -240,13 +236,12 @@ class EquivariantPotential(ExactConstants):
         isolated_energy: dict[int, float] | None = None,
     ) -> None:
         """Mean neighbour count of ``graphs`` plus the given energy shift and scale; with
-        ``isolated_energy`` (E0_Z), the isolated-atom reference and the mean coordination."""
+        ``isolated_energy`` (E0_Z), the isolated-atom reference."""
         n_edges = sum(int(g[keys.EDGE_INDEX].shape[1]) for g in graphs)
         n_atoms = sum(int(g[keys.ATOMIC_NUMBERS].shape[0]) for g in graphs)
         self.set_statistics(energy_shift, energy_scale, max(n_edges / max(n_atoms, 1), 1.0))
         if isolated_energy is not None:
-            c_mean = mean_coordination(graphs, self.cutoff, self.z_to_index, len(self.species))
-            self.set_isolated(isolated_energy, c_mean)
+            self.set_isolated_energy(isolated_energy)
 
     # ----------------------------------------------------------------- forward
     def _edges(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -329,13 +324,10 @@ class EquivariantPotential(ExactConstants):
                 energy = energy + self.readout_mlp(scalars).squeeze(-1)
             feats.append(A + h_new)
             h = layer.apply_gate(h_new)
-        typical = self.energy_shift[element]
-        if bool(self.mean_coordination.any()):  # an isolated atom at E0_Z (files before it: e_Z)
-            c = coordination(graph, self.cutoff)
-            typical = reference_energy(
-                typical, self.isolated_energy[element], self.mean_coordination[element], c
-            )
-        return energy * self.energy_scale[element] + typical, feats
+        energy = energy * self.energy_scale[element] + self.energy_shift[element]
+        if bool(self.isolated_reference > 0):  # an isolated atom at E0_Z (files before it: e_Z)
+            energy = switched(self.isolated_energy[element], switch(graph, self.cutoff), energy)
+        return energy, feats
 
     @torch.jit.unused
     def intermediates(self, graph: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:

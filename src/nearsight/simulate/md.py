@@ -1,12 +1,22 @@
 """Molecular dynamics through ASE's integrators.
 
-NVE with velocity Verlet, NVT with Langevin; a trajectory (ASE ``.traj``) and
-a text log are written as the run goes.  The total-energy drift is measured as
-the slope of a least-squares line through E_tot(t), in eV/atom/ps.
+NVE with velocity Verlet, NVT with Langevin (``fixcm=False``: the thermostat samples the
+canonical distribution, as ASE >= 3.28 recommends); a trajectory (ASE ``.traj``) and a text
+log are written as the run goes.  The total-energy drift, the slope of a least-squares line
+through E_tot(t) in eV/atom/ps, is measured for NVE only (a thermostat exchanges energy, so
+it means nothing there: ``MDResult.drift_ev_per_atom_ps`` is NaN for Langevin).
+
+Velocities: a start structure that carries momenta (a frame of an MD trajectory) keeps them;
+one without draws Maxwell-Boltzmann velocities at ``temperature_K`` (``init_velocities=True``
+draws them in any case, ``False`` never).  Errors of the calculator (:mod:`nearsight.guards`:
+atoms too close, non-finite output, extrapolation with ``on_extrapolation="raise"``) stop the
+run and are raised again with the MD step and time prefixed.
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +28,8 @@ from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
 from ase.md.verlet import VelocityVerlet
 
+from ..guards import CloseAtomsError, ExtrapolationError, NonFiniteOutputError
+
 try:
     from ase.md.velocitydistribution import thermalize_momenta
 except ImportError:  # ASE < 3.29
@@ -26,17 +38,25 @@ except ImportError:  # ASE < 3.29
 
 @dataclass
 class MDResult:
-    steps: int
+    """What :func:`run_md` measured; samples are taken at every step, from step 0 on."""
+
+    steps: int  # steps run (fewer than asked when stopped on extrapolation)
     time_ps: np.ndarray  # [n_samples]
     total_energy: np.ndarray  # [n_samples] eV
     temperature: np.ndarray  # [n_samples] K
     n_atoms: int
     wall_time_s: float
+    ensemble: str = "nve"
+    potential_energy: np.ndarray | None = None  # [n_samples] eV
+    # [n_samples] int, atoms with an extrapolation count > 0; None if the calculator reports none
+    extrapolating_atoms: np.ndarray | None = None
+    stopped: str | None = None  # why the run stopped before ``steps`` (None: it ran them all)
+    velocities_initialised: bool = True  # False: the start structure's own velocities were used
 
     @property
     def drift_ev_per_atom_ps(self) -> float:
-        """Slope of a linear fit of the total energy, eV/atom/ps."""
-        if len(self.time_ps) < 2:
+        """Slope of a linear fit of the total energy, eV/atom/ps (NaN unless NVE)."""
+        if self.ensemble != "nve" or len(self.time_ps) < 2:
             return float("nan")
         slope = np.polyfit(self.time_ps, self.total_energy, 1)[0]
         return float(slope / self.n_atoms)
@@ -44,6 +64,36 @@ class MDResult:
     @property
     def fluctuation_ev_per_atom(self) -> float:
         return float(np.std(self.total_energy) / self.n_atoms)
+
+    @property
+    def extrapolating_steps(self) -> int | None:
+        """Number of sampled steps with at least one extrapolating atom (None: not reported)."""
+        if self.extrapolating_atoms is None:
+            return None
+        return int(np.count_nonzero(self.extrapolating_atoms > 0))
+
+
+def has_velocities(atoms: Atoms) -> bool:
+    """Whether ``atoms`` carries momenta that are not all zero."""
+    return bool(atoms.has("momenta") and np.any(atoms.get_momenta() != 0))
+
+
+def progress_line(
+    step: int, time_ps: float, temperature: float, epot: float, etot: float, extrapolating: int | None
+) -> str:
+    """One line of MD progress: step, time (ps), T (K), E_pot and E_tot (eV)[, extrapolating atoms]."""
+    line = (
+        f"step {step:>9d}  t {time_ps:10.4f} ps  T {temperature:9.1f} K  "
+        f"Epot {epot:14.6f} eV  Etot {etot:14.6f} eV"
+    )
+    return line if extrapolating is None else f"{line}  extrapolating atoms {extrapolating}"
+
+
+def _at_step(exc: Exception, step: int, timestep_fs: float) -> Exception:
+    """The same exception with the MD step and time in front of its message."""
+    new = copy.copy(exc)
+    new.args = (f"MD step {step} (t = {step * timestep_fs:g} fs): {exc}",)
+    return new
 
 
 def run_md(
@@ -59,20 +109,33 @@ def run_md(
     trajectory: str | Path | None = None,
     logfile: str | Path | None = None,
     interval: int = 10,
-    init_velocities: bool = True,
+    init_velocities: bool | None = None,
+    progress: Callable[[str], None] | None = None,
+    progress_interval: int = 100,
+    stop_on_extrapolation: bool = False,
 ) -> MDResult:
-    """Run ``steps`` MD steps on a copy of ``atoms`` and record the total energy."""
+    """Run ``steps`` MD steps on a copy of ``atoms`` and record the energies at every step.
+
+    ``init_velocities``: None (default) draws Maxwell-Boltzmann velocities at ``temperature_K``
+    only if ``atoms`` has no (non-zero) momenta, True always, False never.  ``progress`` is
+    called with :func:`progress_line` every ``progress_interval`` steps (and at step 0).
+    ``stop_on_extrapolation`` ends the run after the first step at which the calculator reports
+    extrapolating atoms (``results["extrapolating_atoms"] > 0``); ``MDResult.stopped`` says so.
+    """
     import time
 
     if ensemble not in ("nve", "langevin"):
         raise ValueError(f"ensemble must be 'nve' or 'langevin', got {ensemble!r}")
-    if steps < 0 or timestep_fs <= 0 or interval < 1:
+    if steps < 0 or timestep_fs <= 0 or interval < 1 or progress_interval < 1:
         raise ValueError(
-            f"need steps >= 0, timestep_fs > 0, interval >= 1; got {steps}, {timestep_fs}, {interval}"
+            "need steps >= 0, timestep_fs > 0, interval >= 1, progress_interval >= 1; got "
+            f"{steps}, {timestep_fs}, {interval}, {progress_interval}"
         )
     atoms = atoms.copy()
     atoms.calc = calculator
     rng = np.random.default_rng(seed)
+    if init_velocities is None:
+        init_velocities = not has_velocities(atoms)
     if init_velocities:
         if thermalize_momenta is not None:
             thermalize_momenta(atoms, temperature_K, rng=rng)
@@ -86,14 +149,26 @@ def run_md(
         dyn = VelocityVerlet(atoms, timestep=dt)
     else:
         dyn = Langevin(
-            atoms, timestep=dt, temperature_K=temperature_K, friction=friction_per_fs / units.fs, rng=rng
+            atoms,
+            timestep=dt,
+            temperature_K=temperature_K,
+            friction=friction_per_fs / units.fs,
+            fixcm=False,
+            rng=rng,
         )
-    times, energies, temps = [], [], []
+    times, epots, energies, temps, extrapolating = [], [], [], [], []
 
     def record() -> None:
+        epot = atoms.get_potential_energy()
         times.append(dyn.get_time() / (1000 * units.fs))
-        energies.append(atoms.get_potential_energy() + atoms.get_kinetic_energy())
+        epots.append(epot)
+        energies.append(epot + atoms.get_kinetic_energy())
         temps.append(atoms.get_temperature())
+        n = atoms.calc.results.get("extrapolating_atoms")
+        extrapolating.append(None if n is None else int(n))
+        step = len(times) - 1
+        if progress is not None and step % progress_interval == 0:
+            progress(progress_line(step, times[-1], temps[-1], epot, energies[-1], extrapolating[-1]))
 
     dyn.attach(record, interval=1)
     handles = []
@@ -107,17 +182,32 @@ def run_md(
         logger = MDLogger(dyn, atoms, str(logfile), header=True, stress=False, peratom=True, mode="w")
         dyn.attach(logger, interval=interval)
         handles.append(logger)
+    stopped = None
     start = time.perf_counter()
     try:
-        dyn.run(steps)
+        for _ in dyn.irun(steps):
+            if stop_on_extrapolation and (extrapolating[-1] or 0) > 0:
+                stopped = (
+                    f"stopped at step {len(times) - 1} (t = {times[-1]:.4f} ps): "
+                    f"{extrapolating[-1]} extrapolating atom(s)"
+                )
+                break
+    except (CloseAtomsError, NonFiniteOutputError, ExtrapolationError) as exc:
+        raise _at_step(exc, len(times), timestep_fs) from exc
     finally:
         for h in handles:
             h.close()
+    reported = [n for n in extrapolating if n is not None]
     return MDResult(
-        steps=steps,
+        steps=max(len(times) - 1, 0),
         time_ps=np.asarray(times),
         total_energy=np.asarray(energies),
         temperature=np.asarray(temps),
         n_atoms=len(atoms),
         wall_time_s=time.perf_counter() - start,
+        ensemble=ensemble,
+        potential_energy=np.asarray(epots),
+        extrapolating_atoms=np.asarray(reported, dtype=np.int64) if len(reported) == len(times) else None,
+        stopped=stopped,
+        velocities_initialised=bool(init_velocities),
     )

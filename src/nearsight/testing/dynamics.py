@@ -26,7 +26,13 @@ def nve_energies(
     seed = int(as_rng(rng).integers(2**31))
     calc = Evaluator.wrap(model).ase_calculator()
     result = run_md(
-        atoms, calc, steps=n_steps, timestep_fs=timestep_fs, temperature_K=temperature_K, seed=seed
+        atoms,
+        calc,
+        steps=n_steps,
+        timestep_fs=timestep_fs,
+        temperature_K=temperature_K,
+        seed=seed,
+        init_velocities=True,
     )
     return result.time_ps, result.total_energy
 

@@ -1,8 +1,11 @@
 """Training configuration: a YAML file validated against a schema.
 
 Unknown keys and bad values raise ``ConfigError`` naming the file, the key
-path and the value.  Relative data paths resolve against the config file's
-directory.  ``yaml.safe_load`` only.
+path and the value.  Relative data paths (``data.train``, ``valid``, ``test``,
+``reference_energies``, ``model.init_from``) resolve against the config file's
+directory; a relative ``output_dir`` resolves against the working directory of
+the command (as a shell path would), not the config file's: ``nearsight train``
+prints the absolute output directory first.  ``yaml.safe_load`` only.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any, Callable[[Any], 
     "": {
         "seed": (int, 0, None),
         "dtype": (str, "float64", _choice("float64", "float32")),
+        # relative to the working directory of the command (not the config file's, unlike data paths)
         "output_dir": (str, "runs/nearsight", None),
         "num_threads": ((int, type(None)), None, None),
     },

@@ -37,13 +37,20 @@ class TrainingLog:
         self.enabled = enabled
         self.writer = None
 
-    def start(self, step: int, fresh: bool) -> None:
-        """A new CSV file with its header (fresh runs) and the TensorBoard writer (from ``step``)."""
+    def start(self, step: int, fresh: bool, epoch: int | None = None) -> None:
+        """A new CSV file with its header (fresh runs) and the TensorBoard writer (from ``step``).
+
+        On a resume (``fresh`` False) the rows of epochs ``>= epoch`` (the checkpoint's next
+        epoch: rows a killed run wrote after its last checkpoint, which the resumed run writes
+        again) and any row a kill cut short are dropped, so no epoch appears twice.
+        """
         if not self.enabled:
             return
-        if fresh:
+        if fresh or not self.path.is_file():
             with open(self.path, "w", newline="") as fh:
                 csv.writer(fh).writerow(self.fields)
+        elif epoch is not None:
+            self.drop_rows_from(epoch)
         if self.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -52,6 +59,27 @@ class TrainingLog:
                     "training.tensorboard needs the tensorboard package: pip install 'nearsight[tensorboard]'"
                 ) from exc
             self.writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=step or None)
+
+    def drop_rows_from(self, epoch: int) -> int:
+        """Remove the rows of epochs ``>= epoch`` (and malformed rows) from the CSV, atomically;
+        returns how many rows went."""
+        with open(self.path, newline="") as fh:
+            rows = list(csv.reader(fh))
+        if not rows:
+            return 0
+        header, body = rows[0], rows[1:]
+
+        def keep(row: list[str]) -> bool:
+            return len(row) == len(header) and row[0].isdigit() and int(row[0]) < epoch
+
+        kept = [row for row in body if keep(row)]
+        if len(kept) == len(body):
+            return 0
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "w", newline="") as fh:
+            csv.writer(fh).writerows([header, *kept])
+        tmp.replace(self.path)
+        return len(body) - len(kept)
 
     def row(self, epoch: int, step: int, train_loss: float, valid_loss: float, metrics: dict, lr: float,
             elapsed: float) -> None:  # fmt: skip

@@ -22,7 +22,6 @@ from ..models.bpnn import BehlerParrinello
 from ..models.equivariant import build_equivariant
 from ..models.forcefield import edge_vectors
 from ..models.io import load_model, model_from_dict
-from ..models.reference import mean_coordination
 
 
 def build_model(model_cfg: dict, species: Sequence[int]) -> nn.Module:
@@ -102,8 +101,7 @@ def fit_statistics(
     std = (total_sq / count - mean**2).clamp(min=0).sqrt()
     model.set_statistics(mean, std, reference, energy_scale, feature_range=(low, high))
     if isolated_energy is not None:
-        c_mean = mean_coordination(graphs, model.cutoff, model.z_to_index, len(model.species))
-        model.set_isolated(isolated_energy, c_mean)
+        model.set_isolated_energy(isolated_energy)
 
 
 def freeze_layers(model: nn.Module, spec: str | int | None) -> int:

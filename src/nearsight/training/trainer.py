@@ -17,6 +17,7 @@ batch's frames, before any weight changes.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Sequence
@@ -217,8 +218,51 @@ class Trainer:
         self.log(f"epoch {epoch}: lr lowered, weights rolled back to the best epoch {best_epoch}")
 
     # ----------------------------------------------------------------- train
+    def finished(self) -> str | None:
+        """Why the run being resumed has nothing left to do within the config's budget, or None.
+
+        It has when its outputs are complete (``training_summary.json`` of the checkpoint's step,
+        ``final_model.pt``, ``best_model.pt``) and the checkpoint shows every epoch done, or the
+        summary says it stopped by early stopping, or by ``max_steps`` / ``max_time_minutes``
+        that the config has not raised.  A run killed before its summary is finished off instead.
+        """
+        if self.checkpoint is None:
+            return None
+        summary_path = self.out_dir / "training_summary.json"
+        if not (summary_path.is_file() and self.final_path.is_file() and self.best_path.is_file()):
+            return None
+        try:
+            summary = json.loads(summary_path.read_text())
+        except (OSError, ValueError):
+            return None
+        t, loop = self.config["training"], self.checkpoint["loop"]
+        if summary.get("steps") != loop["global_step"]:  # the summary of an earlier stop
+            return None
+        reason = summary.get("stopped_by")
+        if loop["epoch"] > t["epochs"]:
+            return f"all {t['epochs']} epochs done"
+        if reason == "early_stopping":
+            return f"early stopping after epoch {loop['epoch'] - 1} (best epoch {loop['best_epoch']})"
+        if reason == "max_steps" and t["max_steps"] is not None and loop["global_step"] >= t["max_steps"]:
+            return f"max_steps {t['max_steps']} reached"
+        limit = t["max_time_minutes"]
+        if reason == "max_time" and limit is not None and loop["elapsed_s"] > 60 * limit:
+            return f"max_time_minutes {limit} reached"
+        return None
+
     def train(self) -> Path:
+        """Run (or, with ``resume``, continue) the training; the path of the best model.
+
+        Resuming a run that already finished (:meth:`finished`) says so and writes nothing.
+        """
         t = self.config["training"]
+        done = self.finished()
+        if done is not None:
+            self.log(
+                f"{self.out_dir}: the run already finished ({done}); nothing to do (raise training.epochs, "
+                "max_steps or max_time_minutes to train on)"
+            )
+            return self.best_path
         self.setup()
         gen = torch.Generator().manual_seed(self.config["seed"])
         if self.dist.is_main:  # temporary files of writes a kill interrupted
@@ -238,7 +282,7 @@ class Trainer:
                 "epoch": 1, "step_in_epoch": 0, "global_step": 0, "order": None, "best": math.inf,
                 "best_epoch": -1, "elapsed_s": 0.0, "running": 0.0, "seen": 0, "stage": -1,
             }  # fmt: skip
-        self.records.start(loop["global_step"], fresh=self.checkpoint is None)
+        self.records.start(loop["global_step"], fresh=self.checkpoint is None, epoch=loop["epoch"])
         self.clock = time.process_time if t["time_limit_clock"] == "cpu" else time.perf_counter
         start = self.clock() - loop["elapsed_s"]
         try:
