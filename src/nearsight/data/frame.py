@@ -9,6 +9,7 @@ in the loss.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -118,3 +119,17 @@ class Frame:
             index=index,
             labels=dict(labels or {}),
         )
+
+
+def select(items: list[Any], index: int | str | slice) -> list[Any]:
+    """Items picked by an ASE-style index (``":"``, ``"-1"``, ``"::2"``, 3, slice)."""
+    if isinstance(index, str):
+        from ase.io.formats import string2index
+
+        index = string2index(index)
+    if isinstance(index, slice):
+        return items[index]
+    try:
+        return [items[int(index)]]
+    except IndexError:
+        raise ValueError(f"index {index} out of range for {len(items)} frames") from None
