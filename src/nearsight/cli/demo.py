@@ -17,7 +17,7 @@ def run_demo(config_path: str, output_dir: str, md_steps: int = 400) -> dict:
     from ..training.config import load_config
     from ..training.metrics import compute_metrics, parity_plot, predict, write_json
     from ..training.trainer import Trainer
-    from .main import format_metrics
+    from .evaluate import format_metrics
 
     out = Path(output_dir).resolve()
     config = load_config(config_path)

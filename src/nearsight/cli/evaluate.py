@@ -1,0 +1,107 @@
+"""``nearsight evaluate``: metrics of a model or a committee on labelled data, with the label keys used."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _read(path: str, fmt: str | None, args: argparse.Namespace) -> tuple[list, dict[str, str | None]]:
+    """The labelled frames of ``path`` and the label keys used (detected where not given)."""
+    from ..data.readers import read_frames_and_keys
+
+    return read_frames_and_keys(
+        path,
+        format=fmt,
+        energy_key=args.energy_key,
+        forces_key=args.forces_key,
+        stress_key=args.stress_key,
+        virial_key=args.virial_key,
+        require_labels=True,
+    )
+
+
+def label_line(data: str, frames: list, used: dict[str, str | None]) -> str:
+    """Which key each label came from and in how many frames, e.g. for ``REF_energy`` files."""
+    counts = {
+        "energy": sum(f.energy is not None for f in frames),
+        "forces": sum(f.forces is not None for f in frames),
+        "stress": sum(f.stress is not None for f in frames),
+    }
+    parts = []
+    for label, count in counts.items():
+        key = repr(used.get(label))
+        if label == "stress" and used.get("virial"):  # a stress label may come from a virial
+            key = (
+                f"{key} or virial {used['virial']!r}" if used.get("stress") else f"virial {used['virial']!r}"
+            )
+        parts.append(f"{label} from {key} ({count} of {len(frames)} frames)" if count else f"no {label}")
+    return f"labels of {Path(data).name}: " + ", ".join(parts)
+
+
+def evaluate_files(model_path: str | list[str], data: str, args: argparse.Namespace) -> dict:
+    """Metrics of one model, or of a committee's mean (several paths) with its mean force σ."""
+    import numpy as np
+    import torch
+
+    from ..data.validate import validate_frames
+    from ..models.io import load_model
+    from ..training.metrics import compute_metrics, parity_plot, predict, write_json
+    from ..uncertainty import predict_committee
+
+    dtype = getattr(torch, args.dtype)
+    paths = [model_path] if isinstance(model_path, str) else list(model_path)
+    models = [load_model(p, dtype=dtype) for p in paths]
+    frames, used = _read(data, args.format, args)
+    for model in models:
+        validate_frames(frames, require=(), known_species=list(model.species))
+    if len(models) == 1:
+        preds = predict(models[0], frames, batch_size=args.batch_size, dtype=dtype)
+    else:
+        preds = predict_committee(models, frames, batch_size=args.batch_size, dtype=dtype)
+    metrics = compute_metrics(frames, preds)
+    metrics.update(model=str(paths[0]) if len(paths) == 1 else [str(p) for p in paths])
+    if len(models) > 1:
+        metrics["committee_size"] = len(models)
+        metrics["forces_std_mean"] = float(np.mean(np.concatenate([p["forces_std"].ravel() for p in preds])))
+    metrics.update(data=str(data), dtype=args.dtype, label_keys=used)
+    metrics["labels"] = label_line(data, frames, used)
+    if args.json:
+        write_json(metrics, args.json)
+    if args.plot:
+        parity_plot(frames, preds, args.plot, title=Path(data).name)
+    return metrics
+
+
+def format_metrics(rows: dict[str, dict]) -> str:
+    """A table: one row per dataset, errors in meV, meV/atom, meV/Å."""
+    head = f"{'dataset':<28}{'frames':>7}{'E MAE':>10}{'E RMSE':>10}{'E/atom MAE':>12}{'F MAE':>10}{'F RMSE':>10}"
+    unit = f"{'':<28}{'':>7}{'meV':>10}{'meV':>10}{'meV/atom':>12}{'meV/Å':>10}{'meV/Å':>10}"
+    lines = [head, unit]
+
+    def cell(m: dict, key: str, label: str, width: int, digits: int) -> str:
+        if not m.get(f"n_{label}", 1):  # no frame has the label: "-", never a NaN
+            return f"{'-':>{width}}"
+        return f"{1e3 * m[key]:>{width}.{digits}f}"
+
+    for name, m in rows.items():
+        lines.append(
+            f"{name:<28}{m['n_frames']:>7}{cell(m, 'energy_mae', 'energy', 10, 2)}"
+            f"{cell(m, 'energy_rmse', 'energy', 10, 2)}{cell(m, 'energy_per_atom_mae', 'energy', 12, 3)}"
+            f"{cell(m, 'forces_mae', 'forces', 10, 2)}{cell(m, 'forces_rmse', 'forces', 10, 2)}"
+        )
+        if "stress_mae" in m:
+            lines[-1] += f"   stress MAE {1e3 * m['stress_mae']:.3f} meV/Å³"
+    return "\n".join(lines)
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    metrics = evaluate_files(args.model, args.data, args)
+    print(metrics["labels"])
+    print(format_metrics({Path(args.data).name: metrics}))
+    if "committee_size" in metrics:
+        print(
+            f"committee mean of {metrics['committee_size']} models; "
+            f"mean force σ {1e3 * metrics['forces_std_mean']:.2f} meV/Å (per component)"
+        )
+    return 0
