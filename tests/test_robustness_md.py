@@ -180,7 +180,7 @@ def _moved(**positions: list[float]) -> Atoms:
     return atoms
 
 
-def test_calculator_reports_extrapolation_and_warns_once_per_episode():
+def test_calculator_reports_extrapolation_and_warns_when_it_gets_worse():
     calc = NearsightCalculator(PairModel(limit=5.0))
     inside, outside = water(), _moved(a1=[6.0, 0.0, 0.0], a2=[6.0, 7.0, 0.0])
     with warnings.catch_warnings(record=True) as caught:
@@ -198,9 +198,11 @@ def test_calculator_reports_extrapolation_and_warns_once_per_episode():
         )
         calc.get_forces(_moved(a1=[6.5, 0.0, 0.0], a2=[6.0, 7.0, 0.0]))  # still outside: no new warning
         assert len(caught) == 1
-        calc.get_forces(inside)  # back inside: the next excursion warns again
+        calc.get_forces(inside)  # back inside and out again as before: no new warning
         calc.get_forces(outside)
-        assert len(caught) == 2
+        assert len(caught) == 1
+        calc.get_forces(_moved(a0=[0.0, 9.0, 0.0], a1=[6.0, 0.0, 0.0], a2=[6.0, 7.0, 0.0]))
+        assert calc.results["extrapolating_atoms"] == 3 and len(caught) == 2  # more atoms: warns
 
 
 def test_extrapolation_modes():

@@ -238,3 +238,25 @@ def test_isolated_atoms_have_the_reference_energies_exactly(tmp_path, model):
     assert calc.get_potential_energy(apart) == pytest.approx(e0[6] + e0[8], abs=1e-9)
     molecule_error = abs(calc.get_potential_energy(frames[0]) - frames[0].get_potential_energy())
     assert molecule_error < 5.0  # a molecule near its label (3 steps of training): the mean is kept
+
+
+def test_descriptors_saturate_beyond_the_training_range_only(ethanol_bpnn):
+    """Training environments pass unchanged (the training data lie inside their own range); beyond
+    it a component approaches hi + w smoothly (value and slope continuous at the edge)."""
+    model, frames = ethanol_bpnn
+    g = _graph_with_vectors(frames[3].to_atoms(), model.cutoff)
+    element = model.z_to_index[g[keys.ATOMIC_NUMBERS]]
+    x = model.features(g).detach()
+    assert torch.equal(model.saturate(x, element), x)
+    lo, hi = model.feature_min[element], model.feature_max[element]
+    k = int(torch.argmax(hi[0] - lo[0]))  # a component that varies in training
+    scale = torch.sqrt((model.feature_mean**2 + model.feature_std**2).mean())
+    width = float(hi[0, k] - lo[0, k]) * 0.5 + 1e-3 * float(scale)
+    probe = x[:1].clone().repeat(5, 1)
+    probe[:, k] = hi[0, k] + torch.tensor([1e-4, 1e-3, 0.1, 10.0, 1e6]) * width
+    probe.requires_grad_(True)
+    out = model.saturate(probe, element[:1].repeat(5))[:, k]
+    (slope,) = torch.autograd.grad(out.sum(), probe)
+    beyond = (out - hi[0, k]).detach() / width
+    assert beyond[0] == pytest.approx(1e-4, rel=1e-2) and slope[0, k] == pytest.approx(1.0, abs=1e-6)
+    assert torch.all(beyond <= 1.0 + 1e-6) and beyond[-1] == pytest.approx(1.0, rel=1e-3)

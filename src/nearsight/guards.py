@@ -17,8 +17,9 @@ propagating NaN:
   descriptor components outside the range seen in training) is reported by
   :class:`ExtrapolationMonitor`: ``results["extrapolation"]`` (per-atom counts) and
   ``results["extrapolating_atoms"]`` (atoms with a count > 0); ``on_extrapolation``
-  chooses ``"ignore"``, ``"warn"`` (one :class:`ExtrapolationWarning` per calculator each
-  time the count rises from zero) or ``"raise"`` (:class:`ExtrapolationError`).
+  chooses ``"ignore"``, ``"warn"`` (an :class:`ExtrapolationWarning` the first time atoms
+  extrapolate and again only when more atoms do than ever before, so a long MD run or a
+  test set warns a few times, not at every step) or ``"raise"`` (:class:`ExtrapolationError`).
 
 Both error types are ``ValueError`` subclasses (bad input: the structure), except
 :class:`ExtrapolationError`, a ``RuntimeError``: the structure is valid, the model is not
@@ -151,15 +152,15 @@ def check_finite(
 class ExtrapolationMonitor:
     """Turns per-atom extrapolation counts into calculator results, warnings or errors.
 
-    One instance per calculator: with ``mode="warn"`` it warns once when atoms start to
-    extrapolate, and again only after a structure with no extrapolating atom.
+    One instance per calculator: with ``mode="warn"`` it warns the first time atoms
+    extrapolate, and again only when more atoms extrapolate than in any structure warned about.
     """
 
     def __init__(self, mode: str = "warn") -> None:
         if mode not in ON_EXTRAPOLATION:
             raise ValueError(f"on_extrapolation = {mode!r}: must be one of {list(ON_EXTRAPOLATION)}")
         self.mode = mode
-        self._warned = False
+        self._warned_atoms = 0  # the most extrapolating atoms warned about so far
 
     def report(self, atoms: Atoms, counts: np.ndarray | None) -> dict[str, object]:
         """``{"extrapolation": counts [n_atoms], "extrapolating_atoms": int}`` ({} if ``counts`` is None)."""
@@ -167,15 +168,13 @@ class ExtrapolationMonitor:
             return {}
         counts = np.asarray(counts, dtype=np.float64).reshape(len(atoms))
         n = int(np.count_nonzero(counts > 0))
-        if n == 0:
-            self._warned = False
-        elif self.mode == "raise":
+        if n and self.mode == "raise":
             raise ExtrapolationError(f"the model extrapolates: {self.describe(atoms, counts)}", counts)
-        elif self.mode == "warn" and not self._warned:
-            self._warned = True
+        if self.mode == "warn" and n > self._warned_atoms:
+            self._warned_atoms = n
             warnings.warn(
-                f"the model extrapolates: {self.describe(atoms, counts)} (warned again only after a "
-                "structure without extrapolation)",
+                f"the model extrapolates: {self.describe(atoms, counts)} (warned again only if more "
+                "atoms extrapolate)",
                 ExtrapolationWarning,
                 stacklevel=4,
             )

@@ -1,10 +1,11 @@
 """Behler-Parrinello neural network potential (Behler & Parrinello, PRL 98, 146401, 2007).
 
-    E = Σ_i ε_i,   ε_i = E0_{Z_i} + g_i · [s · NN_{Z_i}(m ⊙ (G_i - μ) / σ') + e_{Z_i} − E0_{Z_i}]
+    E = Σ_i ε_i,   ε_i = E0_{Z_i} + g_i · [s · NN_{Z_i}(m ⊙ (S(G_i) - μ) / σ') + e_{Z_i} − E0_{Z_i}]
 
 One feed-forward network per element, shared by all atoms of that element;
 G_i are local descriptors (atom-centred symmetry functions or SOAP); μ, σ are descriptor statistics of the
-training set, σ' = sqrt(σ² + (0.001 rms)²) and the mask m drops components that were constant in
+training set, S holds each component softly within its element's training range (``saturate``),
+σ' = sqrt(σ² + (0.001 rms)²) and the mask m drops components that were constant in
 training (safe standardisation, see ``set_statistics``); e_Z is the mean energy per atom of
 element Z in training, E0_Z its isolated-atom energy and g_i the switch of
 :mod:`nearsight.models.reference` (≈ 1 with neighbours, 0 without), so an isolated atom has
@@ -34,6 +35,8 @@ from .reference import switch, switched
 
 FEATURE_STD_FLOOR = 1e-3  # σ' = sqrt(σ² + (FLOOR · rms)²): a component's scale, relative to the typical one
 FEATURE_CONSTANT = 1e-6  # σ ≤ CONSTANT · rms: constant in training, masked
+EXTRAPOLATION_MARGIN = 0.05  # a component extrapolates beyond its training range ± 5 % of the range
+SATURATION_WIDTH = 0.5  # descriptors saturate within about half their range beyond it (saturate())
 
 
 class UnknownElementError(ValueError):
@@ -176,12 +179,30 @@ class BehlerParrinello(nn.Module):
         """``[n_atoms, n_features]`` network inputs: (G − μ)/σ', constant components masked."""
         return (features - self.feature_mean) / self.feature_std * self.feature_mask
 
+    def saturate(self, features: torch.Tensor, element: torch.Tensor) -> torch.Tensor:
+        """Descriptors softly held to their element's training range ``[lo, hi]``: unchanged inside,
+        ``hi + w tanh((G − hi)/w)`` above (and alike below), w = SATURATION_WIDTH (hi − lo) plus
+        1e-3 of the typical component size.  The networks never see inputs much beyond what they
+        were trained on, so a new environment gives bounded energies and forces (twice
+        continuously differentiable: MD conserves energy across the range edge); the training data
+        lie inside by construction and train exactly as without it."""
+        low, high = self.feature_min[element], self.feature_max[element]  # [n_atoms, n_features]
+        if not (bool(torch.isfinite(low).all()) and bool(torch.isfinite(high).all())):
+            return features  # no training range recorded (files written before it)
+        scale = torch.sqrt((self.feature_mean**2 + self.feature_std**2).mean())
+        width = SATURATION_WIDTH * (high - low) + 1e-3 * scale
+        above = high + width * torch.tanh((features - high) / width)
+        below = low - width * torch.tanh((low - features) / width)
+        return torch.where(features > high, above, torch.where(features < low, below, features))
+
     def extrapolation(self, features: torch.Tensor, element: torch.Tensor) -> torch.Tensor:
-        """``[n_atoms]``: descriptor components of each atom outside its element's training range
-        (widened by 0.1 % of the range and 1e-6 of the typical component size)."""
+        """``[n_atoms]``: descriptor components of each atom outside its element's training range,
+        widened on both sides by ``EXTRAPOLATION_MARGIN`` of the range (thermal excursions of the
+        training distribution are not counted) and 1e-6 of the typical component size (components
+        constant in training count as soon as they change: a new kind of neighbour)."""
         low, high = self.feature_min[element], self.feature_max[element]  # [n_atoms, n_features]
         scale = float(torch.sqrt((self.feature_mean**2 + self.feature_std**2).mean()))
-        tol = 1e-3 * (high - low).nan_to_num(posinf=0.0) + 1e-6 * scale
+        tol = EXTRAPOLATION_MARGIN * (high - low).nan_to_num(posinf=0.0) + 1e-6 * scale
         outside = (features < low - tol) | (features > high + tol)
         return outside.sum(-1).to(features.dtype)
 
@@ -221,7 +242,7 @@ class BehlerParrinello(nn.Module):
         self, graph: dict[str, torch.Tensor], features: torch.Tensor, element: torch.Tensor
     ) -> torch.Tensor:
         """ε_i ``[n_atoms]`` (eV) of the structure's head (the last head by default)."""
-        x = self.standardise(features)  # [n_atoms, n_feat]
+        x = self.standardise(self.saturate(features, element))  # [n_atoms, n_feat]
         n_heads = max(1, len(self.heads))
         out = x.new_zeros((x.shape[0], n_heads))
         for k, net in enumerate(self.nets):
