@@ -1,9 +1,12 @@
-"""Shared test settings: where the reference datasets live."""
+"""Shared test settings: where the reference datasets live, one-thread modules."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,3 +19,13 @@ def shared_data_dir() -> Path:
         if candidate.is_dir():
             return candidate
     return ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny graphs: one thread is fastest and immune to contention with other jobs
+    (``pytestmark = pytest.mark.usefixtures("one_thread")`` in a test module)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

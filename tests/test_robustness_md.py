@@ -36,14 +36,7 @@ from nearsight.training.config import validate_config
 from nearsight.training.model_setup import build_model
 from nearsight.uncertainty import EnsembleCalculator
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny graphs: one thread is fastest and immune to contention with other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------ models
