@@ -3,11 +3,11 @@
 ============================  =====  ==========================================================
 module                        lines  what it owns
 ============================  =====  ==========================================================
-``config``                      359  the YAML schema, defaults and checks of every key
-``dataset``                     196  reading, Δ-learning baselines, the split, label validation,
+``config``                      367  the YAML schema, defaults and checks of every key
+``dataset``                     230  reading, Δ-learning baselines, the split, label validation,
                                      graphs, heads, and the training statistics (reference
                                      energies, energy scale, label spreads)
-``model_setup``                 150  building the model, fine-tuning (init_from, frozen layers,
+``model_setup``                 167  building the model, fine-tuning (init_from, frozen layers,
                                      refitted shifts) and fitting its statistics
 ``loss``                        314  the loss as declared terms (energy, forces, stress, and any
                                      registered term), their σ defaults, masks and state
@@ -15,10 +15,10 @@ module                        lines  what it owns
                                      stages, EMA, clipping and the non-finite check of a step
 ``validation``                   73  the validation loss (total and per term), metrics and the
                                      report of the best model
-``checkpoint``                   87  checkpoint files and what a resume restores
-``log``                         123  ``training_log.csv``, TensorBoard, console lines, the
+``checkpoint``                  126  checkpoint files, what a resume restores, whether a run is done
+``log``                         151  ``training_log.csv``, TensorBoard, console lines, the
                                      learning curve
-``trainer``                     351  ``Trainer``: the composition and the epoch/step loop
+``trainer``                     373  ``Trainer``: the composition and the epoch/step loop
 ``ema``, ``distributed``,         -  weight averaging, data-parallel helpers, error metrics and
 ``metrics``                          parity plots
 ============================  =====  ==========================================================

@@ -17,6 +17,7 @@ truncated file.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -91,3 +92,35 @@ def restore_training_state(state: dict, optimisation, gen: torch.Generator, sour
     torch.set_rng_state(state["rng"]["torch"])
     gen.set_state(state["rng"]["data"])
     return dict(state["loop"])
+
+
+def finished_reason(loop: dict, training: dict, out_dir: Path) -> str | None:
+    """Why a run with checkpoint loop state ``loop`` has nothing left to do within ``training``'s
+    budget, or None.
+
+    It has when its outputs are complete (``training_summary.json`` of the checkpoint's step,
+    ``final_model.pt``, ``best_model.pt``) and the checkpoint shows every epoch done, or the
+    summary says it stopped by early stopping, or by ``max_steps`` / ``max_time_minutes`` that
+    the config has not raised.  A run killed before its summary is finished off instead.
+    """
+    summary_path = out_dir / "training_summary.json"
+    if not all(p.is_file() for p in (summary_path, out_dir / "final_model.pt", out_dir / "best_model.pt")):
+        return None
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (OSError, ValueError):
+        return None
+    t = training
+    if summary.get("steps") != loop["global_step"]:  # the summary of an earlier stop
+        return None
+    reason = summary.get("stopped_by")
+    if loop["epoch"] > t["epochs"]:
+        return f"all {t['epochs']} epochs done"
+    if reason == "early_stopping":
+        return f"early stopping after epoch {loop['epoch'] - 1} (best epoch {loop['best_epoch']})"
+    if reason == "max_steps" and t["max_steps"] is not None and loop["global_step"] >= t["max_steps"]:
+        return f"max_steps {t['max_steps']} reached"
+    limit = t["max_time_minutes"]
+    if reason == "max_time" and limit is not None and loop["elapsed_s"] > 60 * limit:
+        return f"max_time_minutes {limit} reached"
+    return None

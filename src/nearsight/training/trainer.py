@@ -17,7 +17,6 @@ batch's frames, before any weight changes.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from ..models.io import load_model, save_model
 from .checkpoint import (
     CheckpointError,
     comparable_config,
+    finished_reason,
     load_checkpoint,
     restore_training_state,
     save_checkpoint,
@@ -219,36 +219,11 @@ class Trainer:
 
     # ----------------------------------------------------------------- train
     def finished(self) -> str | None:
-        """Why the run being resumed has nothing left to do within the config's budget, or None.
-
-        It has when its outputs are complete (``training_summary.json`` of the checkpoint's step,
-        ``final_model.pt``, ``best_model.pt``) and the checkpoint shows every epoch done, or the
-        summary says it stopped by early stopping, or by ``max_steps`` / ``max_time_minutes``
-        that the config has not raised.  A run killed before its summary is finished off instead.
-        """
+        """Why the run being resumed has nothing left to do within the config's budget, or None
+        (:func:`~nearsight.training.checkpoint.finished_reason`)."""
         if self.checkpoint is None:
             return None
-        summary_path = self.out_dir / "training_summary.json"
-        if not (summary_path.is_file() and self.final_path.is_file() and self.best_path.is_file()):
-            return None
-        try:
-            summary = json.loads(summary_path.read_text())
-        except (OSError, ValueError):
-            return None
-        t, loop = self.config["training"], self.checkpoint["loop"]
-        if summary.get("steps") != loop["global_step"]:  # the summary of an earlier stop
-            return None
-        reason = summary.get("stopped_by")
-        if loop["epoch"] > t["epochs"]:
-            return f"all {t['epochs']} epochs done"
-        if reason == "early_stopping":
-            return f"early stopping after epoch {loop['epoch'] - 1} (best epoch {loop['best_epoch']})"
-        if reason == "max_steps" and t["max_steps"] is not None and loop["global_step"] >= t["max_steps"]:
-            return f"max_steps {t['max_steps']} reached"
-        limit = t["max_time_minutes"]
-        if reason == "max_time" and limit is not None and loop["elapsed_s"] > 60 * limit:
-            return f"max_time_minutes {limit} reached"
-        return None
+        return finished_reason(self.checkpoint["loop"], self.config["training"], self.out_dir)
 
     def train(self) -> Path:
         """Run (or, with ``resume``, continue) the training; the path of the best model.
