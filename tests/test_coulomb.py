@@ -1,0 +1,175 @@
+"""Electrostatics through torch-pme: Madelung energy, direct sum, derivatives, batching, errors."""
+
+from __future__ import annotations
+
+import itertools
+
+import ase.build
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from nearsight import keys
+from nearsight.longrange import Coulomb
+from nearsight.models.forcefield import ForceField
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+K_E = 14.399645478425667  # eV·Å/e², torchpme.prefactors.eV_A
+MADELUNG_NACL = 1.74756459463  # rock salt, referred to the nearest-neighbour distance
+A_NACL = 5.64  # Å
+
+
+def nacl(repeat: int = 1) -> tuple[ase.Atoms, torch.Tensor]:
+    atoms = ase.build.bulk("NaCl", "rocksalt", a=A_NACL, cubic=True).repeat(repeat)
+    charges = torch.tensor(np.where(atoms.numbers == 11, 1.0, -1.0), dtype=torch.float64)
+    return atoms, charges
+
+
+def cluster() -> tuple[ase.Atoms, torch.Tensor]:
+    """Six charges summing to zero in a 10 Å box, no periodicity."""
+    rng = np.random.default_rng(7)
+    atoms = ase.Atoms("NaClNaClNaCl", positions=rng.uniform(0.0, 10.0, (6, 3)), cell=np.eye(3) * 10.0)
+    charges = rng.normal(size=6)
+    return atoms, torch.tensor(charges - charges.mean(), dtype=torch.float64)
+
+
+def distorted_nacl() -> tuple[ase.Atoms, torch.Tensor]:
+    atoms, charges = nacl()
+    rng = np.random.default_rng(3)
+    atoms.set_cell(atoms.cell.array @ (np.eye(3) + rng.uniform(-0.05, 0.05, (3, 3))), scale_atoms=True)
+    atoms.positions += rng.normal(scale=0.1, size=atoms.positions.shape)
+    return atoms, charges * torch.tensor([1.0, 0.9, 1.1, 0.8, 1.0, 1.2, 0.95, 1.05], dtype=torch.float64)
+
+
+def to_graph(structures: list[tuple[ase.Atoms, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """A batch of structures with their charges under keys.CHARGES and no short-range edges."""
+    f64 = torch.float64
+    return {
+        keys.POSITIONS: torch.cat([torch.tensor(a.positions, dtype=f64) for a, _ in structures]),
+        keys.CELL: torch.stack([torch.tensor(a.cell.array, dtype=f64) for a, _ in structures]),
+        keys.PBC: torch.stack([torch.tensor(a.pbc) for a, _ in structures]),
+        keys.BATCH: torch.cat([torch.full((len(a),), g) for g, (a, _) in enumerate(structures)]),
+        keys.N_ATOMS: torch.tensor([len(a) for a, _ in structures]),
+        keys.CHARGES: torch.cat([q for _, q in structures]),
+        keys.EDGE_INDEX: torch.zeros((2, 0), dtype=torch.int64),
+        keys.CELL_SHIFTS: torch.zeros((0, 3), dtype=f64),
+    }
+
+
+class CoulombModel(nn.Module):
+    """The Coulomb term alone as a ForceField model (charges read from the graph)."""
+
+    cutoff = 0.0
+    species = (11, 17)
+
+    def __init__(self, coulomb: Coulomb) -> None:
+        super().__init__()
+        self.coulomb = coulomb
+
+    def forward(self, graph: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {keys.ATOMIC_ENERGIES: self.coulomb(graph, graph[keys.CHARGES])}
+
+
+def energy(coulomb: Coulomb, structure: tuple[ase.Atoms, torch.Tensor]) -> float:
+    return float(coulomb(to_graph([structure])).sum())
+
+
+@pytest.mark.parametrize("method", ["ewald", "pme"])
+def test_madelung_energy_of_rock_salt(method: str) -> None:
+    coulomb = Coulomb(method=method, accuracy=1e-6)
+    reference = -4 * K_E * MADELUNG_NACL / (A_NACL / 2)  # 4 ion pairs, E_pair = -k_e M / r0
+    assert reference == pytest.approx(-35.694066, rel=1e-6)
+    cell_energy = energy(coulomb, nacl())
+    assert abs(cell_energy - reference) < 1e-6 * abs(reference)
+    supercell_energy = energy(coulomb, nacl(2))
+    assert abs(supercell_energy - 8 * reference) < 1e-6 * abs(8 * reference)
+    assert abs(supercell_energy - 8 * cell_energy) < 1e-6 * abs(8 * cell_energy)
+
+
+def test_cluster_equals_pair_sum() -> None:
+    atoms, charges = cluster()
+    q = charges.tolist()
+    reference = sum(
+        K_E * q[i] * q[j] / np.linalg.norm(atoms.positions[i] - atoms.positions[j])
+        for i, j in itertools.combinations(range(len(atoms)), 2)
+    )
+    per_atom = Coulomb()(to_graph([(atoms, charges)]))
+    assert per_atom.shape == (6,)
+    assert abs(float(per_atom.sum()) - reference) < 1e-10
+
+
+def test_net_charge_uses_neutralising_background() -> None:
+    """With the background the energy of a charged cell does not depend on the splitting σ."""
+    atoms, charges = distorted_nacl()
+    charged = (atoms, charges + 0.3)
+    energies = [
+        energy(Coulomb(method="ewald", smearing=s, lr_wavelength=0.25, real_space_cutoff=12.0), charged)
+        for s in (1.0, 1.4)
+    ]
+    assert abs(energies[0] - energies[1]) < 1e-8
+
+
+def finite_difference_forces(coulomb: Coulomb, structure: tuple[ase.Atoms, torch.Tensor]) -> np.ndarray:
+    atoms, charges = structure
+    h = 1e-4
+    forces = np.zeros((len(atoms), 3))
+    for a, k in itertools.product(range(len(atoms)), range(3)):
+        shifted = []
+        for sign in (1.0, -1.0):
+            moved = atoms.copy()
+            moved.positions[a, k] += sign * h
+            shifted.append(energy(coulomb, (moved, charges)))
+        forces[a, k] = -(shifted[0] - shifted[1]) / (2 * h)
+    return forces
+
+
+@pytest.mark.parametrize("kind", ["periodic", "cluster"])
+def test_forces_are_energy_derivatives(kind: str) -> None:
+    structure = distorted_nacl() if kind == "periodic" else cluster()
+    coulomb = Coulomb(method="ewald", accuracy=1e-10)
+    out = ForceField(CoulombModel(coulomb))(to_graph([structure]), forces=True)
+    reference = finite_difference_forces(coulomb, structure)
+    assert np.abs(out[keys.FORCES].detach().numpy() - reference).max() < 1e-6
+
+
+def test_stress_is_strain_derivative() -> None:
+    atoms, charges = distorted_nacl()
+    coulomb = Coulomb(method="ewald", accuracy=1e-10)
+    out = ForceField(CoulombModel(coulomb))(to_graph([(atoms, charges)]), forces=False, stress=True)
+    h = 1e-5
+    reference = np.zeros((3, 3))
+    for a, b in itertools.product(range(3), range(3)):
+        shifted = []
+        for sign in (1.0, -1.0):
+            strain = np.zeros((3, 3))
+            strain[a, b] += 0.5 * sign * h
+            strain[b, a] += 0.5 * sign * h
+            deformed = atoms.copy()
+            deformed.set_cell(atoms.cell.array @ (np.eye(3) + strain), scale_atoms=True)
+            shifted.append(energy(coulomb, (deformed, charges)))
+        reference[a, b] = (shifted[0] - shifted[1]) / (2 * h) / atoms.get_volume()
+    assert np.abs(out[keys.STRESS][0].detach().numpy() - reference).max() < 1e-6
+
+
+def test_batch_equals_separate_structures() -> None:
+    structures = [distorted_nacl(), cluster()]
+    coulomb = Coulomb(method="ewald")
+    per_atom = coulomb(to_graph(structures))
+    batch = to_graph(structures)[keys.BATCH]
+    for g, structure in enumerate(structures):
+        alone = coulomb(to_graph([structure]))
+        assert torch.allclose(per_atom[batch == g], alone, rtol=0, atol=1e-12)
+
+
+def test_bad_input_raises() -> None:
+    atoms, charges = nacl()
+    atoms.pbc = [True, True, False]
+    with pytest.raises(ValueError, match="mixed periodicity"):
+        Coulomb()(to_graph([(atoms, charges)]))
+    atoms, charges = nacl()
+    with pytest.raises(ValueError, match=r"\[8, 1\]"):
+        Coulomb()(to_graph([(atoms, charges)]), charges[:, None])
+    with pytest.raises(ValueError, match="method"):
+        Coulomb(method="p3m")
