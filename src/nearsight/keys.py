@@ -96,6 +96,8 @@ N_ATOMS = declare("n_atoms", "graph", (), "1", dtype="int")  # [n_graphs] int64
 EDGE_INDEX = "edge_index"  # [2, n_edges] int64, row 0 = centre i, row 1 = neighbour j
 CELL_SHIFTS = declare("cell_shifts", "edge", (3,), "1")  # [n_edges, 3] float, integer lattice shifts S_ij
 #   r_ij = R_j - R_i + S_ij @ cell[batch[i]]
+# [n_graphs] float, e: total charge Q of each structure (optional; 0 when absent)
+TOTAL_CHARGE = declare("total_charge", "graph", (), "e")
 # [n_graphs] int64, readout head of each structure (multi-head models; optional)
 HEAD = declare("head", "graph", (), "1", dtype="int")
 

@@ -32,6 +32,7 @@ class Frame:
     forces: np.ndarray | None = None  # [n_atoms, 3] eV/Å
     stress: np.ndarray | None = None  # [3, 3] eV/Å³, ASE sign
     weight: float = 1.0
+    total_charge: float = 0.0  # e, the structure's net charge (an input of charge-aware models)
     config_type: str = "default"
     source: str = "<memory>"
     index: int = 0
@@ -82,6 +83,8 @@ class Frame:
             else:
                 atoms.info[name] = value.copy()
         atoms.info["config_type"] = self.config_type
+        if self.total_charge:
+            atoms.info["charge"] = self.total_charge
         return atoms
 
     @classmethod
@@ -97,6 +100,7 @@ class Frame:
         config_type: str | None = None,
         weight: float = 1.0,
         labels: dict[str, np.ndarray] | None = None,
+        total_charge: float = 0.0,
     ) -> Frame:
         """Geometry from ``atoms``; labels as given (readers extract them)."""
         if stress is not None:
@@ -118,6 +122,7 @@ class Frame:
             source=source,
             index=index,
             labels=dict(labels or {}),
+            total_charge=total_charge,
         )
 
 

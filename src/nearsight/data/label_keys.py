@@ -76,6 +76,7 @@ class LabelKeys:
     # (("charges", "mulliken"), ("dipole", "dipole")); per-atom fields are looked up in
     # atoms.arrays first, per-structure fields in atoms.info
     extra: tuple[tuple[str, str], ...] = ()
+    total_charge: str = "charge"  # info key of the structure's net charge (e; 0 where absent)
 
 
 def extra_label_keys(extra: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:

@@ -99,6 +99,7 @@ def frame_to_graph(
         keys.N_ATOMS: torch.tensor([n], dtype=torch.int64),
         keys.EDGE_INDEX: torch.as_tensor(edge_index),
         keys.CELL_SHIFTS: torch.as_tensor(shifts, dtype=dtype),
+        keys.TOTAL_CHARGE: torch.tensor([frame.total_charge], dtype=dtype),
     }
     if labels:
         graph.update(_labels(frame, dtype))
@@ -108,7 +109,13 @@ def frame_to_graph(
 
 def atoms_to_graph(atoms, cutoff: float, dtype: torch.dtype = torch.float64) -> dict[str, torch.Tensor]:
     """Graph of an ``ase.Atoms`` without labels (for inference)."""
-    frame = Frame(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell.array, pbc=atoms.pbc)
+    frame = Frame(
+        numbers=atoms.numbers,
+        positions=atoms.positions,
+        cell=atoms.cell.array,
+        pbc=atoms.pbc,
+        total_charge=float(atoms.info.get("charge", 0.0)),
+    )
     return frame_to_graph(frame, cutoff, dtype, labels=False)
 
 

@@ -85,6 +85,13 @@ def _frame_from_atoms(
             raise ValueError(f"{where}: label {key!r} ({name}) is not numeric: {value!r}") from None
     config_type = info.get(keys.config_type)
     weight = info.get(keys.weight, 1.0)
+    charge = info.get(keys.total_charge, 0.0)
+    try:
+        charge = float(np.asarray(charge, dtype=np.float64).reshape(()))
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{where}: total charge {keys.total_charge!r} = {charge!r} is not a number"
+        ) from None
     frame = Frame.from_atoms(
         atoms,
         energy=energy,
@@ -95,8 +102,17 @@ def _frame_from_atoms(
         config_type=None if config_type is None else str(config_type),
         weight=float(weight),
         labels=labels,
+        total_charge=charge,
     )
-    used = {keys.energy, keys.forces, keys.stress, keys.virial, keys.config_type, keys.weight}
+    used = {
+        keys.energy,
+        keys.forces,
+        keys.stress,
+        keys.virial,
+        keys.config_type,
+        keys.weight,
+        keys.total_charge,
+    }
     used |= {key for _, key in keys.extra}
     frame.info.update({k: v for k, v in info.items() if k not in used})
     return frame

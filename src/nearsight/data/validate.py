@@ -192,6 +192,8 @@ def validate_frame(
             _check_finite(frame, label, value)
     for label, value in frame.labels.items():
         _check_finite(frame, label, value)
+    if not np.isfinite(frame.total_charge) or abs(frame.total_charge - round(frame.total_charge)) > 1e-6:
+        raise ValueError(f"{frame.where}: total charge {frame.total_charge!r} must be a whole number of e")
     if not np.isfinite(frame.weight) or frame.weight < 0:
         raise ValueError(f"{frame.where}: weight {frame.weight} must be finite and >= 0")
     _check_species(frame, known_species)

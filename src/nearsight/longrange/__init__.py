@@ -2,8 +2,11 @@
 
 :class:`Coulomb` gives the electrostatic energy ε_i = ½ q_i V_i of point charges: a direct
 sum for molecules and clusters, Ewald or PME (through torch-pme) for periodic cells.
+:class:`Dispersion` gives the DFT-D3(BJ) dispersion energy per atom (through tad-dftd3), for
+molecules and for cells periodic along any axes.
 """
 
 from .coulomb import Coulomb
+from .dispersion import Dispersion
 
-__all__ = ["Coulomb"]
+__all__ = ["Coulomb", "Dispersion"]

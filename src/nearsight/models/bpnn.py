@@ -31,6 +31,7 @@ from torch import nn
 from .. import keys
 from ..descriptors import build_descriptor
 from ..nn import MLP
+from .charges import conserve_charges
 from .reference import switch, switched
 
 FEATURE_STD_FLOOR = 1e-3  # σ' = sqrt(σ² + (FLOOR · rms)²): a component's scale, relative to the typical one
@@ -77,6 +78,7 @@ class BehlerParrinello(nn.Module):
         hidden: Sequence[int] = (64, 64),
         activation: str = "silu",
         heads: Sequence[str] | None = None,
+        charges: bool = False,
     ) -> None:
         super().__init__()
         self.heads = [str(h) for h in heads] if heads else []
@@ -92,6 +94,10 @@ class BehlerParrinello(nn.Module):
         n_feat = self.descriptor.n_features
         n_el = len(self.species)
         self.nets = nn.ModuleList(MLP(n_feat, self.hidden, n_heads, activation) for _ in range(n_el))
+        # charge head: one network per element on the same descriptors (nearsight.models.charges)
+        self.charge_nets = (
+            nn.ModuleList(MLP(n_feat, self.hidden, 1, activation) for _ in range(n_el)) if charges else None
+        )
         self.register_buffer("feature_mean", torch.zeros(n_feat))
         self.register_buffer("feature_std", torch.ones(n_feat))
         # 0 for descriptor components that were constant in training (their weights never learned)
@@ -122,6 +128,8 @@ class BehlerParrinello(nn.Module):
         }
         if self.heads:
             config["heads"] = self.heads
+        if self.charge_nets is not None:
+            config["charges"] = True
         return config
 
     def head_index(self, head: str | None) -> int:
@@ -234,6 +242,8 @@ class BehlerParrinello(nn.Module):
         element = element_indices(self.z_to_index, graph[keys.ATOMIC_NUMBERS], self.species)
         features = self.features(graph)  # [n_atoms, n_feat]
         out = {keys.ATOMIC_ENERGIES: self.atomic_energies(graph, features, element)}
+        if self.charge_nets is not None:
+            out[keys.CHARGES] = self.charges(graph, features, element)
         if not self.training:
             out[keys.EXTRAPOLATION] = self.extrapolation(features.detach(), element)
         return out
@@ -259,6 +269,18 @@ class BehlerParrinello(nn.Module):
         picked = out.gather(1, head[:, None]).squeeze(-1)
         rest = picked * self.energy_scale + self.energy_shift[head, element]
         return self._switched(graph, self.isolated_energy[head, element], rest)
+
+    def charges(
+        self, graph: dict[str, torch.Tensor], features: torch.Tensor, element: torch.Tensor
+    ) -> torch.Tensor:
+        """q_i ``[n_atoms]`` (e): per-element networks on the descriptors, conserved per structure."""
+        x = self.standardise(self.saturate(features, element))
+        raw = x.new_zeros(x.shape[0])
+        for k, net in enumerate(self.charge_nets):
+            idx = torch.nonzero(element == k).squeeze(-1)
+            if idx.numel():
+                raw = raw.index_put((idx,), net(x[idx]).squeeze(-1))
+        return conserve_charges(raw, graph)
 
     def _switched(
         self, graph: dict[str, torch.Tensor], isolated: torch.Tensor, rest: torch.Tensor

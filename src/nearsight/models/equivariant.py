@@ -45,6 +45,7 @@ from torch import nn
 from .. import keys
 from ..nn import ExactConstants
 from .bpnn import element_indices
+from .charges import conserve_charges
 from .interaction import Interaction, RadialMLP, stacked_weights
 from .irreps import Irrep, irrep_name, irreps_up_to, sh_polynomials
 from .reference import switch, switched
@@ -89,6 +90,7 @@ class EquivariantPotential(ExactConstants):
         parity: str = "natural",
         gate: bool = True,
         element_mix: bool = False,
+        charges: bool = False,
     ) -> None:
         super().__init__()
         for name, value, low in (
@@ -152,6 +154,8 @@ class EquivariantPotential(ExactConstants):
             irreps_in = out
         self.readouts = stacked_weights(num_layers - 1, C, 1)
         self.readout_mlp = RadialMLP([C, readout_hidden, 1])
+        # charge head: a scalar readout of the last layer (nearsight.models.charges)
+        self.charge_readout = nn.Linear(C, 1) if charges else None
         self.register_buffer("avg_num_neighbours", torch.ones((), dtype=torch.float64))
         self.register_buffer("energy_shift", torch.zeros(n_el, dtype=torch.float64))  # eV, e_Z
         # the isolated-atom reference (nearsight.models.reference): E0_Z (eV), on when 1
@@ -180,6 +184,7 @@ class EquivariantPotential(ExactConstants):
             "parity": self.parity,
             "gate": self.gate,
             "element_mix": self.element_mix,
+            **({"charges": True} if self.charge_readout is not None else {}),
         }
 
     @classmethod
@@ -342,8 +347,14 @@ class EquivariantPotential(ExactConstants):
         return out
 
     def forward(self, graph: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``{keys.ATOMIC_ENERGIES: [n_atoms]}`` (eV)."""
-        return {keys.ATOMIC_ENERGIES: self.run(graph)[0]}
+        """``{keys.ATOMIC_ENERGIES: [n_atoms]}`` (eV), with a charge head also ``keys.CHARGES``
+        (e, conserved per structure)."""
+        energy, feats = self.run(graph)
+        out = {keys.ATOMIC_ENERGIES: energy}
+        if self.charge_readout is not None:
+            scalars = feats[-1][-1][:, 0]  # [n_atoms, C]: the last layer's 0e features
+            out[keys.CHARGES] = conserve_charges(self.charge_readout(scalars).squeeze(-1), graph)
+        return out
 
 
 _SPEC_KEYS = {
@@ -360,6 +371,7 @@ _SPEC_KEYS = {
     "parity": str,
     "gate": bool,
     "element_mix": bool,
+    "charges": bool,
 }
 
 
