@@ -399,6 +399,8 @@ def equivariant_arguments(spec: dict | None) -> dict:
     return {**PRESETS[preset], **spec}
 
 
-def build_equivariant(spec: dict | None, species: Sequence[int], cutoff: float) -> EquivariantPotential:
-    """The model of a config's ``model`` section with ``type: equivariant``."""
-    return EquivariantPotential(species, cutoff=cutoff, **equivariant_arguments(spec))
+def build_equivariant(
+    spec: dict | None, species: Sequence[int], cutoff: float, charges: bool = False
+) -> EquivariantPotential:
+    """The model of a config's ``model`` section with ``type: equivariant`` (with a charge head)."""
+    return EquivariantPotential(species, cutoff=cutoff, charges=charges, **equivariant_arguments(spec))

@@ -28,6 +28,18 @@ from .equivariant import EquivariantPotential
 FORMAT = "nearsight-model"
 FORMAT_VERSION = 2  # 2: ACSF with G1 and DScribe pair order; descriptor type recorded
 MODEL_TYPES: dict[str, type[nn.Module]] = {"bpnn": BehlerParrinello, "equivariant": EquivariantPotential}
+# model types whose module is imported when a file of that type is read (heavy dependencies)
+LAZY_MODEL_TYPES = {"longrange": ("nearsight.longrange.model", "LongRangePotential")}
+
+
+def model_class(kind: str | None) -> type[nn.Module] | None:
+    """The class of a model type name (importing a lazily registered one), None if unknown."""
+    if kind in LAZY_MODEL_TYPES and kind not in MODEL_TYPES:
+        import importlib
+
+        module, name = LAZY_MODEL_TYPES[kind]
+        MODEL_TYPES[kind] = getattr(importlib.import_module(module), name)
+    return MODEL_TYPES.get(kind)
 
 
 def atomic_torch_save(obj: object, path: str | os.PathLike) -> Path:
@@ -73,8 +85,9 @@ def model_from_dict(data: dict, source: str = "<dict>") -> nn.Module:
     if data.get("units") != UNITS:
         raise ValueError(f"{source}: model units {data.get('units')} differ from nearsight's {UNITS}")
     kind = data.get("model_type")
-    if kind not in MODEL_TYPES:
-        raise ValueError(f"{source}: unknown model type {kind!r}; known: {sorted(MODEL_TYPES)}")
+    if model_class(kind) is None:
+        known = sorted({*MODEL_TYPES, *LAZY_MODEL_TYPES})
+        raise ValueError(f"{source}: unknown model type {kind!r}; known: {known}")
     try:
         model = MODEL_TYPES[kind].from_config(data["config"])
         model.to(getattr(torch, data.get("dtype", "float64")))

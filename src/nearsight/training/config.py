@@ -120,6 +120,10 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any, Callable[[Any], 
         # multi-head (multi-fidelity) model: one readout per level, listed cheap to accurate;
         # each frame names its head in info[data.head_key]; the last head is the default
         "heads": ((list, type(None)), None, None),
+        # long range on top of the short-range model (nearsight.longrange): {coulomb: {method: auto |
+        # ewald | pme, accuracy: 1e-6 eV/Å, ...} or null, dispersion: {functional: pbe, ...} or null};
+        # a Coulomb term gives the short-range model a charge head (charges conserved per structure)
+        "longrange": ((dict, type(None)), None, None),
         # fine-tuning: start from this model file (its architecture; the keys above are ignored)
         "init_from": (_OPT_STR, None, None),
         # Δ-learning: the ASE calculator that supplies the baseline at inference
@@ -235,11 +239,41 @@ def validate_config(raw: dict | None, source: str = "<config>") -> dict:
             raise ConfigError(f"{source}: model.equivariant: {exc}") from exc
     elif model["equivariant"] is not None:
         raise ConfigError(f"{source}: model.equivariant is only read with model.type: equivariant")
+    if model["longrange"] is not None:
+        _check_longrange(model["longrange"], source)
     heads = model["heads"]
     if heads is not None and (len(heads) < 2 or len(set(map(str, heads))) != len(heads)):
         raise ConfigError(f"{source}: model.heads = {heads!r}: must be two or more distinct names")
     _check_training(out, source)
     return out
+
+
+def _check_longrange(spec: dict, source: str) -> None:
+    """``model.longrange``: known terms, each built once to check its arguments."""
+    unknown = sorted(set(spec) - {"coulomb", "dispersion"})
+    if unknown:
+        raise ConfigError(
+            f"{source}: model.longrange: unknown key(s) {unknown}; allowed: ['coulomb', 'dispersion']"
+        )
+    for name in ("coulomb", "dispersion"):
+        value = spec.get(name)
+        if value is True:
+            spec[name] = value = {}
+        if value is None or value is False:
+            spec[name] = None
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f"{source}: model.longrange.{name} = {value!r}: must be a mapping, true or null"
+            )
+        from ..longrange import Coulomb, Dispersion
+
+        try:
+            (Coulomb if name == "coulomb" else Dispersion)(**value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{source}: model.longrange.{name}: {exc}") from exc
+    if spec.get("coulomb") is None and spec.get("dispersion") is None:
+        raise ConfigError(f"{source}: model.longrange: give coulomb and/or dispersion")
 
 
 def _stage_keys(training: dict) -> set[str]:

@@ -178,6 +178,24 @@ class StressTerm(LossTerm):
         return rms if rms > 0 else 0.01
 
 
+@register_loss_term
+class ChargesTerm(LossTerm):
+    """(1/n) Σ_i (q_i − q_i^ref)² / σ_q² on atomic charges (e.g. MBIS or Hirshfeld labels read with
+    ``data.extra_labels: {charges: KEY}``); σ_q defaults to the RMS label charge."""
+
+    name = "charges"
+    output = keys.CHARGES
+
+
+@register_loss_term
+class DipoleTerm(LossTerm):
+    """(1/3) ‖μ − μ^ref‖² / σ_μ² on the dipole moment (e·Å, ``data.extra_labels: {dipole: KEY}``);
+    σ_μ defaults to the RMS label component."""
+
+    name = "dipole"
+    output = keys.DIPOLE
+
+
 class Loss:
     """The sum of loss terms (:class:`LossTerm`) over a batch; terms of weight 0 are skipped.
 

@@ -25,10 +25,22 @@ from ..models.io import load_model, model_from_dict
 
 
 def build_model(model_cfg: dict, species: Sequence[int]) -> nn.Module:
-    """A model from the ``model`` section of a config."""
+    """A model from the ``model`` section of a config (with ``longrange``: wrapped in
+    :class:`~nearsight.longrange.model.LongRangePotential`)."""
+    longrange = model_cfg.get("longrange")
+    if longrange is not None:
+        from ..longrange.model import LongRangePotential
+
+        charges = longrange.get("coulomb") is not None
+        short = _short_range_model(model_cfg, species, charges)
+        return LongRangePotential(short, longrange.get("coulomb"), longrange.get("dispersion"))
+    return _short_range_model(model_cfg, species, False)
+
+
+def _short_range_model(model_cfg: dict, species: Sequence[int], charges: bool) -> nn.Module:
     cutoff = float(model_cfg["cutoff"])
     if model_cfg["type"] == "equivariant":
-        return build_equivariant(model_cfg["equivariant"], species, cutoff)
+        return build_equivariant(model_cfg["equivariant"], species, cutoff, charges)
     if model_cfg["descriptor"] == "soap":
         weighting = model_cfg["weighting"] or {"function": "poly", "r0": cutoff, "c": 1.0, "m": 2.0}
         descriptor = {
@@ -41,7 +53,7 @@ def build_model(model_cfg: dict, species: Sequence[int]) -> nn.Module:
             "weighting": weighting,
         }
         return BehlerParrinello(
-            species, descriptor, model_cfg["hidden"], model_cfg["activation"], model_cfg["heads"]
+            species, descriptor, model_cfg["hidden"], model_cfg["activation"], model_cfg["heads"], charges
         )
     r_ang = model_cfg["cutoff_angular"]
     params = default_acsf_params(
@@ -58,7 +70,7 @@ def build_model(model_cfg: dict, species: Sequence[int]) -> nn.Module:
             params[key] = model_cfg[key]
     descriptor = {"r_cut": cutoff, "r_cut_angular": r_ang, **params}
     return BehlerParrinello(
-        species, descriptor, model_cfg["hidden"], model_cfg["activation"], model_cfg["heads"]
+        species, descriptor, model_cfg["hidden"], model_cfg["activation"], model_cfg["heads"], charges
     )
 
 
@@ -72,7 +84,8 @@ def fit_statistics(
 ) -> None:
     """Descriptor mean/std over all training atoms and their range per element; shift and scale
     of atomic energies; with ``isolated_energy`` (E0_Z) the isolated-atom reference
-    (:mod:`nearsight.models.reference`)."""
+    (:mod:`nearsight.models.reference`).  A long-range model's short-range part is fitted."""
+    model = getattr(model, "short", model)
     if hasattr(model, "fit_statistics"):  # the equivariant model: mean neighbour count, shift, scale
         model.fit_statistics(graphs, reference, energy_scale, isolated_energy)
         return
@@ -112,6 +125,7 @@ def freeze_layers(model: nn.Module, spec: str | int | None) -> int:
     """
     if spec is None:
         return 0
+    model = getattr(model, "short", model)
     nets = getattr(model, "nets", None)
     if nets is None:
         raise ValueError(
@@ -160,7 +174,12 @@ def initialise(
     """
     if fresh:
         fit_statistics(model, graphs, stats["energy_shift"], stats["energy_scale"], stats["isolated_energy"])
-    elif not resumed and training["refit_energy_shift"] and hasattr(model, "energy_shift"):
+    elif (
+        not resumed
+        and training["refit_energy_shift"]
+        and hasattr(getattr(model, "short", model), "energy_shift")
+    ):
+        model = getattr(model, "short", model)
         model.set_energy_shift(stats["energy_shift"])  # fine-tuning on another level of theory: new offsets
         if hasattr(model, "set_isolated_energy"):
             model.set_isolated_energy(stats["isolated_energy"])
