@@ -147,3 +147,27 @@ def test_training_with_charge_labels(tmp_path):
     model = trainer.model.eval()
     out = ForceField(model)(atoms_to_graph(frames[0], model.cutoff), forces=False)
     assert abs(float(out[keys.CHARGES].sum())) < 1e-6 and "coulomb_energy" in out
+
+
+def test_ase_calculator_returns_charges_dipole_and_terms():
+    from ase.calculators.calculator import PropertyNotImplementedError
+
+    model = _model("bpnn")
+    atoms = molecule("H2O")
+    atoms.calc = NearsightCalculator(model, on_extrapolation="ignore")
+    q = atoms.get_charges()
+    assert q.shape == (3,) and abs(q.sum()) < 1e-10
+    np.testing.assert_allclose(atoms.get_dipole_moment(), (q[:, None] * atoms.positions).sum(0), atol=1e-12)
+    r = atoms.calc.results
+    assert r["energy"] == pytest.approx(
+        r["short_range_energy"] + r["coulomb_energy"] + r["dispersion_energy"]
+    )
+    plain = molecule("H2O")
+    plain.calc = NearsightCalculator(model.short, on_extrapolation="ignore")
+    plain.get_charges()  # the short-range model alone still has its charge head
+    no_head = build_model(
+        validate_config({"data": {"train": "x"}, "model": {"cutoff": 3.5, "hidden": [8]}})["model"], [1, 8]
+    )
+    plain.calc = NearsightCalculator(no_head, on_extrapolation="ignore")
+    with pytest.raises(PropertyNotImplementedError, match="predicts no charges"):
+        plain.get_charges()

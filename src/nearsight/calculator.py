@@ -50,7 +50,7 @@ _DTYPES = {"float64": torch.float64, "float32": torch.float32}
 class NearsightCalculator(Calculator):
     """ASE calculator wrapping a nearsight model (object or model file path)."""
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "charges", "dipole"]
 
     def __init__(
         self,
@@ -127,6 +127,12 @@ class NearsightCalculator(Calculator):
         if periodic:
             stress = out[keys.STRESS][0].detach().cpu().double().numpy()
             results["stress"] = full_3x3_to_voigt_6_stress(stress)
+        results.update(_named_outputs(out))
+        for prop in ("charges", "dipole"):
+            if prop in properties and prop not in results:
+                raise PropertyNotImplementedError(
+                    f"this model predicts no {prop} (a model with a charge head does)"
+                )
         check_finite(atoms, graph, results)
         counts = out.get(keys.EXTRAPOLATION)
         counts = None if counts is None else counts.detach().cpu().double().numpy()
@@ -156,3 +162,17 @@ class NearsightCalculator(Calculator):
                 if want_stress:
                     raise PropertyNotImplementedError("the baseline calculator provides no stress") from None
                 del res["stress"]
+
+
+def _named_outputs(out: dict[str, torch.Tensor]) -> dict[str, object]:
+    """ASE results from a model's other outputs: ``charges`` [n] (e) and ``dipole`` [3] (e·Å) where
+    the model has a charge head, and each energy term of a long-range model (eV, by its name)."""
+    results: dict[str, object] = {}
+    if keys.CHARGES in out:
+        results["charges"] = out[keys.CHARGES].detach().cpu().double().numpy()
+    if keys.DIPOLE in out:
+        results["dipole"] = out[keys.DIPOLE][0].detach().cpu().double().numpy()
+    for name in ("short_range_energy", "coulomb_energy", "dispersion_energy"):
+        if name in out:
+            results[name] = float(out[name].detach().sum())
+    return results

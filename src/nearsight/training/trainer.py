@@ -119,7 +119,7 @@ class Trainer:
         self.forcefield = ForceField(model)
         self.reference_energies = stats["reference_energies"]
         n_params = sum(p.numel() for p in model.parameters())
-        n_features = getattr(getattr(model, "descriptor", None), "n_features", "-")
+        n_features = getattr(getattr(getattr(model, "short", model), "descriptor", None), "n_features", "-")
         self.log(
             f"species {self.species}  train {len(self.train_frames)}  valid {len(self.valid_frames)}  "
             f"features {n_features}  parameters {n_params}" + (f" ({frozen} frozen)" if frozen else "")
