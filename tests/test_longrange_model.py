@@ -145,6 +145,22 @@ def test_training_with_charge_labels(tmp_path):
     model = trainer.model.eval()
     out = ForceField(model)(atoms_to_graph(frames[0], model.cutoff), forces=False)
     assert abs(float(out[keys.CHARGES].sum())) < 1e-6 and "coulomb_energy" in out
+    # nearsight evaluate reports the charge error where frames carry charge labels
+    import json
+
+    from nearsight.cli.main import main
+
+    report = tmp_path / "metrics.json"
+    argv = [
+        "evaluate",
+        str(tmp_path / "run" / "best_model.pt"),
+        str(tmp_path / "train.xyz"),
+        "--charges-key",
+        "mbis",
+    ]
+    assert main([*argv, "--json", str(report)]) == 0
+    metrics = json.loads(report.read_text())
+    assert metrics["n_charges"] == 12 and 0 < metrics["charges_mae"] < 1.0
 
 
 def test_ase_calculator_returns_charges_dipole_and_terms():

@@ -18,6 +18,14 @@ def _read(path: str, fmt: str | None, args: argparse.Namespace) -> tuple[list, d
         stress_key=args.stress_key,
         virial_key=args.virial_key,
         require_labels=True,
+        extra_labels={
+            name: key
+            for name, key in (
+                ("charges", getattr(args, "charges_key", None)),
+                ("dipole", getattr(args, "dipole_key", None)),
+            )
+            if key
+        },
     )
 
 
@@ -92,6 +100,10 @@ def format_metrics(rows: dict[str, dict]) -> str:
         )
         if "stress_mae" in m:
             lines[-1] += f"   stress MAE {1e3 * m['stress_mae']:.3f} meV/Å³"
+        if "charges_mae" in m:
+            lines[-1] += f"   charges MAE {1e3 * m['charges_mae']:.1f} me"
+        if "dipole_mae" in m:
+            lines[-1] += f"   dipole MAE {1e3 * m['dipole_mae']:.1f} me·Å"
     return "\n".join(lines)
 
 

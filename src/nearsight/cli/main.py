@@ -41,6 +41,10 @@ def _add_label_keys(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--stress-key", default=None, help=f"info key of the stress ({detected.format('stress')})")
     p.add_argument("--virial-key", default=None, help="info key of a virial (eV), used where no stress is")
+    p.add_argument(
+        "--charges-key", default=None, help="arrays key of atomic charge labels (e; models with charges)"
+    )
+    p.add_argument("--dipole-key", default=None, help="info key of dipole labels (e·Å; models with charges)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,16 +19,23 @@ from ..models.forcefield import ForceField
 
 
 def split_predictions(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> list[dict]:
-    """Per-frame numpy ``energy``, ``forces`` (and ``stress`` if computed) from batched outputs."""
+    """Per-frame numpy ``energy``, ``forces`` (and ``stress``, ``charges``, ``dipole`` where the
+    outputs have them) from batched outputs."""
     energy = out[keys.ENERGY].detach().double().numpy()
     forces = out[keys.FORCES].detach().double().numpy()
     stress = out[keys.STRESS].detach().double().numpy() if keys.STRESS in out else None
+    charges = out[keys.CHARGES].detach().double().numpy() if keys.CHARGES in out else None
+    dipole = out[keys.DIPOLE].detach().double().numpy() if keys.DIPOLE in out else None
     offsets = np.concatenate([[0], np.cumsum(batch[keys.N_ATOMS].numpy())])
     results = []
     for k in range(len(offsets) - 1):
         res = {"energy": energy[k], "forces": forces[offsets[k] : offsets[k + 1]]}
         if stress is not None:
             res["stress"] = stress[k]
+        if charges is not None:
+            res["charges"] = charges[offsets[k] : offsets[k + 1]]
+        if dipole is not None:
+            res["dipole"] = dipole[k]
         results.append(res)
     return results
 
@@ -79,6 +86,15 @@ def compute_metrics(frames: Sequence[Frame], predictions: Sequence[dict]) -> dic
     if ds:
         m["stress_mae"], m["stress_rmse"] = _mae_rmse(np.concatenate(ds))
     m["n_energy"], m["n_forces"], m["n_stress"] = len(de), len(df), len(ds)
+    for name in ("charges", "dipole"):  # labels of charge-predicting models: e per atom, e·Å per component
+        diffs = [
+            (pred[name] - frame.labels[name]).ravel()
+            for frame, pred in zip(frames, predictions)
+            if name in frame.labels and name in pred
+        ]
+        if diffs:
+            m[f"{name}_mae"], m[f"{name}_rmse"] = _mae_rmse(np.concatenate(diffs))
+            m[f"n_{name}"] = len(diffs)
     return m
 
 
