@@ -3,13 +3,13 @@
 ============================  =====  ==========================================================
 module                        lines  what it owns
 ============================  =====  ==========================================================
-``config``                      367  the YAML schema, defaults and checks of every key
+``config``                      401  the YAML schema, defaults and checks of every key
 ``dataset``                     230  reading, Δ-learning baselines, the split, label validation,
                                      graphs, heads, and the training statistics (reference
                                      energies, energy scale, label spreads)
-``model_setup``                 167  building the model, fine-tuning (init_from, frozen layers,
+``model_setup``                 186  building the model, fine-tuning (init_from, frozen layers,
                                      refitted shifts) and fitting its statistics
-``loss``                        314  the loss as declared terms (energy, forces, stress, and any
+``loss``                        332  the loss as declared terms (energy, forces, stress, and any
                                      registered term), their σ defaults, masks and state
 ``optimisation``                154  Adam/AdamW, warm-up, plateau/cosine/budget schedules,
                                      stages, EMA, clipping and the non-finite check of a step
