@@ -185,3 +185,38 @@ def test_ase_calculator_returns_charges_dipole_and_terms():
     plain.calc = NearsightCalculator(no_head, on_extrapolation="ignore")
     with pytest.raises(PropertyNotImplementedError, match="predicts no charges"):
         plain.get_charges()
+
+
+def test_born_effective_charges_obey_the_sum_rule_and_match_finite_differences():
+    from nearsight.longrange.response import born_effective_charges
+
+    model = _model("bpnn")  # species H, O
+    atoms = molecule("H2O") + molecule("H2O")
+    atoms.positions[3:] += [2.8, 0.3, -0.2]
+    z = born_effective_charges(model, atoms)
+    assert z.shape == (6, 3, 3)
+    np.testing.assert_allclose(z.sum(0), 0.0, atol=1e-10)  # acoustic sum rule (neutral)
+
+    def dipole(a: Atoms) -> np.ndarray:
+        out = ForceField(model)(atoms_to_graph(a, model.cutoff), forces=False)
+        return out[keys.DIPOLE][0].detach().numpy()
+
+    h = 1e-5
+    for i, beta in ((0, 2), (4, 0)):
+        plus, minus = atoms.copy(), atoms.copy()
+        plus.positions[i, beta] += h
+        minus.positions[i, beta] -= h
+        np.testing.assert_allclose(z[i, :, beta], (dipole(plus) - dipole(minus)) / (2 * h), atol=1e-7)
+    assert (
+        np.abs(
+            z
+            - np.einsum(
+                "i,ab->iab",
+                ForceField(model)(atoms_to_graph(atoms, model.cutoff))[keys.CHARGES].detach().numpy(),
+                np.eye(3),
+            )
+        ).max()
+        > 1e-3
+    )  # charges respond to geometry
+    with pytest.raises(ValueError, match="predicts no dipole"):
+        born_effective_charges(model.short, atoms)

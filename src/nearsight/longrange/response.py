@@ -1,0 +1,38 @@
+"""Response properties of models that predict charges.
+
+Born effective charges are the derivatives of the dipole with respect to the atomic positions,
+
+    Z*_{i,αβ} = ∂μ_α / ∂R_{i,β},    μ = Σ_j q_j R_j
+
+taken by autograd through the charges' own dependence on the positions (so Z*_i ≠ q_i δ_αβ in
+general).  For a neutral structure μ does not change under a rigid translation, hence the acoustic
+sum rule Σ_i Z*_i = 0; IR intensities follow from Z* projected on the normal modes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from ase import Atoms
+from torch import nn
+
+from .. import keys
+from ..data.neighbours import atoms_to_graph
+from ..models.forcefield import ForceField
+
+
+def born_effective_charges(model: nn.Module, atoms: Atoms, dtype: torch.dtype = torch.float64) -> np.ndarray:
+    """Z* ``[n_atoms, 3, 3]`` (e; Z[i, α, β] = ∂μ_α/∂R_iβ) of ``atoms`` for a model with charges."""
+    forcefield = ForceField(model).to(dtype).eval()
+    graph = atoms_to_graph(atoms, forcefield.cutoff, dtype)
+    positions = graph[keys.POSITIONS].clone().requires_grad_(True)
+    graph[keys.POSITIONS] = positions
+    out = forcefield(graph, forces=False)
+    if keys.DIPOLE not in out:
+        raise ValueError(
+            f"{type(model).__name__} predicts no dipole: Born effective charges need a model with a charge "
+            "head inside a long-range model (model.longrange.coulomb)"
+        )
+    dipole = out[keys.DIPOLE][0]  # [3]
+    rows = [torch.autograd.grad(dipole[a], positions, retain_graph=a < 2)[0] for a in range(3)]
+    return torch.stack(rows, 1).detach().cpu().numpy()  # [n_atoms, 3 (α), 3 (β)]
