@@ -58,6 +58,16 @@ def element_indices(z_to_index: torch.Tensor, numbers: torch.Tensor, species: Se
     return index
 
 
+def _per_element(nets: nn.ModuleList, x: torch.Tensor, element: torch.Tensor, n_out: int) -> torch.Tensor:
+    """``[n_atoms, n_out]``: each atom through its element's network."""
+    out = x.new_zeros((x.shape[0], n_out))
+    for k, net in enumerate(nets):
+        idx = torch.nonzero(element == k).squeeze(-1)
+        if idx.numel():
+            out = out.index_put((idx,), net(x[idx]))
+    return out
+
+
 class BehlerParrinello(nn.Module):
     """Descriptors (ACSF or SOAP) -> per-element MLP -> ``{keys.ATOMIC_ENERGIES: [n_atoms]}``.
 
@@ -237,28 +247,26 @@ class BehlerParrinello(nn.Module):
                     row[self.species.index(int(z))] = float(e)
 
     def forward(self, graph: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``{keys.ATOMIC_ENERGIES: [n_atoms]}`` (eV), and in evaluation mode
-        ``keys.EXTRAPOLATION`` (descriptor components outside the training range, per atom)."""
+        """``{keys.ATOMIC_ENERGIES: [n_atoms]}`` (eV), ``keys.CHARGES`` with a charge head, and in
+        evaluation mode ``keys.EXTRAPOLATION`` (descriptor components outside the training range)."""
         element = element_indices(self.z_to_index, graph[keys.ATOMIC_NUMBERS], self.species)
         features = self.features(graph)  # [n_atoms, n_feat]
-        out = {keys.ATOMIC_ENERGIES: self.atomic_energies(graph, features, element)}
+        x = self.standardise(self.saturate(features, element))  # network inputs, once for all heads
+        out = {keys.ATOMIC_ENERGIES: self.atomic_energies(graph, x, element)}
         if self.charge_nets is not None:
-            out[keys.CHARGES] = self.charges(graph, features, element)
+            raw = _per_element(self.charge_nets, x, element, 1).squeeze(-1)
+            out[keys.CHARGES] = conserve_charges(raw, graph)  # q_i (e), Σq = Q per structure
         if not self.training:
             out[keys.EXTRAPOLATION] = self.extrapolation(features.detach(), element)
         return out
 
     def atomic_energies(
-        self, graph: dict[str, torch.Tensor], features: torch.Tensor, element: torch.Tensor
+        self, graph: dict[str, torch.Tensor], x: torch.Tensor, element: torch.Tensor
     ) -> torch.Tensor:
-        """ε_i ``[n_atoms]`` (eV) of the structure's head (the last head by default)."""
-        x = self.standardise(self.saturate(features, element))  # [n_atoms, n_feat]
+        """ε_i ``[n_atoms]`` (eV) of the structure's head (the last head by default) from the
+        network inputs ``x`` (standardised descriptors)."""
         n_heads = max(1, len(self.heads))
-        out = x.new_zeros((x.shape[0], n_heads))
-        for k, net in enumerate(self.nets):
-            idx = torch.nonzero(element == k).squeeze(-1)
-            if idx.numel():
-                out = out.index_put((idx,), net(x[idx]))
+        out = _per_element(self.nets, x, element, n_heads)  # [n_atoms, n_heads]
         if not self.heads:
             rest = out.squeeze(-1) * self.energy_scale + self.energy_shift[element]
             return self._switched(graph, self.isolated_energy[element], rest)
@@ -269,18 +277,6 @@ class BehlerParrinello(nn.Module):
         picked = out.gather(1, head[:, None]).squeeze(-1)
         rest = picked * self.energy_scale + self.energy_shift[head, element]
         return self._switched(graph, self.isolated_energy[head, element], rest)
-
-    def charges(
-        self, graph: dict[str, torch.Tensor], features: torch.Tensor, element: torch.Tensor
-    ) -> torch.Tensor:
-        """q_i ``[n_atoms]`` (e): per-element networks on the descriptors, conserved per structure."""
-        x = self.standardise(self.saturate(features, element))
-        raw = x.new_zeros(x.shape[0])
-        for k, net in enumerate(self.charge_nets):
-            idx = torch.nonzero(element == k).squeeze(-1)
-            if idx.numel():
-                raw = raw.index_put((idx,), net(x[idx]).squeeze(-1))
-        return conserve_charges(raw, graph)
 
     def _switched(
         self, graph: dict[str, torch.Tensor], isolated: torch.Tensor, rest: torch.Tensor
