@@ -334,7 +334,7 @@ def _train(cfg: dict, it: int, root: Path, store: LabelStore, oracle: Oracle, lo
 
 def _train_member(tcfg: dict, committee_dir: Path, k: int, bootstrap: bool, log) -> list[Path]:
     from .training.trainer import Trainer
-    from .uncertainty import _bootstrap_file, restart_member
+    from .uncertainty.members import _bootstrap_file, restart_member
 
     member_dir = committee_dir / f"member_{k}"
     best = member_dir / "best_model.pt"
