@@ -1,55 +1,9 @@
-"""Active learning with a committee and a QM oracle: ``nearsight active-learn CONFIG [--resume]``.
-
-Each iteration:
-
-1. **train**: the training set is every successful label of the oracle in the label
-   store (``output_dir/labels.db``, an ASE SQLite database written only by this
-   process), in a canonical order (iteration, geometry hash); a committee of
-   ``committee.n_members`` models is trained on it (seeds ``seed + k``, optional
-   bootstrap; ``committee.fine_tune``: each member starts from its predecessor).  With
-   ``committee.valid_fraction: 0`` (the default) every member trains on all labels and
-   keeps the model of lowest training loss; a held-out fraction (> 0, different for every
-   member) selects each member's best model on a few frames instead, which with a few
-   dozen heterogeneous labels often keeps a member from an early epoch and inflates the
-   committee σ everywhere (measured on water: ``benchmarks/active_learning/RESULTS.md``);
-2. **evaluate** (when ``test`` is given): energy/force errors of the committee mean
-   and calibration of the force σ on the independent test set;
-3. **explore**: Langevin MD with the committee from each start structure at each
-   temperature; a trajectory stops at the first frame whose largest per-atom force
-   σ (``max_force_std``) exceeds ``select.threshold``.  A frame whose σ is not finite
-   is a *failed candidate*: the trajectory stops, the frame is recorded in
-   ``failed_candidates.xyz`` and never labelled.  If no trajectory triggers, the
-   loop has converged;
-4. **select**: a diverse batch of at most ``select.batch_size`` frames from the
-   candidates (every sampled frame with σ above ``select.min_sigma_fraction`` ×
-   threshold): farthest-point sampling on sorted interatomic distances, starting
-   from the largest σ;
-5. **label**: :func:`nearsight.qm.label_structures` in ``labelling.n_workers``
-   processes; provenance stored with each row: ``iteration``, ``selection``
-   (``seed`` or ``committee``), ``sigma`` (max force σ at selection, eV/Å),
-   ``parent`` (trajectory name), ``md_step``, ``temperature``; method, basis and
-   wall time come from the oracle.  Failed labels (unconverged SCF, exceptions,
-   timeouts) land in the store's failure table and are not retried.
-
-Crash safety: every label is committed as it arrives; ``state.json`` (atomic
-rename) records the finished stages; each stage is deterministic given its inputs
-(seeded training, seeded MD, canonical data order), so after ``kill -9`` at any
-point ``--resume`` redoes at most the interrupted stage and the oracle is never
-asked twice for a stored geometry (the store refuses a second label of a hash).
-
-Code in configs: ``oracle: {type: python, object: "module:Name", kwargs: {...}}`` imports
-``module`` and calls ``Name(**kwargs)``, so it runs only with an explicit opt-in: the
-``--allow-python-oracle`` flag of ``nearsight active-learn``, or
-``run_active_learning(..., allow_python_oracle=True)`` / ``make_oracle(..., allow_python=True)``.
-A config file alone never imports or runs code (it is read with ``yaml.safe_load``; a YAML
-tag such as ``!!python/object`` is an :class:`ActiveLearningConfigError` naming the file).
-"""
+"""The loop: label, train the committee, evaluate, explore, select, until an exploration runs clean."""
 
 from __future__ import annotations
 
 import copy
 import csv
-import importlib
 import json
 import math
 import os
@@ -59,185 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from ase import Atoms, units
 
-from .qm import LabelStore, Oracle, label_structures
-from .qm.oracles import geometry_hash
-from .uncertainty import EnsembleCalculator, atomic_write, calibration_report
-
-__all__ = [
-    "ActiveLearningConfigError",
-    "load_al_config",
-    "make_oracle",
-    "run_active_learning",
-    "select_diverse",
-]
-
-
-class ActiveLearningConfigError(ValueError):
-    """Invalid active-learning configuration."""
-
-
-_DEFAULTS: dict[str, Any] = {
-    "output_dir": "runs/active_learning",
-    "seed": 0,
-    "seeds": None,  # structures file (any ASE format): the initial structures, labelled first
-    "test": None,  # optional labelled test set (extxyz with energy/forces) for errors per iteration
-    "max_iterations": 10,
-    "oracle": {"type": "pyscf"},
-    "labelling": {"n_workers": 2, "timeout_s": None},
-    "committee": {"n_members": 4, "bootstrap": False, "fine_tune": False, "valid_fraction": 0.0, "train": {}},
-    "explore": {
-        "temperatures": [300.0],
-        "steps": 1000,
-        "timestep_fs": 0.5,
-        "friction_per_fs": 0.02,
-        "interval": 5,
-        "n_starts": 2,
-    },
-    "select": {"threshold": 0.2, "batch_size": 8, "min_sigma_fraction": 0.5},
-}
-
-
-def _merge(default: dict, given: dict, where: str) -> dict:
-    unknown = sorted(set(given) - set(default))
-    if unknown:
-        raise ActiveLearningConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(default)}")
-    out = copy.deepcopy(default)
-    for k, v in given.items():
-        if isinstance(default[k], dict) and k not in ("train",) and k != "oracle":
-            if not isinstance(v, dict):
-                raise ActiveLearningConfigError(f"{where}.{k} = {v!r}: must be a mapping")
-            out[k] = _merge(default[k], v, f"{where}.{k}")
-        else:
-            out[k] = v
-    return out
-
-
-def load_al_config(path: str | os.PathLike | dict, base: Path | None = None) -> dict:
-    """Read and check an active-learning config (YAML file or dict); paths resolve against its folder."""
-    if isinstance(path, dict):
-        raw, source, base = path, "<config>", base or Path.cwd()
-    else:
-        p = Path(path)
-        if not p.is_file():
-            raise ActiveLearningConfigError(f"config file {str(p)!r} does not exist")
-        source, base = repr(str(p)), p.resolve().parent
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:  # e.g. a !!python/... tag: safe_load refuses to build objects
-            raise ActiveLearningConfigError(f"{source}: invalid YAML ({exc})") from exc
-    if not isinstance(raw, dict):
-        raise ActiveLearningConfigError(f"{source}: top level must be a mapping, got {type(raw).__name__}")
-    cfg = _merge(_DEFAULTS, raw, source)
-    if cfg["seeds"] is None:
-        raise ActiveLearningConfigError(f"{source}: 'seeds' (a structures file) is required")
-    for key in ("seeds", "test", "output_dir"):
-        if cfg[key] is not None:
-            q = Path(cfg[key]).expanduser()
-            cfg[key] = str(q if q.is_absolute() else base / q)
-    sel, exp, com = cfg["select"], cfg["explore"], cfg["committee"]
-    checks = [
-        (sel["threshold"] > 0, "select.threshold", sel["threshold"], "> 0"),
-        (int(sel["batch_size"]) >= 1, "select.batch_size", sel["batch_size"], ">= 1"),
-        (int(com["n_members"]) >= 2, "committee.n_members", com["n_members"], ">= 2"),
-        (
-            0 <= float(com["valid_fraction"]) < 1,
-            "committee.valid_fraction",
-            com["valid_fraction"],
-            "in [0, 1)",
-        ),
-        (int(exp["steps"]) >= 1, "explore.steps", exp["steps"], ">= 1"),
-        (int(exp["interval"]) >= 1, "explore.interval", exp["interval"], ">= 1"),
-        (len(exp["temperatures"]) >= 1, "explore.temperatures", exp["temperatures"], "a non-empty list"),
-        (int(cfg["max_iterations"]) >= 1, "max_iterations", cfg["max_iterations"], ">= 1"),
-    ]
-    for ok, key, value, must in checks:
-        if not ok:
-            raise ActiveLearningConfigError(f"{source}: {key} = {value!r}: must be {must}")
-    if not isinstance(cfg["oracle"], dict) or "type" not in cfg["oracle"]:
-        raise ActiveLearningConfigError(
-            f"{source}: oracle = {cfg['oracle']!r}: must be a mapping with 'type'"
-        )
-    return cfg
-
-
-def make_oracle(spec: dict, allow_python: bool = False) -> Oracle:
-    """``{type: pyscf, method, basis, ...}``, ``{type: emt}`` or ``{type: python, object: "mod:Name", kwargs}``.
-
-    ``type: python`` imports and calls user code: only with ``allow_python=True``.
-    """
-    spec = dict(spec)
-    kind = spec.pop("type")
-    if kind == "pyscf":
-        from .qm import PySCFOracle
-
-        return PySCFOracle(**spec)
-    if kind == "emt":
-        from ase.calculators.emt import EMT
-
-        from .qm import ASECalculatorOracle
-
-        return ASECalculatorOracle(EMT, method="emt", timeout_s=spec.get("timeout_s"))
-    if kind == "python":
-        if not allow_python:
-            raise ActiveLearningConfigError(
-                f"oracle.type = 'python' (object {spec.get('object')!r}) imports and runs Python code, "
-                "which a config alone may not do: pass --allow-python-oracle to nearsight active-learn "
-                "(allow_python_oracle=True to run_active_learning) if you trust this config"
-            )
-        if "object" not in spec:
-            raise ActiveLearningConfigError("oracle.type = 'python' needs oracle.object: 'module:Name'")
-        module, _, name = str(spec["object"]).partition(":")
-        obj = getattr(importlib.import_module(module), name)(**spec.get("kwargs", {}))
-        if not isinstance(obj, Oracle):
-            raise ActiveLearningConfigError(
-                f"oracle.object {spec['object']!r} made a {type(obj).__name__}, not an Oracle"
-            )
-        return obj
-    raise ActiveLearningConfigError(f"oracle.type = {kind!r}: must be pyscf, emt or python")
-
-
-def _fingerprint(atoms: Atoms) -> np.ndarray:
-    """Sorted interatomic distances per element pair (permutation and rigid-motion invariant)."""
-    z = atoms.numbers
-    d = atoms.get_all_distances(mic=bool(atoms.pbc.any()))
-    parts = []
-    for a in sorted(set(z)):
-        for b in sorted(set(z)):
-            if b < a:
-                continue
-            block = d[np.ix_(z == a, z == b)]
-            vals = block[np.triu_indices_from(block, k=1)] if a == b else block.ravel()
-            parts.append(np.sort(vals))
-    return np.concatenate(parts) if parts else np.zeros(0)
-
-
-def select_diverse(candidates: list[Atoms], sigmas: np.ndarray, n: int) -> list[int]:
-    """Farthest-point sampling (sorted-distance fingerprints), starting from the largest σ.
-
-    Candidates whose fingerprints differ in length (other compositions) are infinitely far apart.
-    """
-    if not candidates:
-        return []
-    fps = [_fingerprint(a) for a in candidates]
-
-    def dist(i: int, j: int) -> float:
-        if fps[i].shape != fps[j].shape:
-            return math.inf
-        return float(np.linalg.norm(fps[i] - fps[j]))
-
-    chosen = [int(np.argmax(sigmas))]
-    best = np.array([dist(i, chosen[0]) for i in range(len(candidates))])
-    while len(chosen) < min(n, len(candidates)):
-        best[chosen] = -1.0
-        nxt = int(np.argmax(best))
-        if best[nxt] <= 0:  # the rest are identical to chosen ones
-            break
-        chosen.append(nxt)
-        best = np.minimum(best, [dist(i, nxt) for i in range(len(candidates))])
-    return chosen
+from ..qm import LabelStore, Oracle, label_structures
+from ..qm.oracles import geometry_hash
+from ..uncertainty import EnsembleCalculator, atomic_write, calibration_report
+from .config import make_oracle
+from .selection import select_diverse
 
 
 # ------------------------------------------------------------------------------------------- the loop
@@ -295,7 +77,7 @@ def training_frames(store: LabelStore, oracle: Oracle) -> list[Atoms]:
 
 
 def _train_config(cfg: dict, data_file: Path, out_dir: Path, init_from: Path | None) -> dict:
-    from .training.config import validate_config
+    from ..training.config import validate_config
 
     raw = copy.deepcopy(cfg["committee"]["train"])
     raw["seed"] = int(cfg["seed"])
@@ -333,8 +115,8 @@ def _train(cfg: dict, it: int, root: Path, store: LabelStore, oracle: Oracle, lo
 
 
 def _train_member(tcfg: dict, committee_dir: Path, k: int, bootstrap: bool, log) -> list[Path]:
-    from .training.trainer import Trainer
-    from .uncertainty.members import _bootstrap_file, restart_member
+    from ..training.trainer import Trainer
+    from ..uncertainty.members import _bootstrap_file, restart_member
 
     member_dir = committee_dir / f"member_{k}"
     best = member_dir / "best_model.pt"
@@ -378,7 +160,7 @@ def _explore(cfg: dict, it: int, calc: EnsembleCalculator, starts: list[Atoms], 
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
 
-    from .simulate.md import thermalize_momenta
+    from ..simulate.md import thermalize_momenta
 
     exp, thr = cfg["explore"], float(cfg["select"]["threshold"])
     floor = float(cfg["select"]["min_sigma_fraction"]) * thr
@@ -481,7 +263,7 @@ def run_active_learning(
     def label(frames: list[Atoms], it: int, selection: str) -> dict:
         todo, skipped = [], 0
         known = store.ok_hashes() | store.failed_hashes()
-        from .qm.labelling import label_hash
+        from ..qm.labelling import label_hash
 
         for a in frames:  # never ask the oracle twice for a stored geometry
             if label_hash(geometry_hash(a), oracle.oracle_id) in known:
