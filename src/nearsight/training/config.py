@@ -88,6 +88,10 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any, Callable[[Any], 
         # {charges: mulliken, dipole: dipole} (atoms.arrays for per-atom fields, atoms.info for
         # per-structure ones; DeePMD: set.*/KEY.npy); batched as ref_<field> with mask has_<field>
         "extra_labels": ((dict, type(None)), None, None),
+        # D3(BJ) dispersion subtracted from the labels at load time and added back in the saved model
+        # (nearsight.training.dispersion): {functional: pbe, and any of parameters, cutoff, cn_cutoff,
+        # taper}; excludes model.longrange.dispersion
+        "dispersion": ((dict, type(None)), None, None),
     },
     "model": {
         "type": (str, "bpnn", _choice("bpnn", "equivariant")),
@@ -326,6 +330,13 @@ def _check_training(config: dict, source: str) -> None:
             extra_label_keys(data["extra_labels"])
         except ValueError as exc:
             raise ConfigError(f"{source}: data.extra_labels: {exc}") from exc
+    if data["dispersion"] is not None:
+        from .dispersion import check_dispersion_settings
+
+        try:
+            data["dispersion"] = check_dispersion_settings(data["dispersion"], config["model"]["longrange"])
+        except ValueError as exc:
+            raise ConfigError(f"{source}: data.dispersion: {exc}") from exc
     if t["max_time_minutes"] is not None and not t["max_time_minutes"] > 0:
         raise ConfigError(
             f"{source}: training.max_time_minutes = {t['max_time_minutes']!r}: must be positive"

@@ -4,7 +4,9 @@ training split (per-element reference energies, energy scale, label spreads).
 
 Δ-learning (``data.baseline_energy_key``): the targets are the differences between the labels
 and a cheaper method's labels stored with each frame; the model file records the baseline so
-its calculator adds it back.
+its calculator adds it back.  ``data.dispersion``: D3 is subtracted from the labels of every split
+after the split (:mod:`~nearsight.training.dispersion`); ``TrainingData.original`` keeps the
+frames with their original labels.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ..data.neighbours import frame_to_graph
 from ..data.readers import read_frames
 from ..data.stats import energy_residual_std, fit_reference_energies, force_rms, isolated_atom_energies
 from ..data.validate import label_shapes, validate_frames
+from .dispersion import subtract_dispersion
 
 
 def load_split(paths: str | list[str] | None, data_cfg: dict) -> list[Frame]:
@@ -111,6 +114,8 @@ class TrainingData:
     label_shapes: dict[str, tuple[int, ...]]  # extra labels: trailing shape of each
     # frames of the validation / test split whose structure is also in the training split
     duplicates: dict[str, int] = dataclasses.field(default_factory=dict)
+    # with data.dispersion: each split's frames with their original labels (D3 not subtracted)
+    original: dict[str, list[Frame]] = dataclasses.field(default_factory=dict)
 
     def graphs(self, frames: Sequence[Frame], cutoff: float, dtype: torch.dtype) -> list[dict]:
         """Graphs with neighbour lists (computed once per frame) and every label and mask."""
@@ -148,7 +153,11 @@ def prepare_data(config: dict) -> TrainingData:
             )
         valid = fresh
     shapes = label_shapes(train + valid, data_cfg.get("extra_labels") or {})
-    return TrainingData(train, valid, test, species, shapes, duplicates)
+    original = {}
+    if data_cfg.get("dispersion") is not None:  # the labels without D3 (nearsight.training.dispersion)
+        original = {"train": train, "valid": valid, "test": test}
+        train, valid, test = (subtract_dispersion(f, data_cfg["dispersion"]) for f in (train, valid, test))
+    return TrainingData(train, valid, test, species, shapes, duplicates, original)
 
 
 def assign_heads(

@@ -159,6 +159,10 @@ def initial_model(
     if init is None:
         return build_model(config["model"], species).to(dtype), True
     model = load_model(init, dtype=dtype)
+    if config["data"].get("dispersion") is not None:  # the labels are without D3: so is the model trained
+        from .dispersion import without_dispersion
+
+        model = without_dispersion(model)
     missing = sorted(set(species) - set(model.species))
     if missing:
         raise ValueError(f"model.init_from {init!r} does not know the element(s) {missing} in the data")

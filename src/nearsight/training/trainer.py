@@ -38,6 +38,7 @@ from .checkpoint import (
     training_state,
 )
 from .dataset import assign_heads, prepare_data, training_statistics
+from .dispersion import mean_dispersion_per_atom, with_dispersion, without_dispersion
 from .distributed import Distributed
 from .log import TrainingLog, epoch_line, learning_curve_plot
 from .loss import Loss, build_loss
@@ -89,6 +90,12 @@ class Trainer:
             if count:
                 action = "removed from validation" if split == "valid" and removed else "kept"
                 self.log(f"{count} {split} frame(s) repeat a training structure: {action}")
+        if self.data.original:
+            per_atom = mean_dispersion_per_atom(self.train_frames + self.valid_frames + self.test_frames)
+            self.log(
+                f"D3 dispersion ({self.config['data']['dispersion']['functional']}) subtracted from the labels: "
+                f"mean |E_D3| {per_atom:.4g} eV/atom; the saved model adds it back"
+            )
 
     def prepare_model(self) -> None:
         """The model, its statistics, the training and validation graphs and the loss."""
@@ -174,6 +181,12 @@ class Trainer:
         """Context in which ``self.model`` holds the weights to evaluate and save (EMA if on)."""
         return self.ema.applied(self.model) if self.ema is not None else nullcontext(self.model)
 
+    def saved_model(self) -> torch.nn.Module:
+        """The model the files hold: ``self.model``, with ``data.dispersion`` its D3 term added
+        (sharing its weights)."""
+        settings = self.config["data"]["dispersion"]
+        return self.model if settings is None else with_dispersion(self.model, settings)
+
     def _valid_loss(self) -> tuple[float, dict]:
         batch_size = self.config["training"]["eval_batch_size"]
         return validation_pass(
@@ -214,7 +227,10 @@ class Trainer:
         """``plateau_rollback``: weights (and their EMA) back to the best model's; the optimiser's
         moments and the lowered lr stay."""
         self.dist.barrier()  # the main rank has written the best model file
-        self.optim.load_weights(load_model(self.best_path, dtype=self.dtype).state_dict())
+        best = load_model(self.best_path, dtype=self.dtype)
+        if self.config["data"]["dispersion"] is not None:
+            best = without_dispersion(best)
+        self.optim.load_weights(best.state_dict())
         self.log(f"epoch {epoch}: lr lowered, weights rolled back to the best epoch {best_epoch}")
 
     # ----------------------------------------------------------------- train
@@ -269,11 +285,13 @@ class Trainer:
         self.wall_time = loop["elapsed_s"]  # by the run's clock: CPU seconds with time_limit_clock: cpu
         if self.dist.is_main:
             with self.evaluation_model():
-                save_model(self.model, self.final_path, {**self.metadata(), "epoch": loop["epoch"] - 1})
+                save_model(
+                    self.saved_model(), self.final_path, {**self.metadata(), "epoch": loop["epoch"] - 1}
+                )
                 if not self.best_path.is_file():  # stopped before the first validation
                     self.model.eval()
                     _, m = self._valid_loss()
-                    save_model(self.model, self.best_path, {**self.metadata(), "valid_metrics": m})
+                    save_model(self.saved_model(), self.best_path, {**self.metadata(), "valid_metrics": m})
             self.finish(loop, reason)
         self.dist.barrier()
         return self.best_path
@@ -332,7 +350,9 @@ class Trainer:
                 loop["best"], loop["best_epoch"] = v_loss, epoch
                 if self.dist.is_main:
                     save_model(
-                        self.model, self.best_path, {**self.metadata(), "epoch": epoch, "valid_metrics": m}
+                        self.saved_model(),
+                        self.best_path,
+                        {**self.metadata(), "epoch": epoch, "valid_metrics": m},
                     )
         lowered = self.optim.after_validation(v_loss, warm=loop["global_step"] <= t["warmup_steps"])
         if lowered and t["plateau_rollback"] and 0 < loop["best_epoch"] < epoch:
@@ -361,6 +381,8 @@ class Trainer:
         if self.best_path.is_file():
             best = load_model(self.best_path, dtype=self.dtype)
             splits = [("valid", self.valid_frames, self.valid_graphs), ("test", self.test_frames, None)]
+            if self.data.original:  # the full model (D3 added back) against the original labels
+                splits = [(name, self.data.original[name], None) for name in ("valid", "test")]
             graphs_of = lambda frames: self.data.graphs(frames, best.cutoff, self.dtype)  # noqa: E731
             summary.update(
                 best_model_report(best, self.loss_fn, splits, self.out_dir, graphs_of, t["eval_batch_size"])
