@@ -18,6 +18,12 @@ as ``baseline=``, or else the one the model file records (see
 A multi-head model answers with its last (most accurate) head unless ``head=`` names
 another.
 
+A model with charges (a long-range model) feels a uniform external electric field
+``external_field=`` (three numbers, V/Å; else ``atoms.info["external_field"]``, else none): its
+energy gets −μ·E (``results["field_energy"]``) and QEq charges polarise.  ``calc.set(external_field=...)``
+changes it; a change of ``atoms.info["charge"]`` or ``atoms.info["external_field"]`` also makes the
+calculator compute again.
+
 Every structure is checked (:mod:`nearsight.guards`): atoms closer than ``min_distance``
 (0.1 Å) raise :class:`~nearsight.guards.CloseAtomsError` naming both atoms and their
 distance, and a NaN or infinite energy, force or stress raises
@@ -51,6 +57,8 @@ class NearsightCalculator(Calculator):
     """ASE calculator wrapping a nearsight model (object or model file path)."""
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "charges", "dipole"]
+    default_parameters = {"external_field": None}
+    _INFO_INPUTS = ("charge", "external_field")  # atoms.info entries that are model inputs
 
     def __init__(
         self,
@@ -61,9 +69,11 @@ class NearsightCalculator(Calculator):
         head: str | None = None,
         min_distance: float = MIN_DISTANCE,
         on_extrapolation: str = "warn",
+        external_field=None,
         **kwargs,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(external_field=external_field, **kwargs)
+        _field_tensor(external_field, torch.float64)  # checked here, used in calculate
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
         self.min_distance = float(min_distance)
@@ -114,6 +124,9 @@ class NearsightCalculator(Calculator):
         graph = atoms_to_graph(atoms, self.cutoff, self.dtype)
         if self.head is not None:
             graph[keys.HEAD] = torch.tensor([self.head])
+        if self.parameters.external_field is not None:
+            graph[keys.EXTERNAL_FIELD] = _field_tensor(self.parameters.external_field, self.dtype)
+        field_on = keys.EXTERNAL_FIELD in graph and bool(graph[keys.EXTERNAL_FIELD].abs().max() > 0)
         check_distances(atoms, graph, self.min_distance)
         graph = {k: v.to(self.device) for k, v in graph.items()}
         out = self.forcefield(graph, forces=True, stress=periodic)
@@ -128,6 +141,11 @@ class NearsightCalculator(Calculator):
             stress = out[keys.STRESS][0].detach().cpu().double().numpy()
             results["stress"] = full_3x3_to_voigt_6_stress(stress)
         results.update(_named_outputs(out))
+        if field_on and "charges" not in results:
+            raise ValueError(
+                "an external electric field is given but this model predicts no charges to feel it "
+                "(a long-range model with model.longrange.coulomb does)"
+            )
         for prop in ("charges", "dipole"):
             if prop in properties and prop not in results:
                 raise PropertyNotImplementedError(
@@ -140,6 +158,19 @@ class NearsightCalculator(Calculator):
         self.results = results
         if self.baseline is not None:
             self._add_baseline(atoms, want_stress)
+
+    def check_state(self, atoms, tol: float = 1e-15) -> list[str]:
+        """ASE's changes plus ``info`` entries the model reads (total charge, external field)."""
+        changes = super().check_state(atoms, tol)
+        if self.atoms is not None and "info" not in changes:
+            for key in self._INFO_INPUTS:
+                old, new = self.atoms.info.get(key), atoms.info.get(key)
+                if (old is None) != (new is None) or (
+                    old is not None and not np.array_equal(np.asarray(old), np.asarray(new))
+                ):
+                    changes.append("info")
+                    break
+        return changes
 
     def _add_baseline(self, atoms, want_stress: bool) -> None:
         """Full = baseline + correction, for every property computed."""
@@ -172,7 +203,20 @@ def _named_outputs(out: dict[str, torch.Tensor]) -> dict[str, object]:
         results["charges"] = out[keys.CHARGES].detach().cpu().double().numpy()
     if keys.DIPOLE in out:
         results["dipole"] = out[keys.DIPOLE][0].detach().cpu().double().numpy()
-    for name in ("short_range_energy", "coulomb_energy", "dispersion_energy"):
+    for name in ("short_range_energy", "coulomb_energy", "field_energy", "dispersion_energy"):
         if name in out:
             results[name] = float(out[name].detach().sum())
     return results
+
+
+def _field_tensor(value, dtype: torch.dtype) -> torch.Tensor:
+    """``[1, 3]`` tensor (V/Å) of an external field given as three finite numbers."""
+    if value is None:
+        return torch.zeros((1, 3), dtype=dtype)
+    try:
+        field = np.asarray(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        field = np.empty(0)
+    if field.shape != (3,) or not np.isfinite(field).all():
+        raise ValueError(f"external_field = {value!r} must be three finite numbers (V/Å)")
+    return torch.as_tensor(field, dtype=dtype).reshape(1, 3)

@@ -98,6 +98,9 @@ CELL_SHIFTS = declare("cell_shifts", "edge", (3,), "1")  # [n_edges, 3] float, i
 #   r_ij = R_j - R_i + S_ij @ cell[batch[i]]
 # [n_graphs] float, e: total charge Q of each structure (optional; 0 when absent)
 TOTAL_CHARGE = declare("total_charge", "graph", (), "e")
+# [n_graphs, 3] float, V/Å: uniform external electric field E on each structure (optional; 0 when
+# absent); adds −μ·E to the energy of models with charges and polarises QEq charges
+EXTERNAL_FIELD = declare("external_field", "graph", (3,), "V/Å")
 # [n_graphs] int64, readout head of each structure (multi-head models; optional)
 HEAD = declare("head", "graph", (), "1", dtype="int")
 

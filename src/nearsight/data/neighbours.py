@@ -100,6 +100,7 @@ def frame_to_graph(
         keys.EDGE_INDEX: torch.as_tensor(edge_index),
         keys.CELL_SHIFTS: torch.as_tensor(shifts, dtype=dtype),
         keys.TOTAL_CHARGE: torch.tensor([frame.total_charge], dtype=dtype),
+        keys.EXTERNAL_FIELD: torch.as_tensor(external_field(frame), dtype=dtype).reshape(1, 3),
     }
     if labels:
         graph.update(_labels(frame, dtype))
@@ -116,7 +117,24 @@ def atoms_to_graph(atoms, cutoff: float, dtype: torch.dtype = torch.float64) -> 
         pbc=atoms.pbc,
         total_charge=float(atoms.info.get("charge", 0.0)),
     )
+    if "external_field" in atoms.info:  # V/Å, read by frame_to_graph
+        frame.info["external_field"] = atoms.info["external_field"]
     return frame_to_graph(frame, cutoff, dtype, labels=False)
+
+
+def external_field(frame: Frame) -> np.ndarray:
+    """The uniform external electric field E ``[3]`` (V/Å) of a frame: ``info["external_field"]``
+    (three numbers; zeros where absent)."""
+    value = frame.info.get("external_field")
+    if value is None:
+        return np.zeros(3)
+    try:
+        field = np.asarray(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        field = np.empty(0)
+    if field.shape != (3,) or not np.isfinite(field).all():
+        raise ValueError(f"{frame.where}: external_field = {value!r} must be three finite numbers (V/Å)")
+    return field
 
 
 def collate(graphs: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

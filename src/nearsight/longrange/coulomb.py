@@ -42,25 +42,34 @@ solved by bisection instead of torch-pme's ``tune_ewald``/``tune_pme`` grid sear
 which pick among candidates by timing runs: that choice would be slow inside every
 forward call and would make energies depend on the machine's load.
 
-Scope: point charges only.  Gaussian charge distributions (widths per element, as in
-charge equilibration) are not part of this module.
+Gaussian charges and an exclusion radius: with ``widths`` (σ_Z in Å per element) each charge is
+a Gaussian of that width, pairs interact through k_e q_i q_j erf(r/γ_ij)/r with
+γ_ij = √(2(σ_i² + σ_j²)) and every atom carries its self energy k_e q_i²/(2σ_i√π); with
+``exclusion_radius`` r_ex the interaction is switched off smoothly inside r_ex (for a short-range
+model that already describes those pairs).  Both are a real-space correction to the point-charge
+energy, :class:`~nearsight.longrange.operator.CoulombOperator` gives the equations.
+
+A periodic cell with a net charge gets the neutralising background described above: the energy
+is that of the charges plus a uniform background of charge −Q, which ``Coulomb`` says once per
+instance in a ``UserWarning`` (``warn_net_charge=False`` silences it).  Energies of cells with
+different net charges are not comparable without further corrections.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torchpme
-import vesin
 from torch import nn
 from torchpme.tuning.ewald import EwaldErrorBounds
 from torchpme.tuning.pme import PMEErrorBounds
 
 from .. import keys
+from .operator import CoulombOperator
 
 METHODS = ("auto", "ewald", "pme")
 AUTO_PME_ATOMS = 1000
@@ -88,7 +97,9 @@ class Coulomb(nn.Module):
         ``lr_wavelength`` (Å, Ewald), ``mesh_spacing`` (Å, PME).  ``real_space_cutoff`` (Å) bounds
         the real-space pair list.  ``interpolation_nodes`` (PME, 3 to 7) trades interpolation
     work per atom for mesh size: the default 6 needs a ~3× coarser mesh per axis than 4 at
-    accuracy 1e-6 eV/Å.  ``prefactor`` is k_e in eV·Å/e².
+    accuracy 1e-6 eV/Å.  ``prefactor`` is k_e in eV·Å/e².  ``widths`` (``{element: σ}``, Å; element
+    symbols or atomic numbers) makes the charges Gaussians, ``exclusion_radius`` (Å) and
+    ``exclusion_degree`` switch the interaction off inside r_ex (module docstring).
     """
 
     def __init__(
@@ -101,6 +112,10 @@ class Coulomb(nn.Module):
         mesh_spacing: float | None = None,
         interpolation_nodes: int = 6,
         prefactor: float = torchpme.prefactors.eV_A,
+        widths: Mapping[int | str, float] | None = None,
+        exclusion_radius: float | None = None,
+        exclusion_degree: int = 1,
+        warn_net_charge: bool = True,
     ) -> None:
         super().__init__()
         if method not in METHODS:
@@ -112,6 +127,7 @@ class Coulomb(nn.Module):
             ("lr_wavelength", lr_wavelength),
             ("mesh_spacing", mesh_spacing),
             ("prefactor", prefactor),
+            ("exclusion_radius", exclusion_radius),
         ):
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} = {value!r} must be a positive finite number")
@@ -125,14 +141,81 @@ class Coulomb(nn.Module):
         self.mesh_spacing = mesh_spacing
         self.interpolation_nodes = int(interpolation_nodes)
         self.prefactor = float(prefactor)
+        if not (isinstance(exclusion_degree, int) and exclusion_degree >= 1):
+            raise ValueError(f"exclusion_degree = {exclusion_degree!r} must be a whole number >= 1")
+        self.widths = element_values(widths, "widths") if widths is not None else None
+        self.exclusion_radius = None if exclusion_radius is None else float(exclusion_radius)
+        self.exclusion_degree = exclusion_degree
+        self.warn_net_charge = bool(warn_net_charge)
+        self._warned = False
 
-    def forward(self, graph: dict[str, torch.Tensor], charges: torch.Tensor | None = None) -> torch.Tensor:
+    def atom_widths(self, graph: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """σ_i ``[n_atoms]`` (Å) from ``widths``, None for point charges."""
+        if self.widths is None:
+            return None
+        numbers = graph[keys.ATOMIC_NUMBERS].tolist()
+        missing = sorted(set(numbers) - set(self.widths))
+        if missing:
+            raise ValueError(f"Coulomb: no Gaussian width for element(s) {missing}; widths = {self.widths}")
+        positions = graph[keys.POSITIONS]
+        return torch.tensor([self.widths[z] for z in numbers], dtype=positions.dtype, device=positions.device)
+
+    def operator(
+        self,
+        positions: torch.Tensor,
+        cell: torch.Tensor,
+        periodic: torch.Tensor,
+        widths: torch.Tensor | None,
+        tuning_charges: torch.Tensor,
+        g: int = 0,
+    ) -> CoulombOperator:
+        """The potential operator of one structure (``positions`` ``[n, 3]``, ``cell`` ``[3, 3]``,
+        ``periodic`` ``[3]`` bool, ``widths`` ``[n]`` or None); Ewald/PME parameters are tuned for
+        ``tuning_charges`` ``[n]`` (e).  ``g`` names the structure in errors."""
+        ewald = None
+        if bool(periodic.all()):
+            volume = float(torch.linalg.det(cell.detach()).abs())
+            if not volume > 1e-12:
+                raise ValueError(f"structure {g}: periodic cell with volume {volume} Å^3 (singular cell)")
+            ewald = self.ewald_parameters(tuning_charges, cell)
+        elif bool(periodic.any()):
+            raise ValueError(
+                f"structure {g}: pbc = {periodic.tolist()}; Coulomb handles fully periodic or "
+                "non-periodic structures only, not mixed periodicity"
+            )
+        return CoulombOperator(
+            positions, cell, widths, ewald, self.prefactor, self.exclusion_radius, self.exclusion_degree
+        )
+
+    def check_net_charge(self, charges: torch.Tensor, periodic: torch.Tensor, g: int) -> None:
+        """Warn once per instance about a periodic structure with a net charge (background)."""
+        if not (self.warn_net_charge and not self._warned and bool(periodic.all())):
+            return
+        total = float(charges.detach().sum())
+        if abs(total) > 1e-6:
+            self._warned = True
+            warnings.warn(
+                f"structure {g}: periodic cell with net charge {total:.6g} e; its Coulomb energy includes a "
+                "uniform neutralising background of charge −Q (the Ewald/PME convention; said once per "
+                "model, Coulomb(warn_net_charge=False) silences it)",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def forward(
+        self,
+        graph: dict[str, torch.Tensor],
+        charges: torch.Tensor | None = None,
+        widths: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """ε_i = ½ q_i V_i ``[n_atoms]`` (eV), structure by structure; ``charges`` default to
-        ``graph[keys.CHARGES]``."""
+        ``graph[keys.CHARGES]``, the Gaussian ``widths`` ``[n_atoms]`` (Å) to the configured ones."""
         positions = graph[keys.POSITIONS]  # [n_atoms, 3]
         cell = graph[keys.CELL]  # [n_graphs, 3, 3]
         pbc = graph[keys.PBC]  # [n_graphs, 3]
         batch = graph[keys.BATCH]  # [n_atoms]
+        if widths is None:
+            widths = self.atom_widths(graph)
         if charges is None:
             if keys.CHARGES not in graph:
                 raise ValueError(f"no charges given and the graph has no {keys.CHARGES!r} field")
@@ -148,16 +231,12 @@ class Coulomb(nn.Module):
             index = torch.nonzero(batch == g).squeeze(1)  # [n_g]
             if index.numel() == 0:
                 continue
-            periodic = pbc[g]
-            if bool(periodic.all()):
-                energy = self._periodic(positions[index], cell[g], charges[index], g)
-            elif not bool(periodic.any()):
-                energy = self._direct(positions[index], charges[index])
-            else:
-                raise ValueError(
-                    f"structure {g}: pbc = {periodic.tolist()}; Coulomb handles fully periodic or "
-                    "non-periodic structures only, not mixed periodicity"
-                )
+            q = charges[index]
+            self.check_net_charge(q, pbc[g], g)
+            op = self.operator(
+                positions[index], cell[g], pbc[g], None if widths is None else widths[index], q, g
+            )
+            energy = 0.5 * q * op.potential(q[:, None])[:, 0]
             pieces.append(energy)
             order.append(index)
         if not pieces:
@@ -218,56 +297,6 @@ class Coulomb(nn.Module):
             "pme", smearing, cutoff, mesh_spacing=spacing, interpolation_nodes=self.interpolation_nodes
         )
 
-    def _periodic(
-        self, positions: torch.Tensor, cell: torch.Tensor, charges: torch.Tensor, g: int
-    ) -> torch.Tensor:
-        """Ewald or PME for one fully periodic structure ``[n_g]``."""
-        volume = float(torch.linalg.det(cell.detach()).abs())
-        if not volume > 1e-12:
-            raise ValueError(f"structure {g}: periodic cell with volume {volume} Å^3 (singular cell)")
-        p = self.ewald_parameters(charges, cell)
-        i, j, shifts = vesin.NeighborList(cutoff=p.cutoff, full_list=False).compute(
-            np.ascontiguousarray(positions.detach().cpu().numpy(), dtype=np.float64),
-            np.ascontiguousarray(cell.detach().cpu().numpy(), dtype=np.float64),
-            True,
-            quantities="ijS",
-        )
-        pairs = torch.as_tensor(np.stack([i, j], axis=1).astype(np.int64), device=positions.device)
-        shifts = torch.as_tensor(shifts, dtype=positions.dtype, device=positions.device)  # [n_pairs, 3]
-        vectors = positions[pairs[:, 1]] - positions[pairs[:, 0]] + shifts @ cell  # [n_pairs, 3]
-        potential = torchpme.CoulombPotential(smearing=p.smearing, prefactor=self.prefactor)
-        if p.method == "ewald":
-            calculator = torchpme.EwaldCalculator(potential, lr_wavelength=p.lr_wavelength)
-        else:
-            calculator = torchpme.PMECalculator(
-                potential, mesh_spacing=p.mesh_spacing, interpolation_nodes=p.interpolation_nodes
-            )
-        calculator = calculator.to(dtype=positions.dtype, device=positions.device)
-        half_potential = calculator(  # [n_g, 1], ½ V_i
-            charges=charges[:, None],
-            cell=cell,
-            positions=positions,
-            neighbor_indices=pairs,
-            neighbor_distances=torch.linalg.norm(vectors, dim=1),
-        )
-        return charges * half_potential[:, 0]
-
-    def _direct(self, positions: torch.Tensor, charges: torch.Tensor) -> torch.Tensor:
-        """Sum over all pairs i < j of one non-periodic structure ``[n_g]``."""
-        n = positions.shape[0]
-        pairs = torch.triu_indices(n, n, offset=1, device=positions.device).T  # [n_pairs, 2]
-        distances = torch.linalg.norm(positions[pairs[:, 1]] - positions[pairs[:, 0]], dim=1)
-        potential = torchpme.CoulombPotential(smearing=None, prefactor=self.prefactor)
-        calculator = torchpme.Calculator(potential).to(dtype=positions.dtype, device=positions.device)
-        half_potential = calculator(  # [n_g, 1], ½ V_i
-            charges=charges[:, None],
-            cell=torch.zeros((3, 3), dtype=positions.dtype, device=positions.device),
-            positions=positions,
-            neighbor_indices=pairs,
-            neighbor_distances=distances,
-        )
-        return charges * half_potential[:, 0]
-
 
 def _largest_below(f: Callable[[float], float], target: float, lo: float, hi: float, name: str) -> float:
     """Largest x in [lo, hi] with f(x) ≤ target, for f increasing in x (bisection in log x)."""
@@ -282,3 +311,26 @@ def _largest_below(f: Callable[[float], float], target: float, lo: float, hi: fl
         else:
             hi = mid
     return lo
+
+
+def element_values(values: Mapping[int | str, float], name: str, unit: str = "Å") -> dict[int, float]:
+    """``{atomic number: positive value}`` from a mapping keyed by element symbols or numbers."""
+    from ase.data import atomic_numbers
+
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{name} = {values!r} must be a mapping {{element: value}}")
+    out: dict[int, float] = {}
+    for key, value in values.items():
+        z = atomic_numbers.get(key) if isinstance(key, str) else key
+        if isinstance(key, str) and key.isdigit():
+            z = int(key)
+        if not isinstance(z, int) or isinstance(z, bool) or not 0 < z < 119:
+            raise ValueError(f"{name}: {key!r} is not an element symbol or atomic number")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not (math.isfinite(value) and value > 0)
+        ):
+            raise ValueError(f"{name}[{key!r}] = {value!r} must be a positive finite number ({unit})")
+        out[z] = float(value)
+    return out

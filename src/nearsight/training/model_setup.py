@@ -33,7 +33,13 @@ def build_model(model_cfg: dict, species: Sequence[int]) -> nn.Module:
 
         charges = longrange.get("coulomb") is not None
         short = _short_range_model(model_cfg, species, charges)
-        return LongRangePotential(short, longrange.get("coulomb"), longrange.get("dispersion"))
+        return LongRangePotential(
+            short,
+            longrange.get("coulomb"),
+            longrange.get("dispersion"),
+            longrange.get("charges", "head"),
+            longrange.get("qeq"),
+        )
     return _short_range_model(model_cfg, species, False)
 
 
