@@ -58,7 +58,7 @@ class NearsightCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "charges", "dipole"]
     default_parameters = {"external_field": None}
-    _INFO_INPUTS = ("charge", "external_field")  # atoms.info entries that are model inputs
+    _INFO_INPUTS = ("charge", "multiplicity", "external_field")  # atoms.info entries that are model inputs
 
     def __init__(
         self,

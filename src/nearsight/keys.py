@@ -101,6 +101,9 @@ TOTAL_CHARGE = declare("total_charge", "graph", (), "e")
 # [n_graphs, 3] float, V/Å: uniform external electric field E on each structure (optional; 0 when
 # absent); adds −μ·E to the energy of models with charges and polarises QEq charges
 EXTERNAL_FIELD = declare("external_field", "graph", (3,), "V/Å")
+# [n_graphs] float: spin multiplicity M = 2S + 1 of each structure (1 singlet, 2 doublet, ...;
+# optional, 1 when absent; an input of charge-aware models: nearsight.models.electronic)
+SPIN_MULTIPLICITY = declare("spin_multiplicity", "graph", (), "1")
 # [n_graphs] int64, readout head of each structure (multi-head models; optional)
 HEAD = declare("head", "graph", (), "1", dtype="int")
 

@@ -33,6 +33,9 @@ class Frame:
     stress: np.ndarray | None = None  # [3, 3] eV/Å³, ASE sign
     weight: float = 1.0
     total_charge: float = 0.0  # e, the structure's net charge (an input of charge-aware models)
+    spin_multiplicity: float = 1.0  # M = 2S + 1 (1 singlet, 2 doublet, ...; an input of charge-aware models)
+    # which of "total_charge" and "spin_multiplicity" the file stated (the others are defaults)
+    inputs_given: tuple[str, ...] = ()
     config_type: str = "default"
     source: str = "<memory>"
     index: int = 0
@@ -53,6 +56,7 @@ class Frame:
         if self.energy is not None:
             self.energy = float(self.energy)
         self.labels = {name: np.asarray(value, dtype=np.float64) for name, value in self.labels.items()}
+        self.inputs_given = tuple(self.inputs_given)
 
     @property
     def n_atoms(self) -> int:
@@ -83,8 +87,10 @@ class Frame:
             else:
                 atoms.info[name] = value.copy()
         atoms.info["config_type"] = self.config_type
-        if self.total_charge:
+        if self.total_charge or "total_charge" in self.inputs_given:
             atoms.info["charge"] = self.total_charge
+        if self.spin_multiplicity != 1 or "spin_multiplicity" in self.inputs_given:
+            atoms.info["multiplicity"] = self.spin_multiplicity
         return atoms
 
     @classmethod
@@ -101,6 +107,8 @@ class Frame:
         weight: float = 1.0,
         labels: dict[str, np.ndarray] | None = None,
         total_charge: float = 0.0,
+        spin_multiplicity: float = 1.0,
+        inputs_given: tuple[str, ...] = (),
     ) -> Frame:
         """Geometry from ``atoms``; labels as given (readers extract them)."""
         if stress is not None:
@@ -123,6 +131,8 @@ class Frame:
             index=index,
             labels=dict(labels or {}),
             total_charge=total_charge,
+            spin_multiplicity=spin_multiplicity,
+            inputs_given=inputs_given,
         )
 
 

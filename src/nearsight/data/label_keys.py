@@ -77,6 +77,34 @@ class LabelKeys:
     # atoms.arrays first, per-structure fields in atoms.info
     extra: tuple[tuple[str, str], ...] = ()
     total_charge: str = "charge"  # info key of the structure's net charge (e; 0 where absent)
+    # info key of the spin multiplicity M = 2S + 1 (1 where absent); PySCF's and nearsight.qm's
+    # "spin" is 2S, OMol25's "spin" is M: name the key of such files (data.multiplicity_key)
+    spin_multiplicity: str = "multiplicity"
+
+
+def electronic_inputs(
+    info: Mapping[str, Any], keys: LabelKeys, where: str
+) -> tuple[float, float, tuple[str, ...]]:
+    """Total charge Q (e; 0 where absent) and spin multiplicity M (1 where absent) of a structure
+    from its ``info``, and which of ``"total_charge"``, ``"spin_multiplicity"`` it stated.  A value
+    that is not a single number raises naming ``where`` and the key (whole numbers, M ≥ 1 and the
+    parity of the electron count are checked by :func:`nearsight.data.validate.validate_frame`)."""
+    values, given = [], []
+    for name, key, default in (
+        ("total_charge", keys.total_charge, 0.0),
+        ("spin_multiplicity", keys.spin_multiplicity, 1.0),
+    ):
+        value = info.get(key)
+        if value is None:
+            values.append(default)
+            continue
+        try:
+            values.append(float(np.asarray(value, dtype=np.float64).reshape(())))
+        except (TypeError, ValueError):
+            label = "total charge" if name == "total_charge" else "spin multiplicity"
+            raise ValueError(f"{where}: {label} {key!r} = {value!r} is not a number") from None
+        given.append(name)
+    return values[0], values[1], tuple(given)
 
 
 def extra_label_keys(extra: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:

@@ -101,6 +101,7 @@ def frame_to_graph(
         keys.CELL_SHIFTS: torch.as_tensor(shifts, dtype=dtype),
         keys.TOTAL_CHARGE: torch.tensor([frame.total_charge], dtype=dtype),
         keys.EXTERNAL_FIELD: torch.as_tensor(external_field(frame), dtype=dtype).reshape(1, 3),
+        keys.SPIN_MULTIPLICITY: torch.tensor([frame.spin_multiplicity], dtype=dtype),
     }
     if labels:
         graph.update(_labels(frame, dtype))
@@ -109,14 +110,23 @@ def frame_to_graph(
 
 
 def atoms_to_graph(atoms, cutoff: float, dtype: torch.dtype = torch.float64) -> dict[str, torch.Tensor]:
-    """Graph of an ``ase.Atoms`` without labels (for inference)."""
+    """Graph of an ``ase.Atoms`` without labels (for inference); total charge and spin multiplicity
+    from ``atoms.info["charge"]`` (0 where absent) and ``atoms.info["multiplicity"]`` (1), checked."""
+    from .label_keys import LabelKeys, electronic_inputs
+    from .validate import check_electronic_state
+
+    charge, multiplicity, given = electronic_inputs(atoms.info, LabelKeys(), "atoms.info")
     frame = Frame(
         numbers=atoms.numbers,
         positions=atoms.positions,
         cell=atoms.cell.array,
         pbc=atoms.pbc,
-        total_charge=float(atoms.info.get("charge", 0.0)),
+        total_charge=charge,
+        spin_multiplicity=multiplicity,
+        inputs_given=given,
+        source="<atoms>",
     )
+    check_electronic_state(frame)
     if "external_field" in atoms.info:  # V/Å, read by frame_to_graph
         frame.info["external_field"] = atoms.info["external_field"]
     return frame_to_graph(frame, cutoff, dtype, labels=False)

@@ -22,6 +22,7 @@ from nearsight.data.label_keys import (
     LABEL_KEY_CANDIDATES,
     LabelKeys,
     detect_label_keys,
+    electronic_inputs,
     extra_label_keys,
     lookup,
     no_labels_error,
@@ -85,13 +86,7 @@ def _frame_from_atoms(
             raise ValueError(f"{where}: label {key!r} ({name}) is not numeric: {value!r}") from None
     config_type = info.get(keys.config_type)
     weight = info.get(keys.weight, 1.0)
-    charge = info.get(keys.total_charge, 0.0)
-    try:
-        charge = float(np.asarray(charge, dtype=np.float64).reshape(()))
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{where}: total charge {keys.total_charge!r} = {charge!r} is not a number"
-        ) from None
+    charge, multiplicity, given = electronic_inputs(info, keys, where)
     frame = Frame.from_atoms(
         atoms,
         energy=energy,
@@ -103,6 +98,8 @@ def _frame_from_atoms(
         weight=float(weight),
         labels=labels,
         total_charge=charge,
+        spin_multiplicity=multiplicity,
+        inputs_given=given,
     )
     used = {
         keys.energy,
@@ -112,6 +109,7 @@ def _frame_from_atoms(
         keys.config_type,
         keys.weight,
         keys.total_charge,
+        keys.spin_multiplicity,
     }
     used |= {key for _, key in keys.extra}
     frame.info.update({k: v for k, v in info.items() if k not in used})
@@ -240,13 +238,17 @@ def read_frames(
     validate: bool = True,
     min_distance: float = 0.5,
     extra_labels: Mapping[str, str] | None = None,
+    total_charge_key: str = "charge",
+    multiplicity_key: str = "multiplicity",
 ) -> list[Frame]:
     """Read every frame (or those picked by ``index``) of one file or DeePMD directory.
 
     ``format``: ``"deepmd"``, ``"mlearn"``, ``"db"`` or any ``ase.io`` format;
     by default guessed from the path.  Missing labels are ``None``.  A label key of
     ``None`` is detected from the file (:func:`detect_label_keys`: ``energy``,
-    ``REF_energy``, ``DFT_energy``, ``dft_energy``, ...).  ``extra_labels``
+    ``REF_energy``, ``DFT_energy``, ``dft_energy``, ...).  ``total_charge_key`` and
+    ``multiplicity_key`` name the info keys of each structure's total charge Q (e, 0 where
+    absent) and spin multiplicity M = 2S + 1 (1 where absent).  ``extra_labels``
     (``{declared output field: key in the file}``, e.g. ``{"charges": "mulliken"}``)
     reads labels beyond energy/forces/stress into ``Frame.labels``.  With
     ``validate`` the frames are checked by :func:`validate_frames` (no labels
@@ -266,6 +268,8 @@ def read_frames(
         validate=validate,
         min_distance=min_distance,
         extra_labels=extra_labels,
+        total_charge_key=total_charge_key,
+        multiplicity_key=multiplicity_key,
     )
     return frames
 
@@ -286,6 +290,8 @@ def read_frames_and_keys(
     min_distance: float = 0.5,
     extra_labels: Mapping[str, str] | None = None,
     require_labels: bool = False,
+    total_charge_key: str = "charge",
+    multiplicity_key: str = "multiplicity",
 ) -> tuple[list[Frame], dict[str, str | None]]:
     """:func:`read_frames` with every label key detected unless given, and the keys it used.
 
@@ -329,8 +335,9 @@ def read_frames_and_keys(
                         f"{source}: {label}_key {key!r}: no frame has it; the file has {listing}"
                     )
         keys = LabelKeys(
-            used["energy"], used["forces"], used["stress"], used["virial"], config_type_key, weight_key, extra
-        )
+            used["energy"], used["forces"], used["stress"], used["virial"], config_type_key, weight_key, extra,
+            total_charge=total_charge_key, spin_multiplicity=multiplicity_key,
+        )  # fmt: skip
         frames = _frames_of(records, keys, str(path), index)
         if require_labels and not any(
             f.energy is not None or f.forces is not None or f.stress is not None for f in frames

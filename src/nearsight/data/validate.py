@@ -14,7 +14,10 @@ from ase.data import chemical_symbols
 from nearsight import keys
 from nearsight.data.frame import Frame
 
-__all__ = ["validate_frame", "validate_frames", "label_shapes", "LABELS"]
+__all__ = [
+    "validate_frame", "validate_frames", "label_shapes", "LABELS", "check_electronic_state",
+    "check_inputs_in_every_frame", "check_full_or_no_periodicity",
+]  # fmt: skip
 
 LABELS = ("energy", "forces", "stress")
 
@@ -166,6 +169,65 @@ def _check_species(frame: Frame, known_species: Iterable[int] | None) -> None:
         )
 
 
+def _whole(value: float) -> bool:
+    return bool(np.isfinite(value)) and abs(value - round(value)) <= 1e-6
+
+
+def check_electronic_state(frame: Frame) -> None:
+    """Total charge Q a whole number of e; spin multiplicity M = 2S + 1 a whole number ≥ 1.  Where
+    the file states M, the electron count N_e = Σ Z − Q must be ≥ M − 1 and have the parity of
+    M − 1 = 2S (an even number of electrons has odd multiplicity: singlet, triplet, ...)."""
+    q, m = frame.total_charge, frame.spin_multiplicity
+    if not _whole(q):
+        raise ValueError(f"{frame.where}: total charge {q!r} must be a whole number of e")
+    if not _whole(m) or m < 1:
+        raise ValueError(
+            f"{frame.where}: spin multiplicity {m!r} must be a whole number >= 1 (M = 2S + 1: 1 singlet, "
+            "2 doublet, ...; a file whose key holds S or 2S needs converting)"
+        )
+    if "spin_multiplicity" not in frame.inputs_given:
+        return
+    electrons = int(frame.numbers.sum()) - int(round(q))
+    unpaired = int(round(m)) - 1
+    if unpaired > electrons or (electrons - unpaired) % 2:
+        raise ValueError(
+            f"{frame.where}: spin multiplicity {int(round(m))} is impossible with {electrons} electrons "
+            f"(Σ Z = {int(frame.numbers.sum())}, total charge {int(round(q))}): M − 1 = 2S must have the "
+            "parity of the electron count and not exceed it"
+        )
+
+
+def check_inputs_in_every_frame(
+    frames: Sequence[Frame], names: Iterable[str], keys_in_file: dict[str, str]
+) -> None:
+    """Each per-structure input in ``names`` (``"total_charge"``, ``"spin_multiplicity"``) stated
+    by every frame or by none: a file that gives Q for some frames only leaves the others
+    ambiguous (0 by default, or a label forgotten?).  Raises naming the first frame without it,
+    one with it and the key (``keys_in_file[name]``)."""
+    frames = sorted(frames, key=lambda f: (f.source, f.index))  # in file order, whatever the split
+    for name in names:
+        with_it = [f for f in frames if name in f.inputs_given]
+        without = [f for f in frames if name not in f.inputs_given]
+        if with_it and without:
+            what = "total charge" if name == "total_charge" else "spin multiplicity"
+            raise ValueError(
+                f"{without[0].where}: no {what} (info key {keys_in_file[name]!r}), but {len(with_it)} of "
+                f"{len(frames)} frames have one (e.g. {with_it[0].where}); the model reads it, so give it "
+                "in every frame or in none"
+            )
+
+
+def check_full_or_no_periodicity(frames: Sequence[Frame]) -> None:
+    """Every frame periodic along all three axes or along none (slabs and wires raise, naming the
+    frame and its pbc): what Ewald/PME and the direct Coulomb sum handle."""
+    for frame in frames:
+        if 0 < int(frame.pbc.sum()) < 3:
+            raise ValueError(
+                f"{frame.where}: pbc = {frame.pbc.tolist()} (mixed periodicity: a slab or a wire); Coulomb "
+                "handles fully periodic or non-periodic structures only"
+            )
+
+
 def validate_frame(
     frame: Frame,
     *,
@@ -192,8 +254,7 @@ def validate_frame(
             _check_finite(frame, label, value)
     for label, value in frame.labels.items():
         _check_finite(frame, label, value)
-    if not np.isfinite(frame.total_charge) or abs(frame.total_charge - round(frame.total_charge)) > 1e-6:
-        raise ValueError(f"{frame.where}: total charge {frame.total_charge!r} must be a whole number of e")
+    check_electronic_state(frame)
     if not np.isfinite(frame.weight) or frame.weight < 0:
         raise ValueError(f"{frame.where}: weight {frame.weight} must be finite and >= 0")
     _check_species(frame, known_species)

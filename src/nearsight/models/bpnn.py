@@ -18,6 +18,12 @@ ends in one output per head, and each head has its own per-element energies e_Z^
 layers before the last are shared.  A structure uses the head ``graph[keys.HEAD]`` names
 (an index into ``heads``), the last head by default, so list the levels from cheap to
 accurate.
+
+Total charge and spin (``charge_embedding=True``): the network input of atom i is extended by its
+shares a_i ``[3]`` of the structure's excess positive and negative charge and unpaired electrons
+(:mod:`nearsight.models.electronic`: Σ_i a_i = (max(Q, 0), max(−Q, 0), M − 1) per structure,
+distributed by per-element networks on the descriptors), so one geometry in two charge or spin
+states has two energies; a neutral singlet has a_i = 0.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from .. import keys
 from ..descriptors import build_descriptor
 from ..nn import MLP
 from .charges import conserve_charges
+from .electronic import LOGIT_HIDDEN, N_CHANNELS, distribute
 from .reference import switch, switched
 
 FEATURE_STD_FLOOR = 1e-3  # σ' = sqrt(σ² + (FLOOR · rms)²): a component's scale, relative to the typical one
@@ -89,6 +96,7 @@ class BehlerParrinello(nn.Module):
         activation: str = "silu",
         heads: Sequence[str] | None = None,
         charges: bool = False,
+        charge_embedding: bool = False,
     ) -> None:
         super().__init__()
         self.heads = [str(h) for h in heads] if heads else []
@@ -103,10 +111,17 @@ class BehlerParrinello(nn.Module):
         self.activation = activation
         n_feat = self.descriptor.n_features
         n_el = len(self.species)
-        self.nets = nn.ModuleList(MLP(n_feat, self.hidden, n_heads, activation) for _ in range(n_el))
-        # charge head: one network per element on the same descriptors (nearsight.models.charges)
+        # total charge and spin: per-element logits of the shares appended to the network input
+        self.electronic_nets = (
+            nn.ModuleList(MLP(n_feat, [LOGIT_HIDDEN], N_CHANNELS, activation) for _ in range(n_el))
+            if charge_embedding
+            else None
+        )
+        n_in = n_feat + (N_CHANNELS if charge_embedding else 0)
+        self.nets = nn.ModuleList(MLP(n_in, self.hidden, n_heads, activation) for _ in range(n_el))
+        # charge head: one network per element on the same inputs (nearsight.models.charges)
         self.charge_nets = (
-            nn.ModuleList(MLP(n_feat, self.hidden, 1, activation) for _ in range(n_el)) if charges else None
+            nn.ModuleList(MLP(n_in, self.hidden, 1, activation) for _ in range(n_el)) if charges else None
         )
         self.register_buffer("feature_mean", torch.zeros(n_feat))
         self.register_buffer("feature_std", torch.ones(n_feat))
@@ -140,6 +155,8 @@ class BehlerParrinello(nn.Module):
             config["heads"] = self.heads
         if self.charge_nets is not None:
             config["charges"] = True
+        if self.electronic_nets is not None:
+            config["charge_embedding"] = True
         return config
 
     def head_index(self, head: str | None) -> int:
@@ -252,6 +269,9 @@ class BehlerParrinello(nn.Module):
         element = element_indices(self.z_to_index, graph[keys.ATOMIC_NUMBERS], self.species)
         features = self.features(graph)  # [n_atoms, n_feat]
         x = self.standardise(self.saturate(features, element))  # network inputs, once for all heads
+        if self.electronic_nets is not None:  # shares of the structure's charge and unpaired electrons
+            logits = _per_element(self.electronic_nets, x, element, N_CHANNELS)  # [n_atoms, 3]
+            x = torch.cat([x, distribute(logits, graph)], 1)  # [n_atoms, n_feat + 3]
         out = {keys.ATOMIC_ENERGIES: self.atomic_energies(graph, x, element)}
         if self.charge_nets is not None:
             raw = _per_element(self.charge_nets, x, element, 1).squeeze(-1)

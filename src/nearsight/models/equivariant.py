@@ -10,6 +10,9 @@ Per layer t (Batatia et al., NeurIPS 2022, eqs. 8-11; Batzner et al., Nat. Commu
                gate: scalars SiLU, l > 0 features × sigmoid(gate scalars)
     ε_i      = E0_{Z_i} + g_i (s_{Z_i} Σ_t readout_t(h_i^{0e}) + e_{Z_i} − E0_{Z_i})   (g: nearsight.models.reference)
 
+With ``charge_embedding`` the 0e input scalars of every layer get e_i(Q, M), the structure's total
+charge and spin distributed over its atoms by attention (:mod:`nearsight.models.electronic`).
+
 R(r) is an MLP (no biases) of Bessel functions √(2/r_c) sin(nπr/r_c)/r times the polynomial
 envelope u_p(r/r_c) (DimeNet), so messages go to zero smoothly at r_c.  N̄ is the mean neighbour
 count of the training set.  The products are channel-wise (depthwise), as in MACE.
@@ -46,6 +49,7 @@ from .. import keys
 from ..nn import ExactConstants
 from .bpnn import element_indices
 from .charges import conserve_charges
+from .electronic import ElectronicEmbedding
 from .interaction import Interaction, RadialMLP, stacked_weights
 from .irreps import Irrep, irrep_name, irreps_up_to, sh_polynomials
 from .reference import switch, switched
@@ -91,6 +95,7 @@ class EquivariantPotential(ExactConstants):
         gate: bool = True,
         element_mix: bool = False,
         charges: bool = False,
+        charge_embedding: bool = False,
     ) -> None:
         super().__init__()
         for name, value, low in (
@@ -156,6 +161,8 @@ class EquivariantPotential(ExactConstants):
         self.readout_mlp = RadialMLP([C, readout_hidden, 1])
         # charge head: a scalar readout of the last layer (nearsight.models.charges)
         self.charge_readout = nn.Linear(C, 1) if charges else None
+        # total charge and spin: added to the 0e input scalars of every layer (first in its irreps)
+        self.electronic = ElectronicEmbedding(C, num_layers) if charge_embedding else None
         self.register_buffer("avg_num_neighbours", torch.ones((), dtype=torch.float64))
         self.register_buffer("energy_shift", torch.zeros(n_el, dtype=torch.float64))  # eV, e_Z
         # the isolated-atom reference (nearsight.models.reference): E0_Z (eV), on when 1
@@ -185,6 +192,7 @@ class EquivariantPotential(ExactConstants):
             "gate": self.gate,
             "element_mix": self.element_mix,
             **({"charges": True} if self.charge_readout is not None else {}),
+            **({"charge_embedding": True} if self.electronic is not None else {}),
         }
 
     @classmethod
@@ -319,6 +327,8 @@ class EquivariantPotential(ExactConstants):
         energy = Y.new_zeros(n)
         inv_nb = 1.0 / self.avg_num_neighbours
         for t, layer in enumerate(self.layers):
+            if self.electronic is not None:  # (Q, M) into the 0e block, h[0] [n, 1, C]
+                h[0] = h[0] + self.electronic(h[0][:, 0], graph, t)[:, None, :]
             A = [a * inv_nb for a in layer.convolution(h, G_in, layer.radial.hidden(radial), nbr, onehot)]
             B = layer.symmetric_product(torch.cat(A, 1), element)
             h_new = layer.update(B, h, onehot)
@@ -400,7 +410,15 @@ def equivariant_arguments(spec: dict | None) -> dict:
 
 
 def build_equivariant(
-    spec: dict | None, species: Sequence[int], cutoff: float, charges: bool = False
+    spec: dict | None,
+    species: Sequence[int],
+    cutoff: float,
+    charges: bool = False,
+    charge_embedding: bool = False,
 ) -> EquivariantPotential:
-    """The model of a config's ``model`` section with ``type: equivariant`` (with a charge head)."""
-    return EquivariantPotential(species, cutoff=cutoff, charges=charges, **equivariant_arguments(spec))
+    """The model of a config's ``model`` section with ``type: equivariant`` (with a charge head;
+    with total charge and spin as inputs)."""
+    return EquivariantPotential(
+        species, cutoff=cutoff, charges=charges, charge_embedding=charge_embedding,
+        **equivariant_arguments(spec),
+    )  # fmt: skip

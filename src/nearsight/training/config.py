@@ -88,6 +88,10 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any, Callable[[Any], 
         # {charges: mulliken, dipole: dipole} (atoms.arrays for per-atom fields, atoms.info for
         # per-structure ones; DeePMD: set.*/KEY.npy); batched as ref_<field> with mask has_<field>
         "extra_labels": ((dict, type(None)), None, None),
+        # info keys of each structure's total charge Q (e, a whole number; 0 where absent) and spin
+        # multiplicity M = 2S + 1 (1 where absent): inputs of charge-aware models
+        "total_charge_key": (str, "charge", None),
+        "multiplicity_key": (str, "multiplicity", None),
         # D3(BJ) dispersion subtracted from the labels at load time and added back in the saved model
         # (nearsight.training.dispersion): {functional: pbe, and any of parameters, cutoff, cn_cutoff,
         # taper}; excludes model.longrange.dispersion
@@ -128,6 +132,10 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any, Callable[[Any], 
         # ewald | pme, accuracy: 1e-6 eV/Å, ...} or null, dispersion: {functional: pbe, ...} or null};
         # a Coulomb term gives the short-range model a charge head (charges conserved per structure)
         "longrange": ((dict, type(None)), None, None),
+        # total charge Q and spin multiplicity M (data.total_charge_key, data.multiplicity_key) as
+        # inputs of the short-range model (nearsight.models.electronic): one geometry in two charge
+        # or spin states has two energies; a neutral singlet gives the model without it
+        "charge_embedding": (bool, False, None),
         # fine-tuning: start from this model file (its architecture; the keys above are ignored)
         "init_from": (_OPT_STR, None, None),
         # Δ-learning: the ASE calculator that supplies the baseline at inference

@@ -25,7 +25,12 @@ from ..data.frame import Frame
 from ..data.neighbours import frame_to_graph
 from ..data.readers import read_frames
 from ..data.stats import energy_residual_std, fit_reference_energies, force_rms, isolated_atom_energies
-from ..data.validate import label_shapes, validate_frames
+from ..data.validate import (
+    check_full_or_no_periodicity,
+    check_inputs_in_every_frame,
+    label_shapes,
+    validate_frames,
+)
 from .dispersion import subtract_dispersion
 
 
@@ -46,6 +51,8 @@ def load_split(paths: str | list[str] | None, data_cfg: dict) -> list[Frame]:
             forces_key=data_cfg["forces_key"],
             stress_key=data_cfg["stress_key"],
             extra_labels=data_cfg.get("extra_labels"),
+            total_charge_key=data_cfg.get("total_charge_key", "charge"),
+            multiplicity_key=data_cfg.get("multiplicity_key", "multiplicity"),
             **common,
         )
         if data_cfg["baseline_energy_key"]:
@@ -142,6 +149,7 @@ def prepare_data(config: dict) -> TrainingData:
     validate_frames(train, require=("energy",), min_distance=data_cfg["min_distance"])
     validate_frames(valid, require=(), min_distance=data_cfg["min_distance"], known_species=species)
     test = load_split(data_cfg["test"], data_cfg)
+    check_model_inputs(train + valid + test, config)
     fresh, repeated = split_duplicates(train, valid)
     _, in_test = split_duplicates(train, test)
     duplicates = {"valid": len(repeated), "test": len(in_test)}
@@ -158,6 +166,34 @@ def prepare_data(config: dict) -> TrainingData:
         original = {"train": train, "valid": valid, "test": test}
         train, valid, test = (subtract_dispersion(f, data_cfg["dispersion"]) for f in (train, valid, test))
     return TrainingData(train, valid, test, species, shapes, duplicates, original)
+
+
+def check_model_inputs(frames: Sequence[Frame], config: dict) -> None:
+    """The data give what the configured model reads, or a ``ConfigError`` at data load (not a
+    failure mid-training) naming the frame and the setting: the total charge stated in every frame
+    or in none with ``model.charge_embedding`` or a Coulomb term, the spin multiplicity likewise
+    with ``model.charge_embedding``; no slabs or wires (mixed pbc) with a Coulomb term."""
+    from .config import ConfigError
+
+    model, data = config["model"], config["data"]
+    coulomb = (model.get("longrange") or {}).get("coulomb") is not None
+    embedding = bool(model.get("charge_embedding"))
+    names = (["total_charge"] if embedding or coulomb else []) + (["spin_multiplicity"] if embedding else [])
+    readers = " and ".join(k for k, on in (("model.charge_embedding", embedding),
+                                           ("model.longrange.coulomb", coulomb)) if on)  # fmt: skip
+    keys_in_file = {
+        "total_charge": data.get("total_charge_key", "charge"),
+        "spin_multiplicity": data.get("multiplicity_key", "multiplicity"),
+    }
+    try:
+        check_inputs_in_every_frame(frames, names, keys_in_file)
+    except ValueError as exc:
+        raise ConfigError(f"{exc} ({readers})") from exc
+    if coulomb:
+        try:
+            check_full_or_no_periodicity(frames)
+        except ValueError as exc:
+            raise ConfigError(f"{exc} (model.longrange.coulomb)") from exc
 
 
 def assign_heads(

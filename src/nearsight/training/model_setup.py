@@ -45,8 +45,9 @@ def build_model(model_cfg: dict, species: Sequence[int]) -> nn.Module:
 
 def _short_range_model(model_cfg: dict, species: Sequence[int], charges: bool) -> nn.Module:
     cutoff = float(model_cfg["cutoff"])
+    embedding = bool(model_cfg.get("charge_embedding", False))  # total charge and spin as inputs
     if model_cfg["type"] == "equivariant":
-        return build_equivariant(model_cfg["equivariant"], species, cutoff, charges)
+        return build_equivariant(model_cfg["equivariant"], species, cutoff, charges, embedding)
     if model_cfg["descriptor"] == "soap":
         weighting = model_cfg["weighting"] or {"function": "poly", "r0": cutoff, "c": 1.0, "m": 2.0}
         descriptor = {
@@ -59,8 +60,9 @@ def _short_range_model(model_cfg: dict, species: Sequence[int], charges: bool) -
             "weighting": weighting,
         }
         return BehlerParrinello(
-            species, descriptor, model_cfg["hidden"], model_cfg["activation"], model_cfg["heads"], charges
-        )
+            species, descriptor, model_cfg["hidden"], model_cfg["activation"], model_cfg["heads"], charges,
+            embedding,
+        )  # fmt: skip
     r_ang = model_cfg["cutoff_angular"]
     params = default_acsf_params(
         cutoff,
@@ -76,8 +78,9 @@ def _short_range_model(model_cfg: dict, species: Sequence[int], charges: bool) -
             params[key] = model_cfg[key]
     descriptor = {"r_cut": cutoff, "r_cut_angular": r_ang, **params}
     return BehlerParrinello(
-        species, descriptor, model_cfg["hidden"], model_cfg["activation"], model_cfg["heads"], charges
-    )
+        species, descriptor, model_cfg["hidden"], model_cfg["activation"], model_cfg["heads"], charges,
+        embedding,
+    )  # fmt: skip
 
 
 @torch.no_grad()
