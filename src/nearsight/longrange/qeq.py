@@ -108,8 +108,13 @@ class ChargeEquilibration(nn.Module):
         self.coulomb = coulomb
         j = _per_element(hardness, self.species, "hardness", "eV/e²", lambda z: 10.0)
         s = _per_element(widths, self.species, "widths", "Å", lambda z: float(covalent_radii[z]))
-        self.raw_hardness = nn.Parameter(torch.tensor([_inverse_softplus(v) for v in j]), learn_hardness)
-        self.raw_widths = nn.Parameter(torch.tensor([_inverse_softplus(v) for v in s]), learn_widths)
+        f64 = torch.float64  # exact starting values; the model's dtype follows with .to()
+        self.raw_hardness = nn.Parameter(
+            torch.tensor([_inverse_softplus(v) for v in j], dtype=f64), learn_hardness
+        )
+        self.raw_widths = nn.Parameter(
+            torch.tensor([_inverse_softplus(v) for v in s], dtype=f64), learn_widths
+        )
         self.electronegativity_scale = float(electronegativity_scale)
         self.solver = solver
         self.tolerance = float(tolerance)
