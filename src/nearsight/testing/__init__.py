@@ -14,6 +14,7 @@ from ._common import SCALE_FLOOR, CheckResult, Evaluation, Evaluator
 from .derivatives import check_forces, check_stress
 from .dynamics import check_nve, nve_energies
 from .locality import check_additivity, check_isolated_atom, check_supercell, check_wrapped
+from .longrange import check_long_range_additivity, long_range_terms
 from .report import format_report, run_all_checks
 from .smoothness import check_smoothness
 from .symmetry import check_permutation, check_reflection, check_rotation, check_translation
@@ -26,6 +27,7 @@ __all__ = [
     "check_additivity",
     "check_forces",
     "check_isolated_atom",
+    "check_long_range_additivity",
     "check_nve",
     "check_permutation",
     "check_reflection",
@@ -36,6 +38,7 @@ __all__ = [
     "check_translation",
     "check_wrapped",
     "format_report",
+    "long_range_terms",
     "nve_energies",
     "run_all_checks",
 ]

@@ -109,7 +109,9 @@ def check_additivity(
     cutoff: float | None = None,
 ) -> CheckResult:
     """Two fragments further apart than the cutoff: E(A+B) = E(A) + E(B) and forces are
-    those of the separate fragments (relative error).
+    those of the separate fragments (relative error).  Exact for short-range models only: a model
+    with Coulomb or D3 terms interacts at any distance (:func:`~.longrange.check_long_range_additivity`
+    checks how that interaction decays; :func:`~.report.run_all_checks` picks it for such models).
 
     ``atoms`` (A) and ``other`` (B; default a randomly rotated copy of A) are
     treated as isolated clusters (periodicity switched off) and B is placed
@@ -144,6 +146,9 @@ def check_additivity(
         energies = np.concatenate([ea.energies, eb.energies])
     expected = Evaluation(ea.energy + eb.energy, np.concatenate([ea.forces, eb.forces]), None, energies)
     err, detail = compare(expected, eab)
+    terms = [name for name in ("coulomb", "dispersion") if getattr(ev.module, name, None) is not None]
+    if terms and not err <= tol:
+        detail += f"; the model has long-range terms ({', '.join(terms)}): see check_long_range_additivity"
     return make_result(
         "additivity",
         err,

@@ -12,6 +12,7 @@ from ._common import CheckResult, Evaluator, as_rng, has_volume
 from .derivatives import check_forces, check_stress
 from .dynamics import check_nve
 from .locality import check_additivity, check_isolated_atom, check_supercell, check_wrapped
+from .longrange import check_long_range_additivity, long_range_terms
 from .smoothness import check_smoothness
 from .symmetry import check_permutation, check_reflection, check_rotation, check_translation
 
@@ -51,8 +52,11 @@ def run_all_checks(
 
     Every structure gets rotation, reflection, translation, permutation and
     finite-difference forces; periodic ones also stress, supercell and
-    wrapped positions; the molecule also far-apart additivity (and, with
-    ``nve=True``, an NVE run).  Isolated atoms are checked for every species
+    wrapped positions; the molecule also far-apart additivity: exact beyond the cutoff for a
+    short-range model, the decay of the interaction that its Coulomb and/or D3 terms imply for a
+    long-range one (:func:`~.longrange.check_long_range_additivity`, with the molecule's
+    ``info['charge']``; ``skip`` of either ``"additivity"`` or ``"longrange_additivity"`` skips
+    it) (and, with ``nve=True``, an NVE run).  Isolated atoms are checked for every species
     of the model and the cutoff smoothness for every pair of elements present.
     ``tolerances`` overrides a check's default tolerance by base name
     (``{"forces_fd": 1e-5}``); ``skip`` lists base names not to run.
@@ -83,10 +87,14 @@ def run_all_checks(
             if name in skip:
                 continue
             results.append(_named(check(ev, atoms, rng=rng, **_kwargs(name, tolerances)), label))
-    if molecule is not None and "additivity" not in skip:
-        results.append(
-            _named(check_additivity(ev, molecule, rng=rng, **_kwargs("additivity", tolerances)), "molecule")
-        )
+    if molecule is not None and not {"additivity", "longrange_additivity"} & set(skip):
+        if long_range_terms(ev):
+            result = check_long_range_additivity(
+                ev, molecule, rng=rng, **_kwargs("longrange_additivity", tolerances)
+            )
+        else:
+            result = check_additivity(ev, molecule, rng=rng, **_kwargs("additivity", tolerances))
+        results.append(_named(result, "molecule"))
     elements = sorted({int(z) for _, a in structures for z in a.numbers}) or list(ev.species)
     if "isolated_atom" not in skip and (ev.species or elements):
         results.append(
