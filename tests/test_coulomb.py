@@ -173,3 +173,113 @@ def test_bad_input_raises() -> None:
         Coulomb()(to_graph([(atoms, charges)]), charges[:, None])
     with pytest.raises(ValueError, match="method"):
         Coulomb(method="p3m")
+
+
+WIDTHS = {11: 0.8, 17: 1.3}  # Å
+
+
+def with_numbers(graph: dict[str, torch.Tensor], atoms: ase.Atoms) -> dict[str, torch.Tensor]:
+    return {**graph, keys.ATOMIC_NUMBERS: torch.tensor(atoms.numbers)}
+
+
+def test_gaussian_charges_equal_the_erf_pair_sum() -> None:
+    """E = Σ_{i<j} k_e q_i q_j erf(r/γ_ij)/r + Σ_i k_e q_i²/(2σ_i√π), γ_ij = √(2(σ_i² + σ_j²))."""
+    from scipy.special import erf
+
+    atoms, charges = cluster()
+    q, s = charges.numpy(), np.array([WIDTHS[z] for z in atoms.numbers])
+    reference = sum(K_E * q**2 / (2 * s * np.sqrt(np.pi)))
+    for i, j in itertools.combinations(range(len(atoms)), 2):
+        r = np.linalg.norm(atoms.positions[i] - atoms.positions[j])
+        reference += K_E * q[i] * q[j] * erf(r / np.sqrt(2 * (s[i] ** 2 + s[j] ** 2))) / r
+    energy = float(
+        Coulomb(widths={"Na": 0.8, "Cl": 1.3})(with_numbers(to_graph([(atoms, charges)]), atoms)).sum()
+    )
+    assert abs(energy - reference) < 1e-10
+    # σ → 0: point charges plus the (diverging) self energies
+    tiny = {11: 1e-4, 17: 2e-4}
+    self_energy = sum(K_E * q**2 / (2 * np.array([tiny[z] for z in atoms.numbers]) * np.sqrt(np.pi)))
+    point = float(Coulomb()(to_graph([(atoms, charges)])).sum())
+    small = float(Coulomb(widths=tiny)(with_numbers(to_graph([(atoms, charges)]), atoms)).sum())
+    assert abs(small - self_energy - point) < 1e-10
+
+
+def test_periodic_gaussian_charges_ewald_equals_pme_and_forces_stress_are_exact() -> None:
+    atoms, charges = distorted_nacl()
+    graph = with_numbers(to_graph([(atoms, charges)]), atoms)
+    energies = [float(Coulomb(method=m, accuracy=1e-9, widths=WIDTHS)(graph).sum()) for m in ("ewald", "pme")]
+    assert abs(energies[0] - energies[1]) < 1e-7 * abs(energies[0])
+    point = float(Coulomb(method="ewald", accuracy=1e-9)(graph).sum())
+    assert abs(energies[0] - point) > 0.1  # the widths matter at these distances
+
+    class Model(CoulombModel):
+        def forward(self, g):
+            return {keys.ATOMIC_ENERGIES: self.coulomb(g, g[keys.CHARGES])}
+
+    coulomb = Coulomb(method="ewald", accuracy=1e-10, widths=WIDTHS, exclusion_radius=3.0)
+    out = ForceField(Model(coulomb))(graph, forces=True, stress=True)
+    h = 1e-5
+    for a, k in ((0, 0), (3, 2), (5, 1)):
+        shifted = []
+        for sign in (1.0, -1.0):
+            moved = atoms.copy()
+            moved.positions[a, k] += sign * h
+            shifted.append(float(coulomb(with_numbers(to_graph([(moved, charges)]), moved)).sum()))
+        assert abs(float(out[keys.FORCES][a, k]) + (shifted[0] - shifted[1]) / (2 * h)) < 1e-6
+    strain = np.zeros((3, 3))
+    strain[0, 1] = strain[1, 0] = 0.5 * h
+    values = []
+    for sign in (1.0, -1.0):
+        deformed = atoms.copy()
+        deformed.set_cell(atoms.cell.array @ (np.eye(3) + sign * strain), scale_atoms=True)
+        values.append(float(coulomb(with_numbers(to_graph([(deformed, charges)]), deformed)).sum()))
+    reference = (values[0] - values[1]) / (2 * h) / atoms.get_volume()
+    assert abs(float(out[keys.STRESS][0, 0, 1]) - reference) < 1e-6
+
+
+def test_exclusion_radius_switches_off_near_pairs() -> None:
+    """Molecules: equal to torch-pme's direct sum with the same exclusion_radius; periodic: the
+    exclusion changes a small cluster in a large box exactly as it changes the isolated cluster."""
+    import torchpme
+
+    atoms, charges = cluster()
+    n = len(atoms)
+    pairs = torch.triu_indices(n, n, 1).T
+    positions = torch.tensor(atoms.positions)
+    distances = torch.linalg.norm(positions[pairs[:, 1]] - positions[pairs[:, 0]], dim=1)
+    potential = torchpme.CoulombPotential(exclusion_radius=6.0, exclusion_degree=2, prefactor=K_E)
+    half = torchpme.Calculator(potential).double()(
+        charges=charges[:, None], cell=torch.zeros(3, 3, dtype=torch.float64), positions=positions,
+        neighbor_indices=pairs, neighbor_distances=distances,
+    )  # fmt: skip
+    reference = float((charges * half[:, 0]).sum())
+    graph = to_graph([(atoms, charges)])
+    excluded = float(Coulomb(exclusion_radius=6.0, exclusion_degree=2)(graph).sum())
+    assert abs(excluded - reference) < 1e-10
+    change = excluded - float(Coulomb()(graph).sum())
+    assert abs(change) > 0.1
+    box = atoms.copy()
+    box.cell, box.pbc = np.eye(3) * 40.0, True
+    periodic = [
+        float(Coulomb(method="ewald", accuracy=1e-9, **kw)(to_graph([(box, charges)])).sum())
+        for kw in ({"exclusion_radius": 6.0, "exclusion_degree": 2}, {})
+    ]
+    assert abs(periodic[0] - periodic[1] - change) < 1e-7
+
+
+def test_net_charge_warns_once() -> None:
+    import warnings
+
+    atoms, charges = distorted_nacl()
+    coulomb = Coulomb(method="ewald")
+    with pytest.warns(UserWarning, match="net charge 0.4 e.*neutralising background"):  # 0.1 + 0.3
+        coulomb(to_graph([(atoms, charges + 0.3 / len(atoms))]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        coulomb(to_graph([(atoms, charges + 0.3 / len(atoms))]))  # said once per instance
+        Coulomb(method="ewald", warn_net_charge=False)(to_graph([(atoms, charges + 0.1)]))
+        Coulomb()(to_graph([cluster()]))  # a neutral cell or a molecule: nothing to say
+    with pytest.raises(ValueError, match=r"no Gaussian width for element\(s\) \[17\]"):
+        Coulomb(widths={"Na": 1.0})(with_numbers(to_graph([(atoms, charges)]), atoms))
+    with pytest.raises(ValueError, match=r"widths\['Na'\] = -1.0"):
+        Coulomb(widths={"Na": -1.0})
