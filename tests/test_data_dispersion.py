@@ -197,6 +197,14 @@ def test_trained_model_file_is_short_range_plus_the_same_d3(tmp_path, files):
     subtracted = trainer.data.test
     wrong = compute_metrics(subtracted, preds)  # full model vs D3-free labels: off by |E_D3|
     assert abs(wrong["energy_mae"] - expected["energy_mae"]) > 1e-3
+    # nearsight evaluate: the model file on the original labels of a file, the same numbers
+    from nearsight.cli.main import main
+
+    report = tmp_path / "metrics.json"
+    assert (
+        main(["evaluate", str(tmp_path / "d3" / "best_model.pt"), str(test_file), "--json", str(report)]) == 0
+    )
+    assert json.loads(report.read_text())["energy_mae"] == pytest.approx(expected["energy_mae"], rel=1e-8)
     # plateau roll-back reads the best model file back into the short-range model being trained
     trainer._roll_back(epoch=3, best_epoch=summary["best_epoch"])
     for name, p in trainer.model.named_parameters():

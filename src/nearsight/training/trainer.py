@@ -13,6 +13,10 @@ epoch's batch order) every ``checkpoint_every`` steps and at the end, so
 ``nearsight train CONFIG --resume`` continues the run exactly (on CPU, N steps + resume +
 N steps equal 2N steps bit for bit).  A non-finite loss or gradient stops the run naming the
 batch's frames, before any weight changes.
+
+With ``data.dispersion`` the model trained is the short-range one (the labels are without D3) and
+the model files hold it with the D3 term added back (:mod:`~nearsight.training.dispersion`);
+checkpoints hold the model being trained.
 """
 
 from __future__ import annotations
