@@ -25,7 +25,8 @@ the energy of one extra electron grow with the number of atoms.  A neutral singl
 has a = 0 exactly, so the model is then the model without the embedding and keeps its locality; a
 charged or open-shell structure's energies depend on all its atoms through Σ_j w_jc, the price of
 a global quantity.  Graphs without ``keys.TOTAL_CHARGE`` / ``keys.SPIN_MULTIPLICITY`` are
-neutral singlets.
+neutral singlets.  The isolated-atom reference (:mod:`nearsight.models.reference`) stays that of
+the neutral atom: a lone atom has E0_Z whatever Q and M.
 """
 
 from __future__ import annotations
