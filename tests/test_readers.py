@@ -334,3 +334,19 @@ def test_isolated_atoms_and_stats(ethanol: list[Frame]) -> None:
     assert energy_residual_std(ethanol, iso) == pytest.approx(np.std([f.energy for f in ethanol]), rel=1e-9)
     with pytest.raises(ValueError, match=r"no reference energy for Z=\[8\]"):
         energy_residual_std(ethanol[:1], {1: 0.0, 6: 0.0})
+
+
+def test_dipole_stored_as_a_row(tmp_path: Path) -> None:
+    """A per-structure label written as [[x, y, z]] (SPICE's "_JSON [[...]]") reads as [3];
+    a label of the wrong size is still refused, naming the frame."""
+    path = tmp_path / "dipole.xyz"
+    path.write_text(
+        '2\nProperties=species:S:1:pos:R:3 energy=-1.5 dipole="_JSON [[0.5, -0.25, 1.0]]" pbc="F F F"\n'
+        "H 0 0 0\nH 0 0 0.74\n"
+        '2\nProperties=species:S:1:pos:R:3 energy=-1.5 dipole="_JSON [[0.5, -0.25]]" pbc="F F F"\n'
+        "H 0 0 0\nH 0 0 0.74\n"
+    )
+    frame = read_frames(path, index=0, extra_labels={"dipole": "dipole"})[0]
+    np.testing.assert_array_equal(frame.labels["dipole"], [0.5, -0.25, 1.0])
+    with pytest.raises(ValueError, match=r"frame 1: label 'dipole' has shape"):
+        read_frames(path, extra_labels={"dipole": "dipole"})

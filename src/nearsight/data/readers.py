@@ -81,9 +81,14 @@ def _frame_from_atoms(
         if value is None:
             continue
         try:
-            labels[name] = np.asarray(value, dtype=np.float64)
+            value = np.asarray(value, dtype=np.float64)
         except (TypeError, ValueError):
             raise ValueError(f"{where}: label {key!r} ({name}) is not numeric: {value!r}") from None
+        declared = nskeys.field(name)
+        if not per_atom and all(isinstance(d, int) for d in declared.shape):
+            if value.size == int(np.prod(declared.shape)) and value.ndim > len(declared.shape):
+                value = value.reshape(declared.shape)  # e.g. a dipole stored as [[x, y, z]]
+        labels[name] = value
     config_type = info.get(keys.config_type)
     weight = info.get(keys.weight, 1.0)
     charge, multiplicity, given = electronic_inputs(info, keys, where)
