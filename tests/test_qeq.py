@@ -133,15 +133,24 @@ def _water_box() -> Atoms:
 def test_qeq_model_has_exact_forces_stress_and_symmetry(solver):
     """Both solvers: finite-difference forces and stress; the dense one also the symmetry battery
     (the solver does not change what the model computes, test_dense_and_cg_agree)."""
-    skip = ("isolated_atom", "smoothness", "supercell", "additivity")
+    skip = ("isolated_atom", "smoothness", "additivity")
     if solver == "cg":
-        skip += ("rotation", "reflection", "translation", "permutation", "wrapped")
-    results = run_all_checks(_model(solver), molecule=_waters(), periodic=_water_box(), rng=0, skip=skip)
+        skip += ("rotation", "reflection", "translation", "permutation", "wrapped", "supercell")
+    # supercell: the 2×2×2 cell's charges equal the cell's; stress agrees to 1.5e-10 relative (Ewald
+    # parameters are tuned per cell at accuracy 1e-8 eV/Å)
+    results = run_all_checks(
+        _model(solver),
+        molecule=_waters(),
+        periodic=_water_box(),
+        rng=0,
+        skip=skip,
+        tolerances={"supercell": 1e-9},
+    )
     assert all(r.passed for r in results), format_report(results)
     names = {r.name.split("[")[0] for r in results}
     assert {"forces_fd", "stress_fd"} <= names
     if solver == "dense":
-        assert {"rotation", "permutation", "translation", "wrapped"} <= names
+        assert {"rotation", "permutation", "translation", "wrapped", "supercell"} <= names
 
 
 def test_cg_gives_the_second_derivatives_of_force_training():
