@@ -129,8 +129,10 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any, Callable[[Any], 
         # each frame names its head in info[data.head_key]; the last head is the default
         "heads": ((list, type(None)), None, None),
         # long range on top of the short-range model (nearsight.longrange): {coulomb: {method: auto |
-        # ewald | pme, accuracy: 1e-6 eV/Å, ...} or null, dispersion: {functional: pbe, ...} or null};
-        # a Coulomb term gives the short-range model a charge head (charges conserved per structure)
+        # ewald | pme, accuracy: 1e-6 eV/Å, widths, exclusion_radius, ...} or null, dispersion:
+        # {functional: pbe, ...} or null, charges: head | qeq, qeq: {solver: auto | dense | cg, ...}};
+        # a Coulomb term gives the short-range model a charge head (charges conserved per structure;
+        # with charges: qeq its output is the electronegativity of charge equilibration)
         "longrange": ((dict, type(None)), None, None),
         # total charge Q and spin multiplicity M (data.total_charge_key, data.multiplicity_key) as
         # inputs of the short-range model (nearsight.models.electronic): one geometry in two charge
@@ -252,78 +254,14 @@ def validate_config(raw: dict | None, source: str = "<config>") -> dict:
     elif model["equivariant"] is not None:
         raise ConfigError(f"{source}: model.equivariant is only read with model.type: equivariant")
     if model["longrange"] is not None:
-        _check_longrange(model["longrange"], source)
+        from .config_longrange import check_longrange
+
+        check_longrange(model["longrange"], source)
     heads = model["heads"]
     if heads is not None and (len(heads) < 2 or len(set(map(str, heads))) != len(heads)):
         raise ConfigError(f"{source}: model.heads = {heads!r}: must be two or more distinct names")
     _check_training(out, source)
     return out
-
-
-def _check_longrange(spec: dict, source: str) -> None:
-    """``model.longrange``: known terms, each built once to check its arguments; ``charges: head |
-    qeq`` and the ``qeq`` options (:class:`~nearsight.longrange.qeq.ChargeEquilibration`)."""
-    allowed = ["charges", "coulomb", "dispersion", "qeq"]
-    unknown = sorted(set(spec) - set(allowed))
-    if unknown:
-        raise ConfigError(f"{source}: model.longrange: unknown key(s) {unknown}; allowed: {allowed}")
-    for name in ("coulomb", "dispersion"):
-        value = spec.get(name)
-        if value is True:
-            spec[name] = value = {}
-        if value is None or value is False:
-            spec[name] = None
-            continue
-        if not isinstance(value, dict):
-            raise ConfigError(
-                f"{source}: model.longrange.{name} = {value!r}: must be a mapping, true or null"
-            )
-        from ..longrange import Coulomb, Dispersion
-
-        try:
-            (Coulomb if name == "coulomb" else Dispersion)(**value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{source}: model.longrange.{name}: {exc}") from exc
-    if spec.get("coulomb") is None and spec.get("dispersion") is None:
-        raise ConfigError(f"{source}: model.longrange: give coulomb and/or dispersion")
-    _check_qeq(spec, source)
-
-
-def _check_qeq(spec: dict, source: str) -> None:
-    """``model.longrange.charges`` (head: the charge head's charges; qeq: charge equilibration) and
-    ``model.longrange.qeq``."""
-    import inspect
-
-    charges = spec.setdefault("charges", "head")
-    if charges not in ("head", "qeq"):
-        raise ConfigError(f"{source}: model.longrange.charges = {charges!r}: must be 'head' or 'qeq'")
-    qeq = spec.get("qeq")
-    if charges == "head":
-        if qeq is not None:
-            raise ConfigError(f"{source}: model.longrange.qeq is only read with model.longrange.charges: qeq")
-        return
-    if spec.get("coulomb") is None:
-        raise ConfigError(f"{source}: model.longrange.charges: qeq needs model.longrange.coulomb")
-    if spec["coulomb"].get("widths") is not None:
-        raise ConfigError(
-            f"{source}: model.longrange.coulomb.widths: with charges: qeq the Gaussian widths are "
-            "model.longrange.qeq.widths"
-        )
-    if qeq is None:
-        spec["qeq"] = qeq = {}
-    if not isinstance(qeq, dict):
-        raise ConfigError(f"{source}: model.longrange.qeq = {qeq!r}: must be a mapping")
-    from ..longrange import Coulomb
-    from ..longrange.qeq import ChargeEquilibration
-
-    allowed = sorted(set(inspect.signature(ChargeEquilibration).parameters) - {"species", "coulomb"})
-    unknown = sorted(set(qeq) - set(allowed))
-    if unknown:
-        raise ConfigError(f"{source}: model.longrange.qeq: unknown key(s) {unknown}; allowed: {allowed}")
-    try:
-        ChargeEquilibration([1], Coulomb(**spec["coulomb"]), **qeq)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{source}: model.longrange.qeq: {exc}") from exc
 
 
 def _stage_keys(training: dict) -> set[str]:
