@@ -474,6 +474,14 @@ def test_split_seed_fixes_the_validation_split_across_seeds(tmp_path):
     assert comparable_config(old) == comparable_config(cfg)
     cfg["data"]["split_seed"] = 0
     assert comparable_config(old) != comparable_config(cfg)
+    # nor one written before a nested default existed (model.longrange.charges: head)
+    cfg["model"]["longrange"] = {"coulomb": {}}
+    cfg = validate_config(cfg)
+    old = copy.deepcopy(cfg)
+    del old["model"]["longrange"]["charges"]
+    assert comparable_config(old) == comparable_config(cfg)
+    cfg["model"]["longrange"]["coulomb"]["accuracy"] = 1e-4
+    assert comparable_config(old) != comparable_config(cfg)
 
 
 def test_amsgrad_keeps_the_largest_second_moment(tmp_path):

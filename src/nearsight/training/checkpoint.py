@@ -17,6 +17,7 @@ truncated file.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -54,8 +55,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 def comparable_config(config: dict) -> dict:
     """The parts of a config that must not change across a resume (run length and logging may)."""
-    from .config import SCHEMA
+    from .config import SCHEMA, ConfigError, validate_config
 
+    try:  # the defaults and normal forms of today's code on both sides (keys added since, e.g.
+        # model.longrange.charges: head, compare equal)
+        config = validate_config(copy.deepcopy(config), source="<checkpoint>")
+    except ConfigError:
+        pass
     free = {
         "epochs", "max_steps", "max_time_minutes", "time_limit_clock", "log_every", "checkpoint_every", "tensorboard",
     }  # fmt: skip
