@@ -4,6 +4,7 @@ duplicates across the data splits."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -188,6 +189,19 @@ def test_duplicates_across_splits_are_counted_and_dropped_from_validation(tmp_pa
         ValueError, match=r"every one of the 3 validation frames is also in the training data"
     ):
         Trainer(validate_config(config), log=lambda m: None).prepare_data()
+
+
+def test_one_geometry_in_two_charge_states_is_not_a_duplicate():
+    from nearsight.training.dataset import structure_key
+
+    frame = read_frames(TRAIN, index=0)[0]
+    other = read_frames(TRAIN, index=0)[0]
+    assert structure_key(frame) == structure_key(other)
+    for change in ({"total_charge": 1.0}, {"spin_multiplicity": 3.0}):
+        changed = dataclasses.replace(other, **change)
+        assert structure_key(changed) != structure_key(frame), change
+    fielded = dataclasses.replace(other, info={"external_field": [0.0, 0.0, 0.01]})
+    assert structure_key(fielded) != structure_key(frame)
 
 
 ISOLATED = ROOT / "examples" / "data" / "ethanol_isolated_atoms.xyz"

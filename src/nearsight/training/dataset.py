@@ -93,9 +93,13 @@ def subtract_baseline(frame: Frame, base: Frame, data_cfg: dict) -> Frame:
 
 
 def structure_key(frame: Frame) -> str:
-    """A hash of a frame's structure: species, positions (to 1e-6 Å), cell and periodicity."""
+    """A hash of a frame's structure: species, positions (to 1e-6 Å), cell and periodicity, and the
+    inputs beside the geometry (total charge, spin multiplicity, external field): one geometry in
+    two charge states is two data points, not a duplicate."""
     digest = hashlib.sha1(frame.numbers.astype(np.int64).tobytes())
-    for array in (frame.positions, frame.cell):
+    field = np.asarray(frame.info.get("external_field", np.zeros(3)), dtype=np.float64).reshape(-1)
+    electronic = np.array([frame.total_charge, frame.spin_multiplicity, *field], dtype=np.float64)
+    for array in (frame.positions, frame.cell, electronic):
         digest.update((np.round(array, 6) + 0.0).tobytes())  # + 0.0: -0.0 and 0.0 hash alike
     digest.update(frame.pbc.astype(np.uint8).tobytes())
     return digest.hexdigest()
