@@ -3,11 +3,14 @@
 ============================  =====  ==========================================================
 module                        lines  what it owns
 ============================  =====  ==========================================================
-``config``                      401  the YAML schema, defaults and checks of every key
-``dataset``                     230  reading, Δ-learning baselines, the split, label validation,
+``config``                      396  the YAML schema, defaults and checks of every key
+``config_longrange``             74  the checks of ``model.longrange`` (terms, charges, QEq)
+``dataset``                     279  reading, Δ-learning baselines, the split, label validation,
                                      graphs, heads, and the training statistics (reference
                                      energies, energy scale, label spreads)
-``model_setup``                 186  building the model, fine-tuning (init_from, frozen layers,
+``dispersion``                  163  ``data.dispersion``: D3 out of the labels at load time and
+                                     back into the saved model
+``model_setup``                 199  building the model, fine-tuning (init_from, frozen layers,
                                      refitted shifts) and fitting its statistics
 ``loss``                        332  the loss as declared terms (energy, forces, stress, and any
                                      registered term), their σ defaults, masks and state
@@ -15,10 +18,10 @@ module                        lines  what it owns
                                      stages, EMA, clipping and the non-finite check of a step
 ``validation``                   73  the validation loss (total and per term), metrics and the
                                      report of the best model
-``checkpoint``                  126  checkpoint files, what a resume restores, whether a run is done
+``checkpoint``                  132  checkpoint files, what a resume restores, whether a run is done
 ``log``                         151  ``training_log.csv``, TensorBoard, console lines, the
                                      learning curve
-``trainer``                     373  ``Trainer``: the composition and the epoch/step loop
+``trainer``                     399  ``Trainer``: the composition and the epoch/step loop
 ``ema``, ``distributed``,         -  weight averaging, data-parallel helpers, error metrics and
 ``metrics``                          parity plots
 ============================  =====  ==========================================================
