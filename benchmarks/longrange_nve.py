@@ -5,7 +5,8 @@
         [--d3-cutoff 12 --d3-cn-cutoff 10] [--json benchmarks/results/longrange_nve_water.json]
     # any model file and start structure, e.g. the trained salt model of longrange_salt.py
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/longrange_nve.py --model /tmp/longrange_salt/coulomb/best_model.pt \
-        --start /tmp/longrange_salt/test.xyz --start-index 0 --temperature-K 1500 --d3 --ps 10
+        --start /tmp/longrange_salt/test.xyz --start-index 34 --temperature-K 1500 --ps 10 \
+        --json benchmarks/results/longrange_nve_salt.json
 
 Water model (``--model`` not given): the config-default BPNN (ACSF, r_c = 5 Å, hidden [64, 64])
 with a charge head, ``model.longrange`` = {coulomb: {method, accuracy: 1e-6 eV/Å}, dispersion:
@@ -101,7 +102,7 @@ def main() -> None:
     parser.add_argument("--timestep-fs", type=float, default=0.5)
     parser.add_argument("--temperature-K", type=float, default=300.0)
     parser.add_argument("--method", default="ewald", choices=["ewald", "pme", "auto"])
-    parser.add_argument("--accuracy", type=float, default=1e-6, help="Coulomb accuracy, eV/Å (water model)")
+    parser.add_argument("--accuracy", type=float, default=1e-6, help="Coulomb accuracy, eV/Å")
     parser.add_argument("--d3", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--d3-cutoff", type=float, default=12.0, help="Å (s-dftd3: 31.75)")
     parser.add_argument("--d3-cn-cutoff", type=float, default=10.0, help="Å (s-dftd3: 21.17)")
@@ -117,14 +118,16 @@ def main() -> None:
         model, atoms = water_model(args)
         system = "water-untrained"
     else:
+        from nearsight.longrange.model import LongRangePotential
         from nearsight.models.io import load_model
 
         model = load_model(args.model)
-        if args.d3 and getattr(model, "dispersion", None) is None:  # add D3 to a model trained without it
-            from nearsight.longrange.model import LongRangePotential
-
+        # the same short-range model and charges; Coulomb at --accuracy and --method, D3 added
+        coulomb = {**model.coulomb_config, "accuracy": args.accuracy, "method": args.method}
+        d3 = model.dispersion_config
+        if args.d3 and d3 is None:
             d3 = {"functional": "pbe", "cutoff": args.d3_cutoff, "cn_cutoff": args.d3_cn_cutoff}
-            model = LongRangePotential(model.short, model.coulomb_config, d3)
+        model = LongRangePotential(model.short, coulomb, d3 if args.d3 else None)
         atoms = read(args.start, index=args.start_index)
         atoms.calc = None
         system = Path(args.model).stem
