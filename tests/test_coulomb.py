@@ -283,3 +283,16 @@ def test_net_charge_warns_once() -> None:
         Coulomb(widths={"Na": 1.0})(with_numbers(to_graph([(atoms, charges)]), atoms))
     with pytest.raises(ValueError, match=r"widths\['Na'\] = -1.0"):
         Coulomb(widths={"Na": -1.0})
+
+
+@pytest.mark.parametrize("method", ["ewald", "pme"])
+def test_ewald_parameters_depend_on_the_cell_only(method: str) -> None:
+    """Parameters tuned for unit charges: predicted charges that change from step to step (MD,
+    training) never change σ, the cutoff or k_max, so the energy has no jumps along a trajectory."""
+    coulomb = Coulomb(method=method, accuracy=1e-6)
+    cell = torch.eye(3, dtype=torch.float64) * 9.0
+    rng = np.random.default_rng(0)
+    charges = [torch.tensor(rng.normal(0, s, 24)) for s in (0.03, 0.5, 1.0)] + [torch.zeros(24)]
+    params = {coulomb.ewald_parameters(q, cell) for q in charges}
+    assert len(params) == 1
+    assert coulomb.ewald_parameters(torch.ones(48), cell) != params.pop()  # the atom count counts

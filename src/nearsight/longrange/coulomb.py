@@ -244,15 +244,21 @@ class Coulomb(nn.Module):
         return torch.zeros_like(charges).index_copy(0, torch.cat(order), torch.cat(pieces))
 
     def ewald_parameters(self, charges: torch.Tensor, cell: torch.Tensor) -> EwaldParameters:
-        """Parameters for one periodic structure: the explicit ones, the rest from ``accuracy``."""
+        """Parameters for one periodic structure: the explicit ones, the rest from ``accuracy``.
+
+        The bounds are evaluated for unit charges on every atom (``charges`` gives only their
+        number): the parameters then depend on the cell and the atom count alone, so they stay
+        fixed along an MD trajectory and over training.  Tuned for the predicted charges, σ and
+        k_max would change at every step (each change a small jump of the energy, and forces that
+        leave out ∂E/∂σ); for |q_i| ≤ 1 e unit charges make the bound conservative, and for larger
+        charges the error grows as Σq²/N.
+        """
         n_atoms = charges.shape[0]
         method = self.method
         if method == "auto":
             method = "pme" if n_atoms >= AUTO_PME_ATOMS else "ewald"
         cutoff = self.real_space_cutoff
-        q = charges.detach().to(torch.float64).reshape(-1, 1)
-        if float((q**2).sum()) == 0.0:  # parameters only set the accuracy: tune as for unit charges
-            q = torch.ones_like(q)
+        q = torch.ones((n_atoms, 1), dtype=torch.float64)  # unit charges: see the docstring
         box = cell.detach().to(device="cpu", dtype=torch.float64)
         points = torch.zeros((n_atoms, 3), dtype=torch.float64)  # the bounds use only their number
         target = self.accuracy / self.prefactor / math.sqrt(2.0)  # per part, unit prefactor
