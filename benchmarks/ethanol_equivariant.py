@@ -48,6 +48,17 @@ def shared_data_dir() -> Path:
     return local if local.is_dir() else Path("/work/shared/data")
 
 
+def apply_overrides(cfg: dict, overrides: list[str]) -> None:
+    """``SECTION.KEY=YAML`` items set in the config ``cfg`` (missing sections are created)."""
+    for item in overrides:
+        path, _, value = item.partition("=")
+        *parents, leaf = path.split(".")
+        node = cfg
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = yaml.safe_load(value)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, nargs="+", default=[50, 250, 1000])
@@ -95,13 +106,7 @@ def main(argv=None) -> int:
             for key in PRESETS[args.preset]:
                 eq.pop(key, None)
             eq["preset"] = args.preset
-        for item in args.overrides:
-            path, _, value = item.partition("=")
-            *parents, leaf = path.split(".")
-            node = cfg
-            for key in parents:
-                node = node.setdefault(key, {})
-            node[leaf] = yaml.safe_load(value)
+        apply_overrides(cfg, args.overrides)
         cfg["training"]["max_time_minutes"] = budget
         cfg["training"]["log_every"] = 50
         t0 = time.perf_counter()

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -43,7 +42,7 @@ from nearsight.training.metrics import compute_metrics, predict  # noqa: E402
 from nearsight.training.trainer import Trainer  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from ethanol_equivariant import shared_data_dir  # noqa: E402
+from ethanol_equivariant import apply_overrides, shared_data_dir  # noqa: E402
 
 VARIANTS = ("local", "latent", "dipole")
 EXTRA = {"charges": "mbi_charges", "dipole": "dipole"}
@@ -149,13 +148,7 @@ def main(argv=None) -> int:
     rows = []
     for variant in args.variants:
         cfg = config(variant, args.backbone, args.minutes, Path(args.out), args.seed)
-        for item in args.overrides:
-            path, _, value = item.partition("=")
-            *parents, leaf = path.split(".")
-            node = cfg
-            for key in parents:
-                node = node.setdefault(key, {})
-            node[leaf] = yaml.safe_load(value)
+        apply_overrides(cfg, args.overrides)
         t0 = time.process_time()
         best = Trainer(validate_config(cfg, source=f"spice {variant}"), resume=args.resume).train()
         cpu_s = time.process_time() - t0

@@ -30,21 +30,35 @@ from ..data.neighbours import atoms_to_graph
 from ..models.forcefield import ForceField
 
 
-def born_effective_charges(model: nn.Module, atoms: Atoms, dtype: torch.dtype = torch.float64) -> np.ndarray:
-    """Z* ``[n_atoms, 3, 3]`` (e; Z[i, α, β] = ∂μ_α/∂R_iβ) of ``atoms`` for a model with charges."""
+def _dipole_derivative(
+    model: nn.Module, atoms: Atoms, dtype: torch.dtype, wrt: str, needs: str, external_field=None
+) -> np.ndarray:
+    """∂μ_a/∂x for x = ``graph[wrt]`` (positions ``[n_atoms, 3]`` or the field ``[1, 3]``): ``[3, *x.shape]``."""
     forcefield = ForceField(model).to(dtype).eval()
     graph = atoms_to_graph(atoms, forcefield.cutoff, dtype)
-    positions = graph[keys.POSITIONS].clone().requires_grad_(True)
-    graph[keys.POSITIONS] = positions
+    if external_field is not None:
+        field = torch.as_tensor(np.asarray(external_field, dtype=np.float64), dtype=dtype)
+        graph[keys.EXTERNAL_FIELD] = field.reshape(1, 3)
+    x = graph[wrt].clone().requires_grad_(True)
+    graph[wrt] = x
     out = forcefield(graph, forces=False)
     if keys.DIPOLE not in out:
         raise ValueError(
-            f"{type(model).__name__} predicts no dipole: Born effective charges need a model with a charge "
-            "head inside a long-range model (model.longrange.coulomb)"
+            f"{type(model).__name__} predicts no dipole: {needs} need(s) a model with charges inside a "
+            "long-range model (model.longrange.coulomb)"
         )
     dipole = out[keys.DIPOLE][0]  # [3]
-    rows = [torch.autograd.grad(dipole[a], positions, retain_graph=a < 2)[0] for a in range(3)]
-    return torch.stack(rows, 1).detach().cpu().numpy()  # [n_atoms, 3 (α), 3 (β)]
+    rows = []
+    for a in range(3):
+        (grad,) = torch.autograd.grad(dipole[a], x, retain_graph=a < 2, allow_unused=True)
+        rows.append(torch.zeros_like(x) if grad is None else grad)
+    return torch.stack(rows, 0).detach().cpu().numpy()
+
+
+def born_effective_charges(model: nn.Module, atoms: Atoms, dtype: torch.dtype = torch.float64) -> np.ndarray:
+    """Z* ``[n_atoms, 3, 3]`` (e; Z[i, α, β] = ∂μ_α/∂R_iβ) of ``atoms`` for a model with charges."""
+    rows = _dipole_derivative(model, atoms, dtype, keys.POSITIONS, "Born effective charges")  # [3, n, 3]
+    return rows.transpose(1, 0, 2)  # [n_atoms, 3 (α), 3 (β)]
 
 
 def polarisability(
@@ -52,24 +66,5 @@ def polarisability(
 ) -> np.ndarray:
     """α ``[3, 3]`` (e·Å²/V; α[a, b] = ∂μ_a/∂E_b) of ``atoms`` at the field ``external_field`` (V/Å;
     default ``atoms.info["external_field"]`` or zero), for a model that predicts a dipole."""
-    forcefield = ForceField(model).to(dtype).eval()
-    graph = atoms_to_graph(atoms, forcefield.cutoff, dtype)
-    if external_field is not None:
-        graph[keys.EXTERNAL_FIELD] = torch.as_tensor(
-            np.asarray(external_field, dtype=np.float64), dtype=dtype
-        )
-        graph[keys.EXTERNAL_FIELD] = graph[keys.EXTERNAL_FIELD].reshape(1, 3)
-    field = graph[keys.EXTERNAL_FIELD].clone().requires_grad_(True)
-    graph[keys.EXTERNAL_FIELD] = field
-    out = forcefield(graph, forces=False)
-    if keys.DIPOLE not in out:
-        raise ValueError(
-            f"{type(model).__name__} predicts no dipole: the polarisability needs a model with charges "
-            "inside a long-range model (model.longrange.coulomb)"
-        )
-    dipole = out[keys.DIPOLE][0]  # [3]
-    rows = []
-    for a in range(3):
-        (grad,) = torch.autograd.grad(dipole[a], field, retain_graph=a < 2, allow_unused=True)
-        rows.append(torch.zeros_like(field) if grad is None else grad)
-    return torch.cat(rows, 0).detach().cpu().numpy()  # [3 (a), 3 (b)]
+    rows = _dipole_derivative(model, atoms, dtype, keys.EXTERNAL_FIELD, "the polarisability", external_field)
+    return rows[:, 0, :]  # [3 (a), 3 (b)]
