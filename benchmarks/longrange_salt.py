@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import vesin
+import yaml
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
@@ -174,11 +175,17 @@ def label(frames: list[Atoms], accuracy: float) -> None:
 
 
 def config(
-    name: str, out: Path, minutes: float, seed: int, coulomb: bool, sigma_energy: float | None
+    name: str,
+    out: Path,
+    minutes: float,
+    seed: int,
+    coulomb: bool,
+    sigma_energy: float | None,
+    coulomb_options: dict | None = None,
 ) -> dict:
     model = {"type": "bpnn", "cutoff": 6.0, "n_radial": 12, "hidden": [64, 64]}
     if coulomb:
-        model["longrange"] = {"coulomb": {"method": "ewald", "accuracy": 1e-5}}
+        model["longrange"] = {"coulomb": {"method": "ewald", "accuracy": 1e-5, **(coulomb_options or {})}}
     return {
         "seed": seed,
         "dtype": "float64",
@@ -237,6 +244,12 @@ def main() -> None:
         "--sigma-energy", type=float, default=0.5, help="eV (None: the data default, the energy spread)"
     )
     parser.add_argument("--reuse", action="store_true", help="reuse train.xyz/test.xyz of --out")
+    parser.add_argument(
+        "--coulomb-options",
+        type=yaml.safe_load,
+        default=None,
+        help="more model.longrange.coulomb keys (YAML), e.g. '{exclusion_radius: 5.0}'",
+    )
     parser.add_argument("--models", nargs="+", default=["short", "coulomb"])
     parser.add_argument("--out", default="/tmp/longrange_salt")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "longrange_salt.json"))
@@ -274,7 +287,10 @@ def main() -> None:
     }
     for name in args.models:
         cfg = validate_config(
-            config(name, out, args.minutes, args.seed, name == "coulomb", args.sigma_energy), source=name
+            config(
+                name, out, args.minutes, args.seed, name == "coulomb", args.sigma_energy, args.coulomb_options
+            ),
+            source=name,
         )
         best = Trainer(cfg).train()
         summary = json.loads((out / name / "training_summary.json").read_text())
