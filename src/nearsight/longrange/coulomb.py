@@ -319,8 +319,11 @@ def _largest_below(f: Callable[[float], float], target: float, lo: float, hi: fl
     return lo
 
 
-def element_values(values: Mapping[int | str, float], name: str, unit: str = "Å") -> dict[int, float]:
-    """``{atomic number: positive value}`` from a mapping keyed by element symbols or numbers."""
+def element_values(
+    values: Mapping[int | str, float], name: str, unit: str = "Å", positive: bool = True
+) -> dict[int, float]:
+    """``{atomic number: value}`` (positive unless ``positive=False``) from a mapping keyed by
+    element symbols or numbers."""
     from ase.data import atomic_numbers
 
     if not isinstance(values, Mapping):
@@ -335,8 +338,9 @@ def element_values(values: Mapping[int | str, float], name: str, unit: str = "Å
         if (
             isinstance(value, bool)
             or not isinstance(value, (int, float))
-            or not (math.isfinite(value) and value > 0)
+            or not (math.isfinite(value) and (value > 0 or not positive))
         ):
-            raise ValueError(f"{name}[{key!r}] = {value!r} must be a positive finite number ({unit})")
+            kind = "a positive finite" if positive else "a finite"
+            raise ValueError(f"{name}[{key!r}] = {value!r} must be {kind} number ({unit})")
         out[z] = float(value)
     return out

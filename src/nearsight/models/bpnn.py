@@ -247,6 +247,16 @@ class BehlerParrinello(nn.Module):
         self._set_per_element(self.energy_shift, energy_shift)
 
     @torch.no_grad()
+    def set_charge_offsets(self, charges: dict[int, float]) -> None:
+        """Per-element charge offsets c_Z (e, ``{Z: c}``): the output bias of each element's charge
+        network, so the head starts from these charges."""
+        if self.charge_nets is None:
+            raise ValueError("set_charge_offsets: this model has no charge head (charges=False)")
+        for z, c in charges.items():
+            if int(z) in self.species:
+                self.charge_nets[self.species.index(int(z))][-1].bias.fill_(float(c))
+
+    @torch.no_grad()
     def set_isolated_energy(self, isolated_energy: dict) -> None:
         """E0_Z, the energy of an isolated atom (``{Z: e}`` or ``{head: {Z: e}}``): from now on a
         lone atom has exactly this energy (:mod:`nearsight.models.reference`)."""

@@ -71,7 +71,7 @@ class EquivariantPotential(ExactConstants):
 
     model_type = "equivariant"
     # buffers a model file written before they existed lacks: loaded with their defaults
-    OPTIONAL_BUFFERS = ("isolated_energy", "isolated_reference")
+    OPTIONAL_BUFFERS = ("isolated_energy", "isolated_reference", "charge_offset")  # files before them
 
     def __init__(
         self,
@@ -156,6 +156,8 @@ class EquivariantPotential(ExactConstants):
         self.readout_mlp = RadialMLP([C, readout_hidden, 1])
         # charge head: a scalar readout of the last layer (nearsight.models.charges)
         self.charge_readout = nn.Linear(C, 1) if charges else None
+        # per-element charge offsets c_Z added to the readout (set by nearsight.longrange.charge_fit)
+        self.charge_offset = nn.Parameter(torch.zeros(n_el, dtype=torch.float64)) if charges else None
         # total charge and spin: added to the 0e input scalars of every layer (first in its irreps)
         self.electronic = ElectronicEmbedding(C, num_layers) if charge_embedding else None
         self.register_buffer("avg_num_neighbours", torch.ones((), dtype=torch.float64))
@@ -226,6 +228,15 @@ class EquivariantPotential(ExactConstants):
         for z, e in energy_shift.items():
             if int(z) in self.species:
                 self.energy_shift[self.species.index(int(z))] = float(e)
+
+    @torch.no_grad()
+    def set_charge_offsets(self, charges: dict[int, float]) -> None:
+        """Per-element charge offsets c_Z (e, ``{Z: c}``) of the charge head: the starting charges."""
+        if self.charge_offset is None:
+            raise ValueError("set_charge_offsets: this model has no charge head (charges=False)")
+        for z, c in charges.items():
+            if int(z) in self.species:
+                self.charge_offset[self.species.index(int(z))] = float(c)
 
     @torch.no_grad()
     def set_isolated_energy(self, isolated_energy: dict[int, float]) -> None:
@@ -358,7 +369,10 @@ class EquivariantPotential(ExactConstants):
         out = {keys.ATOMIC_ENERGIES: energy}
         if self.charge_readout is not None:
             scalars = feats[-1][-1][:, 0]  # [n_atoms, C]: the last layer's 0e features
-            out[keys.CHARGES] = conserve_charges(self.charge_readout(scalars).squeeze(-1), graph)
+            raw = self.charge_readout(scalars).squeeze(-1)
+            if self.charge_offset is not None:
+                raw = raw + self.charge_offset.to(raw.dtype)[self.elements(graph[keys.ATOMIC_NUMBERS])]
+            out[keys.CHARGES] = conserve_charges(raw, graph)
         return out
 
 

@@ -11,7 +11,7 @@ from .config import ConfigError
 def check_longrange(spec: dict, source: str) -> None:
     """``model.longrange``: known terms, each built once to check its arguments; ``charges: head |
     qeq`` and the ``qeq`` options (:class:`~nearsight.longrange.qeq.ChargeEquilibration`)."""
-    allowed = ["charges", "coulomb", "dispersion", "qeq"]
+    allowed = ["charges", "coulomb", "dispersion", "initial_charges", "qeq"]
     unknown = sorted(set(spec) - set(allowed))
     if unknown:
         raise ConfigError(f"{source}: model.longrange: unknown key(s) {unknown}; allowed: {allowed}")
@@ -35,6 +35,38 @@ def check_longrange(spec: dict, source: str) -> None:
     if spec.get("coulomb") is None and spec.get("dispersion") is None:
         raise ConfigError(f"{source}: model.longrange: give coulomb and/or dispersion")
     check_qeq(spec, source)
+    check_initial_charges(spec, source)
+
+
+def check_initial_charges(spec: dict, source: str) -> None:
+    """``model.longrange.initial_charges``: where a fresh charge head starts.  ``fit`` (the default
+    with head charges and Coulomb): per-element charges fitted to the training energies
+    (:mod:`nearsight.longrange.charge_fit`); ``zero``: the head's random initialisation; a mapping
+    ``{element: charge}`` (e): those charges."""
+    value = spec.get("initial_charges")
+    if spec.get("coulomb") is None or spec.get("charges") == "qeq":
+        if value not in (None, "zero"):
+            why = "no model.longrange.coulomb" if spec.get("coulomb") is None else "charges: qeq"
+            raise ConfigError(
+                f"{source}: model.longrange.initial_charges = {value!r}: only for head charges with a "
+                f"Coulomb term ({why} here)"
+            )
+        spec["initial_charges"] = "zero"
+        return
+    if value is None:
+        spec["initial_charges"] = "fit"
+    elif isinstance(value, dict):
+        from ..longrange.coulomb import element_values
+
+        try:
+            element_values(value, "model.longrange.initial_charges", "e", positive=False)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
+    elif value not in ("fit", "zero"):
+        raise ConfigError(
+            f"{source}: model.longrange.initial_charges = {value!r}: must be 'fit', 'zero' or a mapping "
+            "{element: charge}"
+        )
 
 
 def check_qeq(spec: dict, source: str) -> None:

@@ -197,3 +197,41 @@ def initialise(
         if hasattr(model, "set_isolated_energy"):
             model.set_isolated_energy(stats["isolated_energy"])
     return freeze_layers(model, training["freeze"])
+
+
+def initialise_charges(
+    model: nn.Module, graphs: Sequence[dict], longrange: dict | None, seed: int
+) -> str | None:
+    """Start a fresh charge head from ``model.longrange.initial_charges``: per-element charges
+    fitted to the training energies (``fit``, :mod:`nearsight.longrange.charge_fit`) or given
+    (``{element: charge}``); the per-element energy shifts lose the mean Coulomb energy per atom of
+    these charges, so the starting model is not offset by it.  Returns a line for the log (None
+    when nothing was done)."""
+    choice = (longrange or {}).get("initial_charges", "zero")
+    coulomb = getattr(model, "coulomb", None)
+    if choice == "zero" or coulomb is None or getattr(model, "qeq", None) is not None:
+        return None
+    from ..longrange.charge_fit import fit_element_charges, mean_coulomb_per_atom
+    from ..longrange.coulomb import element_values
+
+    short = model.short
+    if isinstance(choice, dict):
+        charges = element_values(choice, "model.longrange.initial_charges", "e", positive=False)
+        missing = sorted(set(short.species) - set(charges))
+        if missing:
+            raise ValueError(f"model.longrange.initial_charges: no charge for element(s) {missing}")
+        per_atom = mean_coulomb_per_atom(graphs, coulomb, short.species, charges)
+        line = f"initial charges (given) {charges}"
+    else:
+        fit = fit_element_charges(graphs, coulomb, short.species, model.cutoff, seed=seed)
+        charges, per_atom = fit.charges, fit.coulomb_per_atom
+        line = (
+            f"initial charges fitted to the energies of {fit.n_structures} structures (sign from "
+            f"{fit.sign_from}): "
+            + ", ".join(f"{z}: {c:+.3f}" for z, c in charges.items())
+            + f"; linear fit RMSE {1000 * fit.rmse:.3g} meV/atom (charges zero: {1000 * fit.rmse_zero:.3g})"
+        )
+    short.set_charge_offsets(charges)
+    with torch.no_grad():
+        short.energy_shift -= per_atom
+    return line + f"; energy shifts lowered by the mean Coulomb energy {per_atom:.4g} eV/atom"

@@ -47,7 +47,7 @@ from .distributed import Distributed
 from .log import TrainingLog, epoch_line, learning_curve_plot
 from .loss import Loss, build_loss
 from .metrics import write_json
-from .model_setup import build_model, initial_model, initialise
+from .model_setup import build_model, initial_model, initialise, initialise_charges
 from .optimisation import Optimisation
 from .validation import best_model_report, validation_pass
 
@@ -119,6 +119,10 @@ class Trainer:
             groups, self.train_frames, cfg["data"]["reference_energies"], self.species
         )
         frozen = initialise(model, fresh, self.checkpoint is not None, self.train_graphs, stats, t)
+        if fresh:  # a charge head starts from charges fitted to the energies (or given)
+            line = initialise_charges(model, self.train_graphs, cfg["model"].get("longrange"), cfg["seed"])
+            if line:
+                self.log(line)
         if self.checkpoint is not None:
             self.loss_fn = Loss.from_state_dict(self.checkpoint["loss"])
             stats["reference_energies"] = {
