@@ -23,7 +23,8 @@ Two models are trained through the normal config path (:class:`~nearsight.traini
 extxyz files, ``training.max_time_minutes`` of CPU time, ``scheduler: budget``), with the same
 BPNN (ACSF, r_c = 6 Å, hidden [64, 64]) on energies and forces only (no charge labels):
 (a) ``short``: the BPNN alone; (b) ``coulomb``: the same with ``model.longrange.coulomb``
-(charge head, Ewald at accuracy 1e-5 eV/Å).  Reported: the test RMSE of energies (meV/atom) and
+(charge head, Ewald at accuracy 1e-5 eV/Å; the head starts from the per-element charges fitted to
+the training energies, ``model.longrange.initial_charges: fit``, the default).  Reported: the test RMSE of energies (meV/atom) and
 forces (meV/Å) of each, their ratio (goal: long-range ≤ 1/5 of short-range), and the learned
 charges per element over the test frames (mean and standard deviation; goal: within 0.05 of ±1).
 The energy does not change under q → −q, so the sign is fixed by convention: all charges are
