@@ -183,10 +183,13 @@ def config(
     coulomb: bool,
     sigma_energy: float | None,
     coulomb_options: dict | None = None,
+    repulsion: bool = False,
 ) -> dict:
     model = {"type": "bpnn", "cutoff": 6.0, "n_radial": 12, "hidden": [64, 64]}
     if coulomb:
         model["longrange"] = {"coulomb": {"method": "ewald", "accuracy": 1e-5, **(coulomb_options or {})}}
+        if repulsion:  # a ZBL wall under the short-range network (nearsight.longrange.repulsion)
+            model["longrange"]["repulsion"] = {}
     return {
         "seed": seed,
         "dtype": "float64",
@@ -251,6 +254,9 @@ def main() -> None:
         default=None,
         help="more model.longrange.coulomb keys (YAML), e.g. '{exclusion_radius: 5.0}'",
     )
+    parser.add_argument(
+        "--repulsion", action="store_true", help="the coulomb model gets a ZBL repulsion term"
+    )
     parser.add_argument("--models", nargs="+", default=["short", "coulomb"])
     parser.add_argument("--out", default="/tmp/longrange_salt")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "longrange_salt.json"))
@@ -289,7 +295,14 @@ def main() -> None:
     for name in args.models:
         cfg = validate_config(
             config(
-                name, out, args.minutes, args.seed, name == "coulomb", args.sigma_energy, args.coulomb_options
+                name,
+                out,
+                args.minutes,
+                args.seed,
+                name == "coulomb",
+                args.sigma_energy,
+                args.coulomb_options,
+                args.repulsion,
             ),
             source=name,
         )

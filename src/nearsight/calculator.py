@@ -203,7 +203,9 @@ def _named_outputs(out: dict[str, torch.Tensor]) -> dict[str, object]:
         results["charges"] = out[keys.CHARGES].detach().cpu().double().numpy()
     if keys.DIPOLE in out:
         results["dipole"] = out[keys.DIPOLE][0].detach().cpu().double().numpy()
-    for name in ("short_range_energy", "coulomb_energy", "field_energy", "dispersion_energy"):
+    from .longrange.model import ENERGY_TERMS
+
+    for name in ENERGY_TERMS:
         if name in out:
             results[name] = float(out[name].detach().sum())
     return results

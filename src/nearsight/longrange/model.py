@@ -1,6 +1,6 @@
 """One total energy: a short-range model plus the long-range terms, summed per atom in one place.
 
-    ε_i = ε_i^short + ε_i^Coulomb + ε_i^field + ε_i^D3,    ε_i^Coulomb = ½ q_i V_i,
+    ε_i = ε_i^short + ε_i^Coulomb + ε_i^field + ε_i^D3 + ε_i^ZBL,    ε_i^Coulomb = ½ q_i V_i,
     ε_i^field = −q_i R_i·E,    μ = Σ_i q_i R_i
 
 The short-range model (Behler-Parrinello or equivariant, built with a charge head when there is a
@@ -11,17 +11,21 @@ and :class:`~nearsight.longrange.qeq.ChargeEquilibration` finds the charges (Gau
 every charge responds to every atom and to the field), reported under ``keys.CHARGES`` and
 ``electronegativities``.  :class:`~nearsight.longrange.Coulomb` turns the charges into
 electrostatic energies (direct sum, Ewald or PME), :class:`~nearsight.longrange.Dispersion` adds
-D3(BJ).  An external field E (``keys.EXTERNAL_FIELD``, V/Å per structure, zero when absent) adds
+D3(BJ), :class:`~nearsight.longrange.repulsion.ZBLRepulsion` a nuclear-repulsion wall (``repulsion``,
+within the covalent radii: a floor under the short-range model).  An external field E (``keys.EXTERNAL_FIELD``, V/Å per structure, zero when absent) adds
 −μ·E (``field_energy``); positions enter as given, so in periodic cells the field energy is that
 of the unwrapped positions (continuous along a trajectory that is not wrapped back into the cell).  The model returns the total per-atom energies under ``keys.ATOMIC_ENERGIES``, so
 :class:`~nearsight.models.forcefield.ForceField` gives forces, virial and stress of the total
 through its one strain path, and each term under its own key (summed per structure by
-``ForceField``: ``short_range_energy``, ``coulomb_energy``, ``field_energy``, ``dispersion_energy``), with the
+``ForceField``: ``short_range_energy``, ``coulomb_energy``, ``field_energy``, ``dispersion_energy``,
+``repulsion_energy``), with the
 charges and the dipole μ.  The dipole is taken about the origin of the coordinates: for neutral
 structures it does not depend on the origin, for charged ones it does.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import nn
@@ -30,12 +34,20 @@ from .. import keys
 from .coulomb import Coulomb
 from .dispersion import Dispersion
 from .qeq import ELECTRONEGATIVITIES, ChargeEquilibration
+from .repulsion import ZBLRepulsion, check_range
 
 SHORT_RANGE_ENERGIES = keys.declare("short_range_energies", "atom", (), "eV", sum_to="short_range_energy")
 COULOMB_ENERGIES = keys.declare("coulomb_energies", "atom", (), "eV", sum_to="coulomb_energy")
 DISPERSION_ENERGIES = keys.declare("dispersion_energies", "atom", (), "eV", sum_to="dispersion_energy")
+REPULSION_ENERGIES = keys.declare("repulsion_energies", "atom", (), "eV", sum_to="repulsion_energy")
 FIELD_ENERGIES = keys.declare("field_energies", "atom", (), "eV", sum_to="field_energy")  # −q_i R_i·E
-ENERGY_TERMS = ("short_range_energy", "coulomb_energy", "field_energy", "dispersion_energy")
+ENERGY_TERMS = (
+    "short_range_energy",
+    "coulomb_energy",
+    "field_energy",
+    "dispersion_energy",
+    "repulsion_energy",
+)
 CHARGE_MODELS = ("head", "qeq")
 for _total in ENERGY_TERMS:
     keys.declare(_total, "graph", (), "eV")
@@ -60,10 +72,11 @@ class LongRangePotential(nn.Module):
         dispersion: dict | None = None,
         charges: str = "head",
         qeq: dict | None = None,
+        repulsion: dict | None = None,
     ) -> None:
         super().__init__()
-        if coulomb is None and dispersion is None:
-            raise ValueError("a long-range model needs a coulomb and/or a dispersion term")
+        if coulomb is None and dispersion is None and repulsion is None:
+            raise ValueError("a long-range model needs a coulomb, dispersion and/or repulsion term")
         if charges not in CHARGE_MODELS:
             raise ValueError(f"charges = {charges!r} must be one of {CHARGE_MODELS}")
         if charges == "qeq" and coulomb is None:
@@ -89,6 +102,10 @@ class LongRangePotential(nn.Module):
         )
         self.species = list(short.species)
         self.cutoff = float(short.cutoff)  # the neighbour list of the short-range model
+        self.repulsion_config = dict(repulsion) if repulsion is not None else None
+        self.repulsion = ZBLRepulsion(**self.repulsion_config) if repulsion is not None else None
+        if self.repulsion is not None:
+            check_range(self.repulsion, self.species, self.cutoff)
 
     # ---------------------------------------------------------------- config
     def get_config(self) -> dict:
@@ -98,6 +115,7 @@ class LongRangePotential(nn.Module):
             "dispersion": self.dispersion_config,
             "charges": self.charge_model,
             "qeq": self.qeq_config,
+            **({"repulsion": self.repulsion_config} if self.repulsion_config is not None else {}),
         }
 
     @classmethod
@@ -114,7 +132,19 @@ class LongRangePotential(nn.Module):
             config.get("dispersion"),
             config.get("charges", "head"),  # files before QEq: head charges
             config.get("qeq"),
+            config.get("repulsion"),  # files before it: none
         )
+
+    def with_dispersion(self, dispersion: dict | None) -> LongRangePotential:
+        """This model with the D3 term of ``dispersion`` (None: without D3), sharing every other module
+        (short range, charges, QEq, repulsion) and so their current weights."""
+        new = copy.copy(self)
+        new._modules = dict(self._modules)  # a shallow copy would share the module table itself
+        new.dispersion_config = dict(dispersion) if dispersion is not None else None
+        new.dispersion = Dispersion(**new.dispersion_config) if dispersion is not None else None
+        if new.coulomb is None and new.dispersion is None and new.repulsion is None:
+            raise ValueError("a long-range model needs a coulomb, dispersion and/or repulsion term")
+        return new
 
     @property
     def OPTIONAL_BUFFERS(self) -> tuple[str, ...]:  # noqa: N802 - the name model files look up
@@ -150,5 +180,8 @@ class LongRangePotential(nn.Module):
         if self.dispersion is not None:
             out[DISPERSION_ENERGIES] = self.dispersion(graph)
             total = total + out[DISPERSION_ENERGIES]
+        if self.repulsion is not None:
+            out[REPULSION_ENERGIES] = self.repulsion(graph)
+            total = total + out[REPULSION_ENERGIES]
         out[keys.ATOMIC_ENERGIES] = total
         return out

@@ -130,7 +130,8 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any, Callable[[Any], 
         "heads": ((list, type(None)), None, None),
         # long range on top of the short-range model (nearsight.longrange): {coulomb: {method: auto |
         # ewald | pme, accuracy: 1e-6 eV/Å, widths, exclusion_radius, ...} or null, dispersion:
-        # {functional: pbe, ...} or null, charges: head | qeq, qeq: {solver: auto | dense | cg, ...}};
+        # {functional: pbe, ...} or null, charges: head | qeq, qeq: {solver: auto | dense | cg, ...},
+        # initial_charges: fit | zero | {element: e}, repulsion: {scale: 1, envelope_degree: 6} (ZBL)};
         # a Coulomb term gives the short-range model a charge head (charges conserved per structure;
         # with charges: qeq its output is the electronegativity of charge equilibration)
         "longrange": ((dict, type(None)), None, None),

@@ -11,11 +11,11 @@ from .config import ConfigError
 def check_longrange(spec: dict, source: str) -> None:
     """``model.longrange``: known terms, each built once to check its arguments; ``charges: head |
     qeq`` and the ``qeq`` options (:class:`~nearsight.longrange.qeq.ChargeEquilibration`)."""
-    allowed = ["charges", "coulomb", "dispersion", "initial_charges", "qeq"]
+    allowed = ["charges", "coulomb", "dispersion", "initial_charges", "qeq", "repulsion"]
     unknown = sorted(set(spec) - set(allowed))
     if unknown:
         raise ConfigError(f"{source}: model.longrange: unknown key(s) {unknown}; allowed: {allowed}")
-    for name in ("coulomb", "dispersion"):
+    for name in ("coulomb", "dispersion", "repulsion"):
         value = spec.get(name)
         if value is True:
             spec[name] = value = {}
@@ -27,13 +27,14 @@ def check_longrange(spec: dict, source: str) -> None:
                 f"{source}: model.longrange.{name} = {value!r}: must be a mapping, true or null"
             )
         from ..longrange import Coulomb, Dispersion
+        from ..longrange.repulsion import ZBLRepulsion
 
         try:
-            (Coulomb if name == "coulomb" else Dispersion)(**value)
+            {"coulomb": Coulomb, "dispersion": Dispersion, "repulsion": ZBLRepulsion}[name](**value)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{source}: model.longrange.{name}: {exc}") from exc
-    if spec.get("coulomb") is None and spec.get("dispersion") is None:
-        raise ConfigError(f"{source}: model.longrange: give coulomb and/or dispersion")
+    if all(spec.get(name) is None for name in ("coulomb", "dispersion", "repulsion")):
+        raise ConfigError(f"{source}: model.longrange: give coulomb, dispersion and/or repulsion")
     check_qeq(spec, source)
     check_initial_charges(spec, source)
 

@@ -147,7 +147,7 @@ def with_dispersion(model: nn.Module, settings: dict) -> nn.Module:
     if isinstance(model, LongRangePotential):
         if model.dispersion is not None:
             raise ValueError("the model already has a dispersion term: D3 would be counted twice")
-        return LongRangePotential(model.short, model.coulomb_config, settings)
+        return model.with_dispersion(settings)
     return LongRangePotential(model, None, settings)
 
 
@@ -158,6 +158,6 @@ def without_dispersion(model: nn.Module) -> nn.Module:
 
     if not isinstance(model, LongRangePotential) or model.dispersion is None:
         return model
-    if model.coulomb is None:
+    if model.coulomb is None and model.repulsion is None:
         return model.short
-    return LongRangePotential(model.short, model.coulomb_config, None)
+    return model.with_dispersion(None)

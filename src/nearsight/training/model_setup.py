@@ -39,6 +39,7 @@ def build_model(model_cfg: dict, species: Sequence[int]) -> nn.Module:
             longrange.get("dispersion"),
             longrange.get("charges", "head"),
             longrange.get("qeq"),
+            longrange.get("repulsion"),
         )
     return _short_range_model(model_cfg, species, False)
 
