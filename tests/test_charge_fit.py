@@ -160,6 +160,24 @@ def test_equivariant_charge_offsets_shift_the_charges_and_old_files_load():
     np.testing.assert_allclose(charges(model_from_dict(data)).numpy(), before.numpy())
 
 
+def test_a_fit_beyond_four_e_is_not_used(tmp_path, monkeypatch):
+    import nearsight.longrange.charge_fit as charge_fit
+
+    real = charge_fit.fit_element_charges
+
+    def absurd(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        fit = real(*args, **kwargs)
+        fit.charges = {NA: 7.0, CL: -7.0}
+        return fit
+
+    monkeypatch.setattr(charge_fit, "fit_element_charges", absurd)
+    lines = []
+    trainer = Trainer(_config(tmp_path), log=lines.append)
+    trainer.setup()
+    assert any("beyond ±4.0 e" in m for m in lines)
+    assert all(abs(float(n[-1].bias.detach())) < 0.5 for n in trainer.model.short.charge_nets)
+
+
 def test_initial_charges_config_errors():
     base = {"data": {"train": "x"}}
     with pytest.raises(ConfigError, match=r"initial_charges = 'guess': must be 'fit', 'zero' or a mapping"):

@@ -200,6 +200,10 @@ def initialise(
     return freeze_layers(model, training["freeze"])
 
 
+MAX_START_CHARGE = 4.0
+"""Fitted starting charges beyond this (e) are taken as a fit the data do not determine."""
+
+
 def initialise_charges(
     model: nn.Module, graphs: Sequence[dict], longrange: dict | None, seed: int
 ) -> str | None:
@@ -226,6 +230,11 @@ def initialise_charges(
     else:
         fit = fit_element_charges(graphs, coulomb, short.species, model.cutoff, seed=seed)
         charges, per_atom = fit.charges, fit.coulomb_per_atom
+        if max(abs(c) for c in charges.values()) > MAX_START_CHARGE:  # data that do not pin them down
+            return (
+                f"initial charges: the fit gave {charges}, beyond ±{MAX_START_CHARGE} e; the charge head "
+                "starts from its random initialisation instead"
+            )
         line = (
             f"initial charges fitted to the energies of {fit.n_structures} structures (sign from "
             f"{fit.sign_from}): "
