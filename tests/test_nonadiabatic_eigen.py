@@ -74,7 +74,7 @@ def test_ferretti_forces_and_couplings_along_both_directions():
                 minus = adiabatic_energies(_ferretti_at(X - step[0], Y - step[1])[1])[0, i]
                 assert float(h[0, i, i, axis]) == pytest.approx(float(plus - minus) / 2e-5, abs=1e-6)
 
-            def states_at(q: float, axis: int = axis) -> torch.Tensor:
+            def states_at(q: float, axis: int = axis, X: float = X, Y: float = Y) -> torch.Tensor:
                 XY = [X, Y]
                 XY[axis] = q
                 return adiabatic_states(_ferretti_at(*XY)[1].detach())[1][0]
