@@ -1,0 +1,102 @@
+"""Fewest-switches surface hopping on Tully's models against the exact wavepacket reference.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/tully_fssh.py --model 1 --k 10 20 30 \\
+        [--trajectories 2000] [--decoherence 0.1] [--exact benchmarks/results/tully_exact_model1.json] \\
+        [--json benchmarks/results/tully_fssh_model1.json]
+
+Initial conditions sample the Wigner distribution of the wavepacket of ``benchmarks/tully_exact.py``
+(x ~ N(x_0, σ²), p ~ N(k, 1/(4σ²)), σ = 5 bohr, x_0 = −15 bohr), all on the lower adiabatic state;
+:class:`nearsight.simulate.surface_hopping.SurfaceHopping` propagates the swarm (mass 2000 a.u.,
+Δt = 2 a.u.) until every trajectory has left the coupling region (x > 15 or x < −25 bohr).
+Reported per k: the fraction transmitted and reflected on each adiabatic state, with the binomial
+standard error, next to the exact value where ``--exact`` gives it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from nearsight.nonadiabatic.analytic import tully
+from nearsight.simulate.surface_hopping import SurfaceHopping
+
+OUTCOMES = ("transmission_lower", "transmission_upper", "reflection_lower", "reflection_upper")
+
+
+def run(model: int, k: float, n: int, decoherence: float | None, seed: int, sigma: float, x0: float) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    q = x0 + sigma * torch.randn(n, 1, generator=generator, dtype=torch.float64)
+    p = k + torch.randn(n, 1, generator=generator, dtype=torch.float64) / (2 * sigma)
+    fssh = SurfaceHopping(
+        lambda x: tully(x[:, 0], model),
+        torch.tensor([2000.0]),
+        timestep=2.0,
+        decoherence=decoherence,
+        seed=seed,
+    )
+    swarm = fssh.start(q, p)
+    while True:
+        fssh.step(swarm)
+        x = swarm.q[:, 0]
+        if bool(((x > 15) | (x < -25)).all()) or swarm.time > 1e6:
+            break
+    x = swarm.q[:, 0]
+    masks = {"transmission": x > 0, "reflection": x < 0}
+    out = {
+        f"{side}_{name}": float(((swarm.active == state) & mask).double().mean())
+        for side, mask in masks.items()
+        for state, name in ((0, "lower"), (1, "upper"))
+    }
+    out.update(hops=swarm.hops, frustrated=swarm.frustrated, time_au=swarm.time)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=int, default=1, choices=[1, 2, 3])
+    parser.add_argument("--k", type=float, nargs="+", default=[10.0, 20.0, 30.0])
+    parser.add_argument("--trajectories", type=int, default=2000)
+    parser.add_argument("--decoherence", type=float, default=None, help="Granucci-Persico C (Eh), e.g. 0.1")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sigma", type=float, default=5.0)
+    parser.add_argument("--x0", type=float, default=-15.0)
+    parser.add_argument("--exact", default=None, help="JSON of benchmarks/tully_exact.py for the same model")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    exact = {}
+    if args.exact:
+        exact = {row["k"]: row for row in json.loads(Path(args.exact).read_text())["results"]}
+    rows = []
+    for k in args.k:
+        t0 = time.perf_counter()
+        row = {"model": args.model, "k": k, "decoherence": args.decoherence}
+        row.update(run(args.model, k, args.trajectories, args.decoherence, args.seed, args.sigma, args.x0))
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        print(f"model {args.model} k {k:5.1f} ({args.trajectories} trajectories, {row['seconds']} s, {row['hops']} hops, {row['frustrated']} frustrated)")  # fmt: skip
+        for name in OUTCOMES:
+            value = row[name]
+            error = math.sqrt(max(value * (1 - value), 1e-12) / args.trajectories)
+            ref = exact.get(k, {}).get(name)
+            line = f"  {name:<20} {value:.3f} ± {error:.3f}"
+            if ref is not None:
+                line += f"   exact {ref:.3f}   difference {value - ref:+.3f}"
+                row[f"{name}_exact"] = ref
+            print(line, flush=True)
+        rows.append(row)
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"args": vars(args), "results": rows}, indent=1))
+        tmp.replace(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,198 @@
+"""Tully's fewest-switches surface hopping (FSSH) on a diabatic potential, a swarm at once.
+
+Each trajectory carries classical coordinates q ``[D]`` with masses m ``[D]``, electronic amplitudes
+c in the diabatic basis and an active adiabatic state a.  One step of length Δt:
+
+1. **Nuclei**: velocity Verlet on the active adiabatic surface E_a (forces −∇E_a by autograd through
+   :func:`~nearsight.nonadiabatic.eigen.adiabatic_energies`).
+2. **Electrons**: the diabatic amplitudes evolve exactly under the diabatic Hamiltonian at the
+   midpoint, c ← exp(−i V_d(q_mid) Δt) c (ħ = 1; V_d has no derivative couplings, so none appear).
+3. **Hops** (Tully, J. Chem. Phys. 93, 1061 (1990)): with the adiabatic amplitudes b = Uᵀc and the
+   derivative couplings d_aj at the new geometry, the probability to switch from a to j is
+   g_aj = max(0, 2 Re(b_a* b_j) (v·d_aj) Δt / |b_a|²), the population flowing from a to j over the
+   step (d_aj = ⟨a|∇j⟩; invariant under the sign of any
+   eigenvector, since b_j and d_aj flip together); one uniform number per trajectory and step picks
+   at most one j.
+4. **Energy conservation at a hop**: the momentum is changed along d_aj, p ← p + γ d_aj, with the γ
+   of smallest magnitude that keeps the total energy; where none exists (too little kinetic energy
+   along d_aj) the hop is frustrated and rejected, and with ``frustrated="reverse"`` the momentum
+   component along d_aj is reversed.
+5. **Decoherence** (optional, ``decoherence=C`` in Eh, 0.1 in the original): the energy-based
+   correction of Granucci & Persico (J. Chem. Phys. 126, 134114 (2007)) damps every inactive
+   adiabatic amplitude by exp(−Δt/τ_ja), τ_ja = (1 + C/E_kin)/|E_j − E_a|, and renormalises the
+   active one.
+
+Units are those of the potential: atomic units (Eh, bohr, electron masses, ħ = 1) for the analytic
+models of :mod:`nearsight.nonadiabatic.analytic`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ..nonadiabatic.eigen import DEFAULT_EPSILON, adiabatic_energies, adiabatic_states
+
+FRUSTRATED = ("keep", "reverse")
+
+
+@dataclass
+class Swarm:
+    """The state of a swarm of trajectories: coordinates and momenta ``[T, D]``, diabatic amplitudes
+    ``[T, n]`` (complex), active adiabatic states ``[T]``, the time, and the hops made and frustrated."""
+
+    q: torch.Tensor
+    p: torch.Tensor
+    amplitudes: torch.Tensor
+    active: torch.Tensor
+    time: float = 0.0
+    hops: int = 0
+    frustrated: int = 0
+
+
+class SurfaceHopping:
+    """FSSH for ``potential(q) -> V_d`` (``[T, D]`` → ``[T, n, n]``) with ``masses`` ``[D]``."""
+
+    def __init__(
+        self,
+        potential: Callable[[torch.Tensor], torch.Tensor],
+        masses: torch.Tensor,
+        timestep: float,
+        frustrated: str = "keep",
+        decoherence: float | None = None,
+        epsilon: float = DEFAULT_EPSILON,
+        seed: int = 0,
+    ) -> None:
+        if frustrated not in FRUSTRATED:
+            raise ValueError(f"frustrated = {frustrated!r}: must be one of {FRUSTRATED}")
+        if not timestep > 0:
+            raise ValueError(f"timestep = {timestep!r} must be positive")
+        if decoherence is not None and not decoherence > 0:
+            raise ValueError(f"decoherence = {decoherence!r} must be positive (Eh) or None")
+        self.potential = potential
+        self.masses = torch.as_tensor(masses, dtype=torch.float64)
+        self.dt = float(timestep)
+        self.frustrated = frustrated
+        self.decoherence = decoherence
+        self.epsilon = epsilon
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def start(self, q: torch.Tensor, p: torch.Tensor, state: int = 0) -> Swarm:
+        """A swarm at ``q``, ``p`` ``[T, D]``, all in adiabatic state ``state``."""
+        q, p = q.to(torch.float64), p.to(torch.float64)
+        with torch.no_grad():
+            _, U = adiabatic_states(self.potential(q), self.epsilon)
+        amplitudes = U[:, :, state].to(torch.complex128)  # diabatic components of the adiabatic state
+        active = torch.full((q.shape[0],), state, dtype=torch.long)
+        return Swarm(q, p, amplitudes, active)
+
+    def energies_and_forces(self, q: torch.Tensor, active: torch.Tensor):
+        """(E ``[T, n]``, forces −∇E_a ``[T, D]``) at ``q``."""
+        q = q.detach().requires_grad_(True)
+        E = adiabatic_energies(self.potential(q), self.epsilon)
+        (grad,) = torch.autograd.grad(E.gather(1, active[:, None]).sum(), q)
+        return E.detach(), -grad
+
+    def step(self, swarm: Swarm) -> Swarm:
+        """One FSSH step of the whole swarm (in place; returned for chaining)."""
+        dt, m = self.dt, self.masses
+        _, force = self.energies_and_forces(swarm.q, swarm.active)
+        p_half = swarm.p + 0.5 * dt * force
+        q_mid = swarm.q + 0.5 * dt * p_half / m
+        swarm.q = swarm.q + dt * p_half / m
+        with torch.no_grad():  # electrons: exact propagation under V_d at the midpoint
+            E_mid, U_mid = adiabatic_states(self.potential(q_mid), self.epsilon)
+            phase = torch.exp(-1j * E_mid.to(torch.complex128) * dt)
+            Uc = U_mid.to(torch.complex128)
+            swarm.amplitudes = torch.einsum("tab,tb,tcb,tc->ta", Uc, phase, Uc, swarm.amplitudes)
+        _, force = self.energies_and_forces(swarm.q, swarm.active)
+        swarm.p = p_half + 0.5 * dt * force
+        self._hop(swarm)
+        if self.decoherence is not None:
+            self._decohere(swarm)
+        swarm.time += dt
+        return swarm
+
+    def _couplings(self, q: torch.Tensor):
+        """(E ``[T, n]``, U ``[T, n, n]``, d ``[T, n, n, D]``) at ``q``."""
+        q = q.detach().requires_grad_(True)
+        V = self.potential(q)
+        n = V.shape[-1]
+        E, U = adiabatic_states(V.detach(), self.epsilon)
+        symmetric = 0.5 * (V + V.transpose(-1, -2))
+        dV = torch.zeros((q.shape[0], n, n, q.shape[1]), dtype=q.dtype)
+        for a in range(n):
+            for b in range(a, n):
+                (g,) = torch.autograd.grad(symmetric[:, a, b].sum(), q, retain_graph=True)
+                dV[:, a, b], dV[:, b, a] = g, g
+        h = torch.einsum("tai,tabx,tbj->tijx", U, dV, U)
+        gap = E[:, None, :] - E[:, :, None] + torch.eye(n, dtype=E.dtype)
+        d = h / gap[..., None] * (1 - torch.eye(n, dtype=E.dtype))[None, :, :, None]
+        return E, U, d
+
+    def _hop(self, swarm: Swarm) -> None:
+        E, U, d = self._couplings(swarm.q)
+        T, n = E.shape
+        rows = torch.arange(T)
+        b = torch.einsum("tab,ta->tb", U.to(torch.complex128), swarm.amplitudes)  # adiabatic amplitudes
+        a = swarm.active
+        velocity = swarm.p / self.masses
+        d_active = d[rows, a]  # [T, n, D]: d_aj
+        flux = (d_active * velocity[:, None, :]).sum(-1)  # v·d_aj [T, n]
+        coherence = (b[rows, a].conj()[:, None] * b).real  # Re(b_a* b_j) [T, n]
+        population = (b[rows, a].abs() ** 2).clamp_min(1e-300)
+        g = (2.0 * coherence * flux * self.dt / population[:, None]).clamp_min(0.0)
+        g[rows, a] = 0.0
+        xi = torch.rand(T, generator=self.generator, dtype=torch.float64)
+        cumulative = g.cumsum(1)
+        hop = xi[:, None] < cumulative  # the first j whose cumulative probability exceeds ξ
+        wants = hop.any(1)
+        target = torch.where(wants, hop.to(torch.int8).argmax(1), a)
+        for t in torch.nonzero(wants).squeeze(1).tolist():
+            self._rescale(swarm, t, int(a[t]), int(target[t]), E[t], d[t, int(a[t]), int(target[t])])
+
+    def _rescale(
+        self, swarm: Swarm, t: int, a: int, j: int, E: torch.Tensor, direction: torch.Tensor
+    ) -> None:
+        """Hop trajectory t from a to j if the momentum along ``direction`` can pay for it."""
+        m, p = self.masses, swarm.p[t]
+        A = float((direction**2 / (2 * m)).sum())
+        B = float((p * direction / m).sum())
+        C = float(E[j] - E[a])
+        disc = B * B - 4 * A * C
+        if A <= 0 or disc < 0:
+            swarm.frustrated += 1
+            if self.frustrated == "reverse" and A > 0:
+                swarm.p[t] = p - 2 * B / (2 * A) * direction  # reverse the component along d
+            return
+        root = disc**0.5
+        gamma = (-B + root) / (2 * A) if B > 0 else (-B - root) / (2 * A)  # the root nearer 0
+        swarm.p[t] = p + gamma * direction
+        swarm.active[t] = j
+        swarm.hops += 1
+
+    def _decohere(self, swarm: Swarm) -> None:
+        with torch.no_grad():
+            E, U = adiabatic_states(self.potential(swarm.q), self.epsilon)
+        T, n = E.shape
+        rows = torch.arange(T)
+        Uc = U.to(torch.complex128)
+        b = torch.einsum("tab,ta->tb", Uc, swarm.amplitudes)
+        a = swarm.active
+        kinetic = (swarm.p**2 / (2 * self.masses)).sum(1).clamp_min(1e-300)  # [T]
+        gap = (E - E[rows, a][:, None]).abs().clamp_min(1e-300)
+        tau = (1 + self.decoherence / kinetic)[:, None] / gap
+        damp = torch.exp(-self.dt / tau)
+        damp[rows, a] = 1.0
+        b = b * damp
+        rest = (b.abs() ** 2).sum(1) - b[rows, a].abs() ** 2
+        active_population = (b[rows, a].abs() ** 2).clamp_min(1e-300)
+        b[rows, a] = b[rows, a] * torch.sqrt((1 - rest).clamp_min(0.0) / active_population)
+        swarm.amplitudes = torch.einsum("tab,tb->ta", Uc, b)
+
+    def populations(self, swarm: Swarm) -> torch.Tensor:
+        """Fraction of the swarm in each adiabatic state ``[n]`` (the FSSH populations)."""
+        n = swarm.amplitudes.shape[1]
+        return torch.bincount(swarm.active, minlength=n).to(torch.float64) / swarm.active.shape[0]
