@@ -2,14 +2,16 @@
 
     OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/tully_fssh.py --model 1 --k 10 20 30 \\
         [--trajectories 2000] [--decoherence 0.1] [--exact benchmarks/results/tully_exact_model1.json] \\
-        [--json benchmarks/results/tully_fssh_model1.json]
+        [--learned 200] [--json benchmarks/results/tully_fssh_model1.json]
 
 Initial conditions sample the Wigner distribution of the wavepacket of ``benchmarks/tully_exact.py``
 (x ~ N(x_0, σ²), p ~ N(k, 1/(4σ²)), σ = 5 bohr, x_0 = −15 bohr), all on the lower adiabatic state;
 :class:`nearsight.simulate.surface_hopping.SurfaceHopping` propagates the swarm (mass 2000 a.u.,
 Δt = 2 a.u.) until every trajectory has left the coupling region (x > 15 or x < −25 bohr).
 Reported per k: the fraction transmitted and reflected on each adiabatic state, with the binomial
-standard error, next to the exact value where ``--exact`` gives it.
+standard error, next to the exact value where ``--exact`` gives it.  With ``--learned N`` the swarm
+hops on a :class:`~nearsight.nonadiabatic.coordinate_model.DiabaticNetwork` trained on N random
+points of the model (adiabatic energies and gradients only) instead of the analytic V_d.
 """
 
 from __future__ import annotations
@@ -23,22 +25,50 @@ from pathlib import Path
 import torch
 
 from nearsight.nonadiabatic.analytic import tully
+from nearsight.nonadiabatic.coordinate_model import DiabaticNetwork, fit_adiabatic
+from nearsight.nonadiabatic.eigen import adiabatic_energies
 from nearsight.simulate.surface_hopping import SurfaceHopping
 
 OUTCOMES = ("transmission_lower", "transmission_upper", "reflection_lower", "reflection_upper")
 
 
-def run(model: int, k: float, n: int, decoherence: float | None, seed: int, sigma: float, x0: float) -> dict:
+def learned_model(model: int, points: int, seed: int, steps: int = 4000):
+    """A :class:`DiabaticNetwork` trained on ``points`` random x in [−10, 10] bohr of Tully's model:
+    both adiabatic energies and gradients, no diabatic labels."""
+    g = torch.Generator().manual_seed(seed)
+    x = (-10 + 20 * torch.rand(points, 1, generator=g)).double().requires_grad_(True)
+    E = adiabatic_energies(tully(x[:, 0], model), epsilon=0.0)
+    G = torch.stack([torch.autograd.grad(E[:, i].sum(), x, retain_graph=True)[0] for i in range(2)], 1)
+    network = DiabaticNetwork(1, 2)
+    history = fit_adiabatic(network, x.detach(), E.detach(), G.detach(), steps=steps, seed=seed)
+    grid = torch.linspace(-10, 10, 2001, dtype=torch.float64)[:, None]
+    with torch.no_grad():
+        error = (
+            (network.energies(grid) - adiabatic_energies(tully(grid[:, 0], model), epsilon=0.0)).abs().max()
+        )
+    print(
+        f"learned diabatic model of Tully {model}: {points} points, final loss {history[-1]:.2e}, "
+        f"max |ΔE| on [−10, 10] {float(error):.2e} Eh",
+        flush=True,
+    )
+    return network, float(error)
+
+
+def run(
+    model: int,
+    k: float,
+    n: int,
+    decoherence: float | None,
+    seed: int,
+    sigma: float,
+    x0: float,
+    potential=None,
+) -> dict:
     generator = torch.Generator().manual_seed(seed)
     q = x0 + sigma * torch.randn(n, 1, generator=generator, dtype=torch.float64)
     p = k + torch.randn(n, 1, generator=generator, dtype=torch.float64) / (2 * sigma)
-    fssh = SurfaceHopping(
-        lambda x: tully(x[:, 0], model),
-        torch.tensor([2000.0]),
-        timestep=2.0,
-        decoherence=decoherence,
-        seed=seed,
-    )
+    potential = potential or (lambda x: tully(x[:, 0], model))
+    fssh = SurfaceHopping(potential, torch.tensor([2000.0]), timestep=2.0, decoherence=decoherence, seed=seed)
     swarm = fssh.start(q, p)
     while True:
         fssh.step(swarm)
@@ -66,17 +96,28 @@ def main(argv=None) -> int:
     parser.add_argument("--sigma", type=float, default=5.0)
     parser.add_argument("--x0", type=float, default=-15.0)
     parser.add_argument("--exact", default=None, help="JSON of benchmarks/tully_exact.py for the same model")
+    parser.add_argument(
+        "--learned", type=int, default=None, help="hop on a DiabaticNetwork learned from this many points"
+    )
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    potential, learned_error = None, None
+    if args.learned:
+        network, learned_error = learned_model(args.model, args.learned, args.seed)
+        potential = network
     exact = {}
     if args.exact:
         exact = {row["k"]: row for row in json.loads(Path(args.exact).read_text())["results"]}
     rows = []
     for k in args.k:
         t0 = time.perf_counter()
-        row = {"model": args.model, "k": k, "decoherence": args.decoherence}
-        row.update(run(args.model, k, args.trajectories, args.decoherence, args.seed, args.sigma, args.x0))
+        row = {"model": args.model, "k": k, "decoherence": args.decoherence, "learned_points": args.learned}
+        if learned_error is not None:
+            row["learned_max_energy_error_eh"] = learned_error
+        row.update(
+            run(args.model, k, args.trajectories, args.decoherence, args.seed, args.sigma, args.x0, potential)
+        )
         row["seconds"] = round(time.perf_counter() - t0, 1)
         print(f"model {args.model} k {k:5.1f} ({args.trajectories} trajectories, {row['seconds']} s, {row['hops']} hops, {row['frustrated']} frustrated)")  # fmt: skip
         for name in OUTCOMES:

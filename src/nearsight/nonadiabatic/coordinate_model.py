@@ -127,5 +127,5 @@ def fit_adiabatic(
         loss.backward()
         optimiser.step()
         schedule.step()
-        history.append(float(loss))
+        history.append(float(loss.detach()))
     return history
