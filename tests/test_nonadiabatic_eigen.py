@@ -12,7 +12,14 @@ import torch
 from nearsight.nonadiabatic import adiabatic_energies, adiabatic_states, align_signs, derivative_couplings
 from nearsight.nonadiabatic.analytic import FERRETTI, ferretti, tully
 
-torch.set_default_dtype(torch.float64)
+
+@pytest.fixture(autouse=True)
+def _float64():
+    """Atomic units need float64; the default is restored for the tests that follow."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
 
 
 def _tully_at(x: float, model: int):
