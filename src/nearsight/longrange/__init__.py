@@ -7,7 +7,7 @@ the short-range model (:mod:`~nearsight.longrange.operator`).  :class:`ChargeEqu
 charges that minimise a QEq energy (4G-HDNNP) with the head's electronegativities, in a field.
 :class:`Dispersion` gives the DFT-D3(BJ) dispersion energy per atom (through tad-dftd3), for
 molecules and for cells periodic along any axes.  :class:`ZBLRepulsion` puts the universal nuclear
-repulsion under the short-range model, so no pair can fall through a hole in a learned wall.
+repulsion under the short-range model (a floor at short range).
 :mod:`~nearsight.longrange.charge_fit` finds per-element starting charges for a charge head from
 the training energies.  :mod:`~nearsight.longrange.model` sums them
 with a short-range model into one total energy; :mod:`~nearsight.longrange.response` gives Born
