@@ -10,8 +10,7 @@ repulsion (Ziegler, Biersack & Littmark, The Stopping and Range of Ions in Solid
     φ(x) = 0.18175 e^(−3.19980x) + 0.50986 e^(−0.94229x) + 0.28022 e^(−0.40290x) + 0.02817 e^(−0.20162x),
 
 tends to the bare nuclear Coulomb repulsion as r → 0, so the total energy rises without bound
-whatever the network does.  It is a floor at short range only: a hole that an undertrained network
-leaves at intermediate distances (1–2 Å for the salt) stays a hole.  It is switched off smoothly at r_max = s (R_cov,i + R_cov,j) (ASE's
+whatever the network does.  It is a floor at short range only, no cure for an undertrained network.  It is switched off smoothly at r_max = s (R_cov,i + R_cov,j) (ASE's
 covalent radii, ``scale`` s = 1 by default) by the polynomial envelope
 
     f(u) = 1 − (p+1)(p+2)/2 u^p + p(p+2) u^(p+1) − p(p+1)/2 u^(p+2),    u = r / r_max ≤ 1,
