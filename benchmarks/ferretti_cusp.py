@@ -24,12 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.optimize import minimize
 
+from nearsight._files import atomic_write
 from nearsight.nonadiabatic.analytic import FERRETTI, ferretti
 from nearsight.nonadiabatic.coordinate_model import (
     AdiabaticNetwork,
@@ -113,11 +113,7 @@ def main(argv=None) -> int:
         f"adiabatic: min gap {a['scan_x_min_gap']:.2e} / {a['scan_y_min_gap']:.2e} Eh, smallest {a['gap_at_minimum']:.2e}"
     )
     if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=1))
-        tmp.replace(out)
+        atomic_write(args.json, lambda fh: json.dump(result, fh, indent=1))
     return 0
 
 

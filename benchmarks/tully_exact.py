@@ -24,11 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from nearsight._files import atomic_write
 from nearsight.nonadiabatic.analytic import tully
 
 MASS = 2000.0
@@ -118,11 +118,7 @@ def main(argv=None) -> int:
             flush=True,
         )
     if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"args": vars(args), "results": rows}, indent=1))
-        tmp.replace(out)
+        atomic_write(args.json, lambda fh: json.dump({"args": vars(args), "results": rows}, fh, indent=1))
     return 0
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from nearsight._files import atomic_write
 from nearsight.nonadiabatic.analytic import tully
 from nearsight.nonadiabatic.coordinate_model import DiabaticNetwork, fit_adiabatic
 from nearsight.nonadiabatic.eigen import adiabatic_energies
@@ -131,11 +132,7 @@ def main(argv=None) -> int:
             print(line, flush=True)
         rows.append(row)
     if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"args": vars(args), "results": rows}, indent=1))
-        tmp.replace(out)
+        atomic_write(args.json, lambda fh: json.dump({"args": vars(args), "results": rows}, fh, indent=1))
     return 0
 
 
