@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/tully_fssh.py --model 1 --k 10 20 30 \\
         [--trajectories 2000] [--decoherence 0.1] [--exact benchmarks/results/tully_exact_model1.json] \\
-        [--learned 200] [--json benchmarks/results/tully_fssh_model1.json]
+        [--learned 200 [--coupling-labels]] [--json benchmarks/results/tully_fssh_model1.json]
 
 Initial conditions sample the Wigner distribution of the wavepacket of ``benchmarks/tully_exact.py``
 (x ~ N(x_0, σ²), p ~ N(k, 1/(4σ²)), σ = 5 bohr, x_0 = −15 bohr), all on the lower adiabatic state;
@@ -27,21 +27,30 @@ import torch
 from nearsight._files import atomic_write
 from nearsight.nonadiabatic.analytic import tully
 from nearsight.nonadiabatic.coordinate_model import DiabaticNetwork, fit_adiabatic
+from nearsight.nonadiabatic.couplings import derivative_couplings
 from nearsight.nonadiabatic.eigen import adiabatic_energies
 from nearsight.simulate.surface_hopping import SurfaceHopping
 
 OUTCOMES = ("transmission_lower", "transmission_upper", "reflection_lower", "reflection_upper")
 
 
-def learned_model(model: int, points: int, seed: int, steps: int = 4000):
+def learned_model(model: int, points: int, seed: int, with_couplings: bool = False, steps: int = 4000):
     """A :class:`DiabaticNetwork` trained on ``points`` random x in [−10, 10] bohr of Tully's model:
-    both adiabatic energies and gradients, no diabatic labels."""
+    both adiabatic energies and gradients, with ``with_couplings`` also h_12 (sign-free loss);
+    never diabatic labels."""
     g = torch.Generator().manual_seed(seed)
     x = (-10 + 20 * torch.rand(points, 1, generator=g)).double().requires_grad_(True)
     E = adiabatic_energies(tully(x[:, 0], model), epsilon=0.0)
     G = torch.stack([torch.autograd.grad(E[:, i].sum(), x, retain_graph=True)[0] for i in range(2)], 1)
+    labels = None
+    if with_couplings:
+        labels, _ = derivative_couplings(tully(x[:, 0], model), x, torch.arange(points))
+        flip = torch.where(torch.rand(points, generator=g) < 0.5, -1.0, 1.0).double()  # arbitrary signs
+        labels = (labels * flip[:, None, None, None]).detach()
     network = DiabaticNetwork(1, 2)
-    history = fit_adiabatic(network, x.detach(), E.detach(), G.detach(), steps=steps, seed=seed)
+    history = fit_adiabatic(
+        network, x.detach(), E.detach(), G.detach(), steps=steps, seed=seed, coupling_labels=labels
+    )
     grid = torch.linspace(-10, 10, 2001, dtype=torch.float64)[:, None]
     with torch.no_grad():
         error = (
@@ -100,12 +109,15 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--learned", type=int, default=None, help="hop on a DiabaticNetwork learned from this many points"
     )
+    parser.add_argument(
+        "--coupling-labels", action="store_true", help="with --learned: also h_12 labels (random signs)"
+    )
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     potential, learned_error = None, None
     if args.learned:
-        network, learned_error = learned_model(args.model, args.learned, args.seed)
+        network, learned_error = learned_model(args.model, args.learned, args.seed, args.coupling_labels)
         potential = network
     exact = {}
     if args.exact:
@@ -113,7 +125,13 @@ def main(argv=None) -> int:
     rows = []
     for k in args.k:
         t0 = time.perf_counter()
-        row = {"model": args.model, "k": k, "decoherence": args.decoherence, "learned_points": args.learned}
+        row = {
+            "model": args.model,
+            "k": k,
+            "decoherence": args.decoherence,
+            "learned_points": args.learned,
+            "coupling_labels": args.coupling_labels,
+        }
         if learned_error is not None:
             row["learned_max_energy_error_eh"] = learned_error
         row.update(

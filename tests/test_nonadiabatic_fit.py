@@ -59,3 +59,20 @@ def test_a_diabatic_network_learns_the_cusp_an_adiabatic_one_cannot():
     with torch.no_grad():
         fd = (diabatic.energies(point + step) - diabatic.energies(point - step)) / 2e-6
     np.testing.assert_allclose(grad[0, :, 0].detach().numpy(), fd[0].numpy(), atol=1e-8)
+
+
+def test_coupling_loss_ignores_the_sign_of_each_label_and_needs_a_diabatic_model():
+    from nearsight.nonadiabatic.coordinate_model import couplings, sign_free_error
+
+    torch.manual_seed(0)
+    model = DiabaticNetwork(2, hidden=(8,))
+    q = torch.tensor([[2.8, 0.2], [3.3, -0.4]], dtype=torch.float64)
+    model.set_statistics(q, torch.tensor([[0.0, 0.01], [0.0, 0.02]], dtype=torch.float64))
+    h = couplings(model, q).detach()  # [2, 2, 2, 2]
+    assert torch.equal(h[:, 0, 1], h[:, 1, 0])  # h_ij = h_ji
+    flipped = h * torch.tensor([1.0, -1.0], dtype=torch.float64)[:, None, None, None]  # second label's sign
+    assert float(sign_free_error(h, flipped).max()) == 0.0
+    assert float(sign_free_error(h, flipped + 0.1).max()) > 0.0
+    E, G = (x.detach() for x in energies_and_gradients(_Exact(), q))
+    with pytest.raises(ValueError, match="coupling labels need a DiabaticNetwork"):
+        fit_adiabatic(AdiabaticNetwork(2), q, E, G, steps=1, coupling_labels=h)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .couplings import derivative_couplings
 from .eigen import DEFAULT_EPSILON, adiabatic_energies
 
 
@@ -99,6 +100,22 @@ def energies_and_gradients(model: nn.Module, q: torch.Tensor, create_graph: bool
     return E, torch.stack(grads, 1)
 
 
+def couplings(model: DiabaticNetwork, q: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+    """h ``[B, n, n, D]``: h_ij = u_iᵀ(∂V_d/∂q)u_j of a diabatic network at ``q`` ``[B, D]``."""
+    q = q.detach().requires_grad_(True)
+    batch = torch.arange(q.shape[0], device=q.device)
+    h, _ = derivative_couplings(model(q), q, batch, model.epsilon, create_graph=create_graph)
+    return h
+
+
+def sign_free_error(predicted: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Squared error ``[B, n, n, D]`` of off-diagonal couplings whose sign is arbitrary: for each
+    sample and state pair the smaller of |h − h_ref|² and |h + h_ref|² (summed over D), per element."""
+    plus = (predicted - label).pow(2).sum(-1, keepdim=True)
+    minus = (predicted + label).pow(2).sum(-1, keepdim=True)
+    return torch.minimum(plus, minus).expand_as(predicted) / predicted.shape[-1]
+
+
 def fit_adiabatic(
     model: nn.Module,
     q: torch.Tensor,
@@ -109,14 +126,24 @@ def fit_adiabatic(
     sigma_energy: float | None = None,
     sigma_gradient: float | None = None,
     seed: int = 0,
+    coupling_labels: torch.Tensor | None = None,
+    sigma_coupling: float | None = None,
 ) -> list[float]:
     """Train ``model`` on adiabatic energies ``[B, n]`` and gradients ``[B, n, D]`` at ``q`` ``[B, D]``
-    (full batch, Adam with cosine decay); the loss is mean((ΔE/σ_E)²) + mean((Δ∇E/σ_F)²).  Returns
-    the loss history."""
+    (full batch, Adam with cosine decay); the loss is mean((ΔE/σ_E)²) + mean((Δ∇E/σ_F)²), plus, with
+    ``coupling_labels`` ``[B, n, n, D]`` (h_ij, diabatic models only), the sign-free
+    mean(min(|h − h_ref|², |h + h_ref|²)/σ_h²) over the off-diagonal pairs.  Returns the loss history."""
     torch.manual_seed(seed)
     model.set_statistics(q, energies)
     s_e = float(sigma_energy or energies.std())
     s_f = float(sigma_gradient or gradients.pow(2).mean().sqrt())
+    off = None
+    if coupling_labels is not None:
+        if not isinstance(model, DiabaticNetwork):
+            raise ValueError("coupling labels need a DiabaticNetwork (an adiabatic network has no couplings)")
+        n = energies.shape[1]
+        off = ~torch.eye(n, dtype=torch.bool)
+        s_h = float(sigma_coupling or coupling_labels[:, off].pow(2).mean().sqrt())
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps, eta_min=lr * 1e-3)
     history = []
@@ -124,6 +151,9 @@ def fit_adiabatic(
         optimiser.zero_grad()
         E, G = energies_and_gradients(model, q, create_graph=True)
         loss = ((E - energies) / s_e).pow(2).mean() + ((G - gradients) / s_f).pow(2).mean()
+        if off is not None:
+            h = couplings(model, q, create_graph=True)
+            loss = loss + (sign_free_error(h[:, off], coupling_labels[:, off]) / s_h**2).mean()
         loss.backward()
         optimiser.step()
         schedule.step()

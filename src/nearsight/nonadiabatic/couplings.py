@@ -34,7 +34,9 @@ def derivative_couplings(
     create_graph: bool = False,
     states: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(h, d) ``[n_atoms, n, n, 3]`` each (units of V per Å, and 1/Å): h_ij and d_ij of every atom.
+    """(h, d) ``[n_atoms, n, n, 3]`` each (units of V per Å, and 1/Å): h_ij and d_ij of every atom
+    (any trailing shape of ``positions`` works: ``[B, D]`` generalised coordinates with
+    ``batch = arange(B)`` give ``[B, n, n, D]``).
 
     ``V`` ``[n_graphs, n, n]`` depends on ``positions`` ``[n_atoms, 3]``; ``batch`` ``[n_atoms]``
     names each atom's structure (None: one structure).  ``create_graph`` keeps the graph, so that a
@@ -60,7 +62,7 @@ def derivative_couplings(
     else:
         U = U if states is None else states
         symmetric = 0.5 * (V + V.transpose(-1, -2))
-        dV = torch.zeros((positions.shape[0], n, n, 3), dtype=positions.dtype, device=positions.device)
+        dV = positions.new_zeros((positions.shape[0], n, n, *positions.shape[1:]))
         for a in range(n):
             for b in range(a, n):
                 dV[:, a, b] = grad(symmetric[:, a, b])
