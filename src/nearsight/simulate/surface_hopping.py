@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..nonadiabatic.couplings import derivative_couplings
 from ..nonadiabatic.eigen import DEFAULT_EPSILON, adiabatic_energies, adiabatic_states
 
 FRUSTRATED = ("keep", "reverse")
@@ -119,18 +120,10 @@ class SurfaceHopping:
         """(E ``[T, n]``, U ``[T, n, n]``, d ``[T, n, n, D]``) at ``q``."""
         q = q.detach().requires_grad_(True)
         V = self.potential(q)
-        n = V.shape[-1]
         E, U = adiabatic_states(V.detach(), self.epsilon)
-        symmetric = 0.5 * (V + V.transpose(-1, -2))
-        dV = torch.zeros((q.shape[0], n, n, q.shape[1]), dtype=q.dtype)
-        for a in range(n):
-            for b in range(a, n):
-                (g,) = torch.autograd.grad(symmetric[:, a, b].sum(), q, retain_graph=True)
-                dV[:, a, b], dV[:, b, a] = g, g
-        h = torch.einsum("tai,tabx,tbj->tijx", U, dV, U)
-        gap = E[:, None, :] - E[:, :, None] + torch.eye(n, dtype=E.dtype)
-        d = h / gap[..., None] * (1 - torch.eye(n, dtype=E.dtype))[None, :, :, None]
-        return E, U, d
+        batch = torch.arange(q.shape[0])
+        _, d = derivative_couplings(V, q, batch, self.epsilon)
+        return E, U, d.detach()
 
     def _hop(self, swarm: Swarm) -> None:
         E, U, d = self._couplings(swarm.q)
