@@ -3,8 +3,9 @@
 Each trajectory carries classical coordinates q ``[D]`` with masses m ``[D]``, electronic amplitudes
 c in the diabatic basis and an active adiabatic state a.  One step of length Δt:
 
-1. **Nuclei**: velocity Verlet on the active adiabatic surface E_a (forces −∇E_a by autograd through
-   :func:`~nearsight.nonadiabatic.eigen.adiabatic_energies`).
+1. **Nuclei**: velocity Verlet on the active adiabatic surface E_a (forces −∇E_a by autograd, the
+   diagonal of h from :func:`~nearsight.nonadiabatic.couplings.derivative_couplings`; one evaluation
+   of the potential at each new geometry gives forces, couplings and states for steps 1, 3 and 5).
 2. **Electrons**: the diabatic amplitudes evolve exactly under the diabatic Hamiltonian at the
    midpoint, c ← exp(−i V_d(q_mid) Δt) c (ħ = 1; V_d has no derivative couplings, so none appear).
 3. **Hops** (Tully, J. Chem. Phys. 93, 1061 (1990)): with the adiabatic amplitudes b = Uᵀc and the
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 import torch
 
 from ..nonadiabatic.couplings import derivative_couplings
-from ..nonadiabatic.eigen import DEFAULT_EPSILON, adiabatic_energies, adiabatic_states
+from ..nonadiabatic.eigen import DEFAULT_EPSILON, adiabatic_states
 
 FRUSTRATED = ("keep", "reverse")
 
@@ -42,7 +43,8 @@ FRUSTRATED = ("keep", "reverse")
 @dataclass
 class Swarm:
     """The state of a swarm of trajectories: coordinates and momenta ``[T, D]``, diabatic amplitudes
-    ``[T, n]`` (complex), active adiabatic states ``[T]``, the time, and the hops made and frustrated."""
+    ``[T, n]`` (complex), active adiabatic states ``[T]``, the time, the hops made and frustrated, and
+    the forces of every state at q (None until the first step)."""
 
     q: torch.Tensor
     p: torch.Tensor
@@ -51,6 +53,7 @@ class Swarm:
     time: float = 0.0
     hops: int = 0
     frustrated: int = 0
+    forces: torch.Tensor | None = None  # [T, n, D] on every state at q, kept from the last step
 
 
 class SurfaceHopping:
@@ -89,18 +92,24 @@ class SurfaceHopping:
         active = torch.full((q.shape[0],), state, dtype=torch.long)
         return Swarm(q, p, amplitudes, active)
 
-    def energies_and_forces(self, q: torch.Tensor, active: torch.Tensor):
-        """(E ``[T, n]``, forces −∇E_a ``[T, D]``) at ``q``."""
+    def evaluate(self, q: torch.Tensor):
+        """Everything a step needs at ``q`` from one evaluation of the potential: adiabatic energies
+        E ``[T, n]``, states U ``[T, n, n]``, the forces on every state −∇E_i ``[T, n, D]`` (the
+        diagonal of h) and the derivative couplings d ``[T, n, n, D]``."""
         q = q.detach().requires_grad_(True)
-        E = adiabatic_energies(self.potential(q), self.epsilon)
-        (grad,) = torch.autograd.grad(E.gather(1, active[:, None]).sum(), q)
-        return E.detach(), -grad
+        V = self.potential(q)
+        E, U = adiabatic_states(V.detach(), self.epsilon)
+        h, d = derivative_couplings(V, q, torch.arange(q.shape[0]), self.epsilon)
+        forces = -torch.diagonal(h, dim1=1, dim2=2).movedim(-1, 1)  # [T, n, D]
+        return E, U, forces.detach(), d.detach()
 
     def step(self, swarm: Swarm) -> Swarm:
         """One FSSH step of the whole swarm (in place; returned for chaining)."""
         dt, m = self.dt, self.masses
-        _, force = self.energies_and_forces(swarm.q, swarm.active)
-        p_half = swarm.p + 0.5 * dt * force
+        rows = torch.arange(swarm.q.shape[0])
+        if swarm.forces is None:  # a new swarm; afterwards the forces of the step's end are kept
+            swarm.forces = self.evaluate(swarm.q)[2]
+        p_half = swarm.p + 0.5 * dt * swarm.forces[rows, swarm.active]
         q_mid = swarm.q + 0.5 * dt * p_half / m
         swarm.q = swarm.q + dt * p_half / m
         with torch.no_grad():  # electrons: exact propagation under V_d at the midpoint
@@ -108,25 +117,15 @@ class SurfaceHopping:
             phase = torch.exp(-1j * E_mid.to(torch.complex128) * dt)
             Uc = U_mid.to(torch.complex128)
             swarm.amplitudes = torch.einsum("tab,tb,tcb,tc->ta", Uc, phase, Uc, swarm.amplitudes)
-        _, force = self.energies_and_forces(swarm.q, swarm.active)
-        swarm.p = p_half + 0.5 * dt * force
-        self._hop(swarm)
+        E, U, swarm.forces, d = self.evaluate(swarm.q)
+        swarm.p = p_half + 0.5 * dt * swarm.forces[rows, swarm.active]
+        self._hop(swarm, E, U, d)  # the next step starts with the forces of the (new) active state
         if self.decoherence is not None:
-            self._decohere(swarm)
+            self._decohere(swarm, E, U)
         swarm.time += dt
         return swarm
 
-    def _couplings(self, q: torch.Tensor):
-        """(E ``[T, n]``, U ``[T, n, n]``, d ``[T, n, n, D]``) at ``q``."""
-        q = q.detach().requires_grad_(True)
-        V = self.potential(q)
-        E, U = adiabatic_states(V.detach(), self.epsilon)
-        batch = torch.arange(q.shape[0])
-        _, d = derivative_couplings(V, q, batch, self.epsilon)
-        return E, U, d.detach()
-
-    def _hop(self, swarm: Swarm) -> None:
-        E, U, d = self._couplings(swarm.q)
+    def _hop(self, swarm: Swarm, E: torch.Tensor, U: torch.Tensor, d: torch.Tensor) -> None:
         T, n = E.shape
         rows = torch.arange(T)
         b = torch.einsum("tab,ta->tb", U.to(torch.complex128), swarm.amplitudes)  # adiabatic amplitudes
@@ -166,9 +165,11 @@ class SurfaceHopping:
         swarm.active[t] = j
         swarm.hops += 1
 
-    def _decohere(self, swarm: Swarm) -> None:
-        with torch.no_grad():
-            E, U = adiabatic_states(self.potential(swarm.q), self.epsilon)
+    def _decohere(self, swarm: Swarm, E: torch.Tensor | None = None, U: torch.Tensor | None = None) -> None:
+        """Damp the inactive adiabatic amplitudes (E, U at the swarm's geometry, computed if not given)."""
+        if E is None or U is None:
+            with torch.no_grad():
+                E, U = adiabatic_states(self.potential(swarm.q), self.epsilon)
         T, n = E.shape
         rows = torch.arange(T)
         Uc = U.to(torch.complex128)
