@@ -73,7 +73,7 @@ def fit_element_charges(
     generator = torch.Generator().manual_seed(seed)
     usable = _sample(graphs, max_structures, generator)
     terms = _structure_terms(usable, coulomb, species, cutoff)
-    fit = _VariableProjection(*terms)
+    fit = _VariableProjection(*terms[:-1])
     best_c, best_loss = None, math.inf
     for _ in range(RESTARTS):
         c, loss = _minimise(fit, 0.5 * torch.randn(len(species), generator=generator, dtype=torch.float64))
@@ -193,7 +193,12 @@ def _structure_terms(graphs: Sequence[dict], coulomb: Coulomb, species: list[int
             b = torch.full((n,), float(total[g]) / n, dtype=torch.float64)
             neutral = neutral and abs(float(total[g])) < 1e-9
             op = coulomb.operator(
-                positions[atoms], cell[g], batch[keys.PBC][g], _widths(coulomb, numbers[atoms]), b, g
+                positions[atoms],
+                cell[g],
+                batch[keys.PBC][g],
+                coulomb.atom_widths({keys.ATOMIC_NUMBERS: numbers[atoms], keys.POSITIONS: positions[atoms]}),
+                b,
+                g,
             )
             AP = op.potential(torch.cat([P, b[:, None]], 1))  # [n, K + 1]: A P and A b
             G.append(P.T @ AP[:, :K])
@@ -215,17 +220,11 @@ def _structure_terms(graphs: Sequence[dict], coulomb: Coulomb, species: list[int
     )
 
 
-def _widths(coulomb: Coulomb, numbers: torch.Tensor) -> torch.Tensor | None:
-    if coulomb.widths is None:
-        return None
-    return torch.tensor([coulomb.widths[int(z)] for z in numbers.tolist()], dtype=torch.float64)
-
-
 class _VariableProjection:
     """The fit's loss as a function of the charges alone: for given c the linear weights are the
     ridge least-squares solution; the loss is the mean squared residual of energies per atom."""
 
-    def __init__(self, G, h, e0, features, energies, n_atoms, neutral) -> None:  # noqa: ANN001
+    def __init__(self, G, h, e0, features, energies, n_atoms) -> None:  # noqa: ANN001
         self.G, self.h, self.e0, self.n_atoms = G, h, e0, n_atoms
         self.energies = energies
         x = features / n_atoms[:, None]
