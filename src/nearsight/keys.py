@@ -129,6 +129,17 @@ STATE_ENERGIES = "state_energies"
 STATE_FORCES = "state_forces"
 declare(STATE_ENERGIES, "graph", ("n_states",), "eV", forces=STATE_FORCES)  # [n_graphs, n_states] float, eV
 declare(STATE_FORCES, "atom", ("n_states", 3), "eV/Å")  # [n_atoms, n_states, 3] float, eV/Å
+# diabatic models (nearsight.nonadiabatic): per-atom contributions to the symmetric diabatic
+# matrix V_d, summed per structure; its eigenvalues are STATE_ENERGIES (ascending, ground state
+# first, and ENERGY = STATE_ENERGIES[:, 0]), their forces STATE_FORCES
+DIABATIC_MATRIX = "diabatic_matrix"
+# [n_atoms, n_states, n_states] float, eV
+ATOMIC_DIABATIC = declare("atomic_diabatic", "atom", ("n_states", "n_states"), "eV", sum_to=DIABATIC_MATRIX)
+declare(DIABATIC_MATRIX, "graph", ("n_states", "n_states"), "eV")  # [n_graphs, n_states, n_states] float, eV
+# [n_atoms, n_pairs, 3] float, eV/Å: h_ij = u_iᵀ(∇V_d)u_j = ⟨ψ_i|∇H|ψ_j⟩ of the adiabatic states
+# i < j, pairs in the order (0,1), (0,2), ..., (1,2), ...; the sign of each pair's vector is arbitrary
+# (that of the states); the non-adiabatic coupling vector is d_ij = h_ij / (E_j − E_i)
+STATE_COUPLINGS = declare("state_couplings", "atom", ("n_pairs", 3), "eV/Å")
 
 # ------------------------------------------------------------------ labels
 REF_ENERGY = label_key(ENERGY)  # [n_graphs] float, eV (total energy of the structure)
