@@ -7,6 +7,7 @@ nearsight evaluate MODEL [MODEL ...] DATA --json OUT.json [--plot parity.png]
 nearsight md STRUCTURE MODEL [MODEL ...] --steps N [--ensemble nve|langevin] ...
 nearsight demo CONFIG.yaml             # train, evaluate on held-out data, MD, table, plot
 nearsight active-learn CONFIG.yaml [--resume] [--allow-python-oracle]  # committee + QM oracle loop
+nearsight surface-hop CONFIG.yaml [--output-dir DIR] [--resume | --overwrite]  # FSSH swarms
 
 Errors reach the user as one line, ``nearsight COMMAND: error: MESSAGE``, and exit status 2;
 ``--traceback`` (or ``NEARSIGHT_TRACEBACK=1``) shows the Python traceback instead.  Heavy
@@ -22,6 +23,7 @@ import sys
 
 from .evaluate import evaluate_command
 from .md import md_command
+from .surface_hop import surface_hop_command
 from .train import active_learn_command, train_command
 
 
@@ -137,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow oracle.type: python (imports and runs the named Python object); a config alone never runs code",
     )
     p.set_defaults(func=active_learn_command)
+
+    p = sub.add_parser("surface-hop", help="fewest-switches surface hopping: swarms of trajectories")
+    p.add_argument("config")
+    p.add_argument("--output-dir", default=None, help="override output_dir of the config")
+    p.add_argument("--resume", action="store_true", help="continue exactly from output_dir/checkpoint.pt")
+    p.add_argument("--overwrite", action="store_true", help="start afresh in a directory that holds a run")
+    p.set_defaults(func=surface_hop_command)
     _add_common_options(parser, sub)
     return parser
 
