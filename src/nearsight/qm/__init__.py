@@ -1,7 +1,8 @@
-"""Quantum-chemistry oracles (PySCF, any ASE calculator) and cached, parallel labelling."""
+"""Quantum-chemistry oracles (PySCF, SA-CASSCF excited states, any ASE calculator) and cached, parallel labelling."""
 
 from __future__ import annotations
 
+from nearsight.qm.casscf import SACASSCFOracle
 from nearsight.qm.labelling import LabellingResult, LabelStore, export_extxyz, label_hash, label_structures
 from nearsight.qm.oracles import (
     ASECalculatorOracle,
@@ -21,6 +22,7 @@ __all__ = [
     "Oracle",
     "OracleError",
     "PySCFOracle",
+    "SACASSCFOracle",
     "describe",
     "export_extxyz",
     "geometry_hash",

@@ -16,7 +16,9 @@ Successful labels are ASE database rows: energy and forces as the row's
 calculator results (``ase.io.read(store)`` and
 :func:`nearsight.data.readers.read_frames` see them) and key-value pairs
 ``hash``, ``geometry_hash``, ``oracle_id``, ``method``, ``basis``, ``ok``,
-``wall_time``; the full provenance is in ``row.data["provenance"]``.
+``wall_time``; the full provenance is in ``row.data["provenance"]`` and extra
+labels (:attr:`Label.extra`, e.g. per-state energies) in ``row.data["extra"]``
+(absent in rows written before extras existed: they load with no extras).
 Failures (unconverged SCF, exceptions, timeouts, non-finite values) are kept
 in a separate table ``nearsight_failures`` of the same file, so that no reader
 of the ASE rows can ever take a failed structure for training data; they are
@@ -149,6 +151,7 @@ class LabelStore:
             basis=row.get("basis"),
             provenance=dict(row.data.get("provenance", {})),
             wall_time=float(row.get("wall_time", 0.0)),
+            extra={str(k): np.asarray(v, dtype=np.float64) for k, v in row.data.get("extra", {}).items()},
         )
 
     def labels(self, oracle: Oracle | str | None = None) -> dict[str, tuple[Atoms, Label]]:
@@ -216,7 +219,10 @@ class LabelStore:
                 if basis is not None:
                     kvp["basis"] = str(basis)
                 kvp.update(dict(extra or {}))
-                db.write(clean, key_value_pairs=kvp, data={"provenance": _plain(label.provenance)})
+                data: dict[str, Any] = {"provenance": _plain(label.provenance)}
+                if label.extra:
+                    data["extra"] = {k: np.asarray(v, dtype=np.float64) for k, v in label.extra.items()}
+                db.write(clean, key_value_pairs=kvp, data=data)
                 db.connection.execute(f"DELETE FROM {_FAILURES} WHERE hash=?", (key,))
             else:
                 structure = json.dumps(
@@ -420,6 +426,11 @@ def export_extxyz(
     ``also`` maps a prefix to another oracle whose labels are added where they
     exist as ``info[f"{prefix}_energy"]`` and ``arrays[f"{prefix}_forces"]``.
     ``info[i]`` is merged into the info of ``structures[i]``.
+    Extra labels (:attr:`Label.extra`) of ``oracle`` go under their own names: a
+    field declared per atom in :mod:`nearsight.keys` (or an undeclared array of
+    two or more dimensions with ``n_atoms`` first) to ``atoms.arrays[name]``,
+    flattened to ``[n_atoms, -1]`` (extxyz arrays are 2-D); any other to
+    ``atoms.info[name]``.
     Readable by ``read_frames(path, energy_key=..., forces_key=...)``.
     """
     import ase.io
@@ -446,6 +457,12 @@ def export_extxyz(
         out.info[energy_key] = float(label.energy)
         if label.forces is not None:
             out.arrays[forces_key] = np.asarray(label.forces, dtype=np.float64)
+        for name, value in label.extra.items():
+            value = np.asarray(value, dtype=np.float64)
+            if _per_atom(name, value, len(out)):
+                out.arrays[name] = value.reshape(len(out), -1)
+            else:
+                out.info[name] = value if value.ndim else float(value)
         for prefix, labels in others.items():
             if key in labels:
                 other = labels[key][1]
@@ -457,3 +474,13 @@ def export_extxyz(
         frames.append(out)
     atomic_write(path, lambda fh: ase.io.write(fh, frames, format="extxyz"))
     return len(frames)
+
+
+def _per_atom(name: str, value: np.ndarray, n_atoms: int) -> bool:
+    """Whether extra label ``name`` is per atom: as declared in :mod:`nearsight.keys`, else by its shape."""
+    from nearsight import keys
+
+    declared = keys.FIELDS.get(name)
+    if declared is not None:
+        return declared.per == "atom"
+    return value.ndim >= 2 and value.shape[0] == n_atoms

@@ -84,6 +84,9 @@ class Label:
 
     ``ok`` is True only for a finished, converged calculation with finite
     values; otherwise ``energy`` and ``forces`` are None and ``error`` says why.
+    ``extra`` holds further labels of an ok label by field name (e.g.
+    ``nearsight.keys.STATE_ENERGIES``), as float64 arrays in eV-based units;
+    a field declared per atom in :mod:`nearsight.keys` has ``n_atoms`` first.
     """
 
     energy: float | None
@@ -94,6 +97,7 @@ class Label:
     basis: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     wall_time: float = 0.0  # seconds
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # name -> array (ok labels only)
 
     @classmethod
     def failure(
@@ -114,7 +118,8 @@ class Oracle:
     ``oracle(atoms)`` returns a :class:`Label`; exceptions of :meth:`compute`
     become failed labels.  ``oracle_id`` is a hash of :meth:`settings`: two
     oracles with the same id give the same labels, so a cache keys labels by
-    (geometry, oracle_id).
+    (geometry, oracle_id).  :meth:`compute` may return a fourth element, a dict
+    of extra labels (name -> array) that becomes :attr:`Label.extra`.
     """
 
     method: str = ""
@@ -126,7 +131,7 @@ class Oracle:
         raise NotImplementedError
 
     def compute(self, atoms: Atoms) -> tuple[float, np.ndarray | None, dict[str, Any]]:
-        """(energy eV, forces eV/Å or None, provenance); raises on failure."""
+        """(energy eV, forces eV/Å or None, provenance[, extra labels]); raises on failure."""
         raise NotImplementedError
 
     @property
@@ -146,7 +151,8 @@ class Oracle:
         """Run :meth:`compute` in this process (no timeout) and check the result."""
         start = time.perf_counter()
         try:
-            energy, forces, provenance = self.compute(atoms)
+            energy, forces, provenance, *more = self.compute(atoms)
+            extra = {str(k): np.asarray(v, dtype=np.float64) for k, v in (more[0] if more else {}).items()}
         except Exception as err:  # every failure is recorded, never raised
             kind = "" if isinstance(err, OracleError) else f"{type(err).__name__}: "
             return Label.failure(
@@ -158,6 +164,9 @@ class Oracle:
         wall = time.perf_counter() - start
         provenance = {"oracle": type(self).__name__, **self.settings(), **provenance}
         problem = self._check(atoms, energy, forces)
+        for name, value in extra.items():
+            if problem is None and not np.all(np.isfinite(value)):
+                problem = f"extra label {name!r} is not finite"
         if problem is not None:
             return Label.failure(
                 f"{self.name} for {describe(atoms)}: {problem}",
@@ -175,6 +184,7 @@ class Oracle:
             self.basis,
             provenance,
             wall,
+            extra,
         )
 
     def _check(self, atoms: Atoms, energy: Any, forces: Any) -> str | None:
