@@ -88,6 +88,16 @@ def _frame_from_atoms(
         if not per_atom and all(isinstance(d, int) for d in declared.shape):
             if value.size == int(np.prod(declared.shape)) and value.ndim > len(declared.shape):
                 value = value.reshape(declared.shape)  # e.g. a dipole stored as [[x, y, z]]
+        tail = declared.shape[1:]
+        if (
+            per_atom
+            and value.ndim == 2
+            and len(declared.shape) >= 2
+            and all(isinstance(d, int) for d in tail)
+        ):
+            size = int(np.prod(tail))  # extxyz arrays are 2-D: [n_atoms, S * 3] -> [n_atoms, S, 3]
+            if value.shape[1] % size == 0:
+                value = value.reshape(value.shape[0], value.shape[1] // size, *tail)
         labels[name] = value
     config_type = info.get(keys.config_type)
     weight = info.get(keys.weight, 1.0)

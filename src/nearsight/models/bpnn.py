@@ -24,6 +24,12 @@ shares a_i ``[3]`` of the structure's excess positive and negative charge and un
 (:mod:`nearsight.models.electronic`: Σ_i a_i = (max(Q, 0), max(−Q, 0), M − 1) per structure,
 distributed by per-element networks on the descriptors), so one geometry in two charge or spin
 states has two energies; a neutral singlet has a_i = 0.
+
+Several electronic states (``n_states=S > 1``, :mod:`nearsight.nonadiabatic`): each element network
+ends in S diagonal contributions and S(S − 1)/2 couplings per atom, summed per structure into the
+diabatic matrix V_d (``keys.ATOMIC_DIABATIC``); the diagonal gets the per-element shifts e_Z.  The
+descriptors are invariant under reflections, so only couplings that keep their sign under a
+reflection (``couplings="scalar"``) can be represented.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from torch import nn
 from .. import keys
 from ..descriptors import build_descriptor
 from ..nn import MLP
+from ..nonadiabatic.matrix import INVARIANT_MODEL_ERROR, assemble, check_states, n_pairs
 from .charges import conserve_charges
 from .electronic import LOGIT_HIDDEN, N_CHANNELS, distribute
 from .reference import switch, switched
@@ -97,8 +104,19 @@ class BehlerParrinello(nn.Module):
         heads: Sequence[str] | None = None,
         charges: bool = False,
         charge_embedding: bool = False,
+        n_states: int = 1,
+        couplings: str = "scalar",
+        epsilon: float = 1e-10,
     ) -> None:
         super().__init__()
+        check_states(n_states, couplings, "Behler-Parrinello model")
+        if couplings != "scalar":
+            raise ValueError(INVARIANT_MODEL_ERROR.format(couplings=couplings, model="ACSF/SOAP"))
+        if n_states > 1 and (heads or charges):
+            raise ValueError(
+                "Behler-Parrinello model: n_states > 1 does not combine with heads or a charge head"
+            )
+        self.n_states, self.couplings, self.epsilon = int(n_states), couplings, float(epsilon)
         self.heads = [str(h) for h in heads] if heads else []
         if len(set(self.heads)) != len(self.heads):
             raise ValueError(f"head names must be distinct, got {self.heads}")
@@ -118,7 +136,8 @@ class BehlerParrinello(nn.Module):
             else None
         )
         n_in = n_feat + (N_CHANNELS if charge_embedding else 0)
-        self.nets = nn.ModuleList(MLP(n_in, self.hidden, n_heads, activation) for _ in range(n_el))
+        n_out = n_heads if self.n_states == 1 else self.n_states + n_pairs(self.n_states)
+        self.nets = nn.ModuleList(MLP(n_in, self.hidden, n_out, activation) for _ in range(n_el))
         # charge head: one network per element on the same inputs (nearsight.models.charges)
         self.charge_nets = (
             nn.ModuleList(MLP(n_in, self.hidden, 1, activation) for _ in range(n_el)) if charges else None
@@ -157,6 +176,8 @@ class BehlerParrinello(nn.Module):
             config["charges"] = True
         if self.electronic_nets is not None:
             config["charge_embedding"] = True
+        if self.n_states > 1:
+            config.update(n_states=self.n_states, couplings=self.couplings, epsilon=self.epsilon)
         return config
 
     def head_index(self, head: str | None) -> int:
@@ -282,7 +303,10 @@ class BehlerParrinello(nn.Module):
         if self.electronic_nets is not None:  # shares of the structure's charge and unpaired electrons
             logits = _per_element(self.electronic_nets, x, element, N_CHANNELS)  # [n_atoms, 3]
             x = torch.cat([x, distribute(logits, graph)], 1)  # [n_atoms, n_feat + 3]
-        out = {keys.ATOMIC_ENERGIES: self.atomic_energies(graph, x, element)}
+        if self.n_states > 1:
+            out = {keys.ATOMIC_DIABATIC: self.atomic_diabatic(x, element)}
+        else:
+            out = {keys.ATOMIC_ENERGIES: self.atomic_energies(graph, x, element)}
         if self.charge_nets is not None:
             raw = _per_element(self.charge_nets, x, element, 1).squeeze(-1)
             out[keys.CHARGES] = conserve_charges(raw, graph)  # q_i (e), Σq = Q per structure
@@ -307,6 +331,13 @@ class BehlerParrinello(nn.Module):
         picked = out.gather(1, head[:, None]).squeeze(-1)
         rest = picked * self.energy_scale + self.energy_shift[head, element]
         return self._switched(graph, self.isolated_energy[head, element], rest)
+
+    def atomic_diabatic(self, x: torch.Tensor, element: torch.Tensor) -> torch.Tensor:
+        """Per-atom contributions ``[n_atoms, S, S]`` (eV) to the diabatic matrix: diagonal
+        s · NN_a + e_Z, couplings s · NN_ab."""
+        S = self.n_states
+        raw = _per_element(self.nets, x, element, S + n_pairs(S)) * self.energy_scale  # [n_atoms, S + P]
+        return assemble(raw[:, :S] + self.energy_shift[element][:, None], raw[:, S:])
 
     def _switched(
         self, graph: dict[str, torch.Tensor], isolated: torch.Tensor, rest: torch.Tensor

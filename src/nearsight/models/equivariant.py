@@ -32,6 +32,12 @@ construction.  The implementation is organised for CPU speed:
 Features may have natural parity only (``parity="natural"``: 0e, 1o, 2e, ...) or both parities
 (``parity="both"``); the energy reads only 0e scalars, so it is invariant under reflections.
 
+Several electronic states (``n_states=S > 1``, :mod:`nearsight.nonadiabatic`): the readouts give S
+diagonal contributions and, with ``couplings`` ``scalar`` or ``both``, S(S − 1)/2 couplings per atom
+from the 0e scalars; with ``pseudoscalar`` or ``both`` (needs ``parity="both"``) the last layer also
+outputs 0o features, and a linear map without bias gives couplings that change sign under a
+reflection.  Summed per structure they form the diabatic matrix V_d (``keys.ATOMIC_DIABATIC``).
+
 Modules: :mod:`~nearsight.models.irreps` (irreps, Wigner 3j, spherical-harmonic polynomials, the
 coupling tensors U), :mod:`~nearsight.models.interaction` (one layer),
 :mod:`~nearsight.models.electronic` (total charge and spin), :mod:`~nearsight.models.equivariant_spec`
@@ -48,6 +54,7 @@ from torch import nn
 
 from .. import keys
 from ..nn import ExactConstants
+from ..nonadiabatic.matrix import assemble, check_states, n_pairs
 from .bpnn import element_indices
 from .charges import conserve_charges
 from .electronic import ElectronicEmbedding
@@ -91,8 +98,23 @@ class EquivariantPotential(ExactConstants):
         element_mix: bool = False,
         charges: bool = False,
         charge_embedding: bool = False,
+        n_states: int = 1,
+        couplings: str = "scalar",
+        epsilon: float = 1e-10,
     ) -> None:
         super().__init__()
+        check_states(n_states, couplings, "equivariant model")
+        if couplings != "scalar" and parity != "both":
+            raise ValueError(
+                f"equivariant model: couplings = {couplings!r} needs a pseudoscalar (0o) readout, available "
+                f"with parity = 'both' (this model has parity = {parity!r})"
+            )
+        if n_states > 1 and charges:
+            raise ValueError("equivariant model: n_states > 1 does not combine with a charge head")
+        self.n_states, self.couplings, self.epsilon = int(n_states), couplings, float(epsilon)
+        pseudo = n_states > 1 and couplings != "scalar"
+        # readout columns from the 0e scalars: energy, or S diagonal entries and the scalar couplings
+        n_out = 1 if n_states == 1 else n_states + (n_pairs(n_states) if couplings != "pseudoscalar" else 0)
         for name, value, low in (
             ("channels", channels, 1),
             ("num_layers", num_layers, 1),
@@ -143,7 +165,7 @@ class EquivariantPotential(ExactConstants):
         irreps_in: list[Irrep] = [(0, 1)]
         for t in range(num_layers):
             last = t == num_layers - 1
-            out = [(0, 1)] if last else hidden
+            out = ([(0, 1), (0, -1)] if pseudo else [(0, 1)]) if last else hidden
             self.layers.append(
                 Interaction(
                     irreps_in, a_allowed, out, sh_l_max, C, n_el, correlation, n_radial,
@@ -152,8 +174,10 @@ class EquivariantPotential(ExactConstants):
                 )
             )  # fmt: skip
             irreps_in = out
-        self.readouts = stacked_weights(num_layers - 1, C, 1)
-        self.readout_mlp = RadialMLP([C, readout_hidden, 1])
+        self.readouts = stacked_weights(num_layers - 1, C, n_out)
+        self.readout_mlp = RadialMLP([C, readout_hidden, n_out])
+        # pseudoscalar couplings: odd in the last layer's 0o features (no bias)
+        self.pseudo_readout = nn.Linear(C, n_pairs(n_states), bias=False) if pseudo else None
         # charge head: a scalar readout of the last layer (nearsight.models.charges)
         self.charge_readout = nn.Linear(C, 1) if charges else None
         # per-element charge offsets c_Z added to the readout (set by nearsight.longrange.charge_fit)
@@ -190,6 +214,11 @@ class EquivariantPotential(ExactConstants):
             "element_mix": self.element_mix,
             **({"charges": True} if self.charge_readout is not None else {}),
             **({"charge_embedding": True} if self.electronic is not None else {}),
+            **(
+                {"n_states": self.n_states, "couplings": self.couplings, "epsilon": self.epsilon}
+                if self.n_states > 1
+                else {}
+            ),
         }
 
     @classmethod
@@ -315,7 +344,8 @@ class EquivariantPotential(ExactConstants):
         return self._checked_elements(numbers)
 
     def run(self, graph: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
-        """Atomic energies ``[n]`` and, per layer, the A blocks then the h irreps ``[n, 2l+1, C]``."""
+        """Atomic energies ``[n]`` (diabatic models: the readout columns ``[n, S + P]``, unscaled) and,
+        per layer, the A blocks then the h irreps ``[n, 2l+1, C]``."""
         element = self.elements(graph[keys.ATOMIC_NUMBERS])
         vectors = graph[keys.EDGE_VECTORS]
         edge_index = graph[keys.EDGE_INDEX]
@@ -330,7 +360,7 @@ class EquivariantPotential(ExactConstants):
         onehot = torch.nn.functional.one_hot(element, len(self.species)).to(vectors.dtype)
         h = [self.embedding.index_select(0, element)[:, None, :]]  # [n, 1, C] 0e
         feats: list[list[torch.Tensor]] = []
-        energy = Y.new_zeros(n)
+        energy = Y.new_zeros(n, self.readout_mlp.out.out_features)  # [n, 1] or [n, S + P]
         inv_nb = 1.0 / self.avg_num_neighbours
         for t, layer in enumerate(self.layers):
             if self.electronic is not None:  # (Q, M) into the 0e block, h[0] [n, 1, C]
@@ -340,12 +370,14 @@ class EquivariantPotential(ExactConstants):
             h_new = layer.update(B, h, onehot)
             scalars = h_new[layer.scalar_index][:, 0]
             if t < self.num_layers - 1:
-                energy = energy + (scalars @ self.readouts[t]).squeeze(-1)
+                energy = energy + scalars @ self.readouts[t]
             else:
-                energy = energy + self.readout_mlp(scalars).squeeze(-1)
+                energy = energy + self.readout_mlp(scalars)
             feats.append(A + h_new)
             h = layer.apply_gate(h_new)
-        energy = energy * self.energy_scale[element] + self.energy_shift[element]
+        if self.n_states > 1:
+            return energy, feats
+        energy = energy.squeeze(-1) * self.energy_scale[element] + self.energy_shift[element]
         if bool(self.isolated_reference > 0):  # an isolated atom at E0_Z (files before it: e_Z)
             energy = switched(self.isolated_energy[element], switch(graph, self.cutoff), energy)
         return energy, feats
@@ -365,6 +397,8 @@ class EquivariantPotential(ExactConstants):
     def forward(self, graph: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``{keys.ATOMIC_ENERGIES: [n_atoms]}`` (eV), with a charge head also ``keys.CHARGES``
         (e, conserved per structure)."""
+        if not torch.jit.is_scripting() and self.n_states > 1:  # (TorchScript export: one state)
+            return self._diabatic_outputs(graph)
         energy, feats = self.run(graph)
         out = {keys.ATOMIC_ENERGIES: energy}
         if self.charge_readout is not None:
@@ -375,6 +409,24 @@ class EquivariantPotential(ExactConstants):
             out[keys.CHARGES] = conserve_charges(raw, graph)
         return out
 
+    @torch.jit.unused
+    def _diabatic_outputs(self, graph: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``{keys.ATOMIC_DIABATIC: [n, S, S]}`` (eV): per-atom contributions to V_d from the readout
+        columns ``[n, S (+ P)]`` and, for pseudoscalar couplings, the last layer's 0o features."""
+        raw, feats = self.run(graph)
+        last = feats[-1]  # the last layer's A blocks, then h: 0e (, 0o)
+        S, n = self.n_states, raw.shape[0]
+        element = self.elements(graph[keys.ATOMIC_NUMBERS])
+        scale = self.energy_scale[element][:, None]
+        diagonal = raw[:, :S] * scale + self.energy_shift[element][:, None]
+        couplings = raw.new_zeros(n, n_pairs(S))
+        if self.couplings != "pseudoscalar":
+            couplings = couplings + raw[:, S:] * scale
+        if self.pseudo_readout is not None:
+            odd = last[len(self.layers[-1].a_irreps) + self.layers[-1].out_irreps.index((0, -1))][:, 0]
+            couplings = couplings + self.pseudo_readout(odd) * scale
+        return {keys.ATOMIC_DIABATIC: assemble(diagonal, couplings)}
+
 
 def build_equivariant(
     spec: dict | None,
@@ -382,10 +434,11 @@ def build_equivariant(
     cutoff: float,
     charges: bool = False,
     charge_embedding: bool = False,
+    **states,
 ) -> EquivariantPotential:
     """The model of a config's ``model`` section with ``type: equivariant`` (with a charge head;
-    with total charge and spin as inputs)."""
+    with total charge and spin as inputs; ``states``: n_states, couplings, epsilon)."""
     return EquivariantPotential(
         species, cutoff=cutoff, charges=charges, charge_embedding=charge_embedding,
-        **equivariant_arguments(spec),
+        **equivariant_arguments(spec), **states,
     )  # fmt: skip

@@ -71,6 +71,11 @@ class TorchScriptForceField(nn.Module):
 
 def export_torchscript(model: nn.Module, path: str | os.PathLike | None = None) -> torch.jit.ScriptModule:
     """Script ``model`` (a nearsight per-atom energy model) with its force wrapper; save if ``path``."""
+    if getattr(model, "n_states", 1) > 1:
+        raise ValueError(
+            f"TorchScript export covers single-state models; this one has n_states = {model.n_states} "
+            "(use it from Python: nearsight.calculator or nearsight surface-hop)"
+        )
     scripted = torch.jit.script(TorchScriptForceField(model.eval()))
     if path is not None:
         path = Path(path)

@@ -8,6 +8,11 @@ The strain ε is applied as a symmetric displacement of positions and cell,
 in NequIP's ``ForceStressOutput``), so that forces and stress are exact
 autograd derivatives of the same energy.  Models only see edge vectors
 computed here from positions, cell and integer shifts.
+
+Several electronic states: a model that returns per-atom contributions to a diabatic matrix
+(``keys.ATOMIC_DIABATIC``) gets the adiabatic energies E_0 ≤ E_1 ≤ ... (``keys.STATE_ENERGIES``; the
+energy is the ground state's), their forces and the couplings h_ij = u_iᵀ(∇V_d)u_j
+(``keys.STATE_COUPLINGS``), with derivatives finite at degeneracies (:mod:`nearsight.nonadiabatic`).
 """
 
 from __future__ import annotations
@@ -94,15 +99,27 @@ class ForceField(nn.Module):
         data[keys.CELL] = cell
         data[keys.EDGE_VECTORS] = vectors
         out = _summed(self.model(data), batch, n_graphs)
+        diabatic = keys.DIABATIC_MATRIX in out
+        if diabatic:  # adiabatic energies of the diabatic matrix; the energy is the ground state's
+            from ..nonadiabatic.states import adiabatic_outputs
+
+            out.update(adiabatic_outputs(out[keys.DIABATIC_MATRIX], self.model.epsilon))
         if not inputs:
             return out
-        if forces:
+        if forces and diabatic:  # forces of every state and the couplings from ∇V_d
+            from ..nonadiabatic.states import state_derivatives
+
+            out.update(state_derivatives(out, inputs[0], batch, self.model.epsilon, create_graph))
+            inputs = inputs[1:]  # the positions are done
+        elif forces:
             for name in [k for k in out if k != keys.ENERGY and _forces_key(k)]:
                 out[_forces_key(name)] = _component_forces(out[name], inputs[0], create_graph)
+        if not inputs:
+            return out
         energy = out[keys.ENERGY]
         grads = torch.autograd.grad(energy.sum(), inputs, create_graph=create_graph, allow_unused=True)
         grads = [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]
-        if forces:
+        if forces and not diabatic:
             out[keys.FORCES] = -grads[0]
         if stress:
             d_strain = grads[-1]  # [n_graphs, 3, 3] = dE/dε
@@ -122,10 +139,10 @@ def _forces_key(name: str) -> str | None:
 
 def _summed(outputs: dict[str, torch.Tensor], batch: torch.Tensor, n_graphs: int) -> dict[str, torch.Tensor]:
     """The model's outputs with every per-atom contribution summed per structure (``sum_to``)."""
-    if not isinstance(outputs, dict) or keys.ATOMIC_ENERGIES not in outputs:
+    if not isinstance(outputs, dict) or not {keys.ATOMIC_ENERGIES, keys.ATOMIC_DIABATIC} & set(outputs):
         raise TypeError(
             "a nearsight model must return a dict of named outputs with at least "
-            f"keys.ATOMIC_ENERGIES ({keys.ATOMIC_ENERGIES!r}), got {type(outputs).__name__}"
+            f"keys.ATOMIC_ENERGIES ({keys.ATOMIC_ENERGIES!r}) or keys.ATOMIC_DIABATIC, got {type(outputs).__name__}"
             + (f" with keys {sorted(outputs)}" if isinstance(outputs, dict) else "")
         )
     out: dict[str, torch.Tensor] = {}

@@ -53,12 +53,15 @@ def derivative_couplings(
         return g
 
     E, U = adiabatic_states(V, epsilon)
-    if n == 2 and states is None:
-        _, delta, c, g = two_state_parts(V, epsilon)
-        grad_delta, grad_c = grad(delta), grad(c)
-        h12 = (delta[batch, None] * grad_c - c[batch, None] * grad_delta) / g[batch, None]  # [n_atoms, 3]
-        grad_e = torch.stack([grad(E[:, 0]), grad(E[:, 1])], 1)  # [n_atoms, 2, 3]
-        h = torch.stack([torch.stack([grad_e[:, 0], h12], 1), torch.stack([h12, grad_e[:, 1]], 1)], 1)
+    if n == 2 and states is None:  # three backward passes: ∇m, ∇δ, ∇c
+        m, delta, c, g = two_state_parts(V, epsilon)
+        grad_m, grad_delta, grad_c = grad(m), grad(delta), grad(c)
+        per_atom = [(x / g)[batch].view(-1, *[1] * (positions.dim() - 1)) for x in (delta, c)]
+        h12 = per_atom[0] * grad_c - per_atom[1] * grad_delta  # (δ∇c − c∇δ)/g
+        grad_g = per_atom[0] * grad_delta + per_atom[1] * grad_c  # ∇g = (δ∇δ + c∇c)/g
+        h = torch.stack(
+            [torch.stack([grad_m - grad_g, h12], 1), torch.stack([h12, grad_m + grad_g], 1)], 1
+        )  # [n_atoms, 2, 2, ...]
     else:
         U = U if states is None else states
         symmetric = 0.5 * (V + V.transpose(-1, -2))

@@ -139,6 +139,14 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any, Callable[[Any], 
         # inputs of the short-range model (nearsight.models.electronic): one geometry in two charge
         # or spin states has two energies; a neutral singlet gives the model without it
         "charge_embedding": (bool, False, None),
+        # several electronic states (nearsight.nonadiabatic): the model predicts a diabatic matrix
+        # V_d of n_states states; its eigenvalues are the adiabatic energies (labels: data.extra_labels
+        # state_energies, state_forces, state_couplings); couplings: scalar | pseudoscalar | both
+        # (their symmetry under a reflection; pseudoscalar needs type: equivariant with parity: both);
+        # diabatic_epsilon (eV) rounds a degeneracy over 2ε so that derivatives stay finite
+        "n_states": (int, 1, _positive),
+        "couplings": (str, "scalar", _choice("scalar", "pseudoscalar", "both")),
+        "diabatic_epsilon": (_NUM, 1e-10, _positive),
         # fine-tuning: start from this model file (its architecture; the keys above are ignored)
         "init_from": (_OPT_STR, None, None),
         # Δ-learning: the ASE calculator that supplies the baseline at inference
@@ -258,11 +266,39 @@ def validate_config(raw: dict | None, source: str = "<config>") -> dict:
         from .config_longrange import check_longrange
 
         check_longrange(model["longrange"], source)
+    _check_states(model, source)
     heads = model["heads"]
     if heads is not None and (len(heads) < 2 or len(set(map(str, heads))) != len(heads)):
         raise ConfigError(f"{source}: model.heads = {heads!r}: must be two or more distinct names")
     _check_training(out, source)
     return out
+
+
+def _check_states(model: dict, source: str) -> None:
+    """A multi-state (diabatic) model: no long range or heads; pseudoscalar couplings need the
+    equivariant model with both parities."""
+    if model["n_states"] == 1:
+        return
+    for key in ("longrange", "heads", "baseline"):
+        if model[key] is not None:
+            raise ConfigError(
+                f"{source}: model.n_states = {model['n_states']} does not combine with model.{key}"
+            )
+    if model["couplings"] == "scalar":
+        return
+    if model["type"] != "equivariant":
+        from ..nonadiabatic.matrix import INVARIANT_MODEL_ERROR
+
+        message = INVARIANT_MODEL_ERROR.format(
+            couplings=model["couplings"], model=model["descriptor"].upper()
+        )
+        raise ConfigError(f"{source}: model.couplings: {message}")
+    parity = (model["equivariant"] or {}).get("parity", "natural")
+    if parity != "both":
+        raise ConfigError(
+            f"{source}: model.couplings = {model['couplings']!r} needs a pseudoscalar (0o) readout: set "
+            f"model.equivariant.parity: both (now {parity!r})"
+        )
 
 
 def _stage_keys(training: dict) -> set[str]:
@@ -296,11 +332,23 @@ def _check_loss(t: dict, source: str) -> None:
         if not isinstance(spec, dict) or set(spec) - {"sigma", "weight"}:
             raise ConfigError(f"{where} = {spec!r}: must be a mapping with keys sigma and/or weight")
         sigma, weight = spec.get("sigma"), spec.get("weight", 1.0)
-        if sigma is not None and (isinstance(sigma, bool) or not isinstance(sigma, _NUM) or not sigma > 0):
-            raise ConfigError(f"{where}.sigma = {sigma!r}: must be a positive number or null")
+        per_state = isinstance(sigma, list) and name.startswith("state_")  # one σ per state (pair)
+        for value in sigma if per_state else [sigma]:
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, _NUM) or not value > 0
+            ):
+                raise ConfigError(
+                    f"{where}.sigma = {sigma!r}: must be a positive number or null"
+                    + (" (or a list of them, one per state)" if name.startswith("state_") else "")
+                )
         if isinstance(weight, bool) or not isinstance(weight, _NUM) or not weight >= 0:
             raise ConfigError(f"{where}.weight = {weight!r}: must be a number >= 0")
-        t["loss"][name] = {"sigma": None if sigma is None else float(sigma), "weight": float(weight)}
+        if per_state:
+            sigma = [float(v) for v in sigma]
+        t["loss"][name] = {
+            "sigma": sigma if sigma is None or per_state else float(sigma),
+            "weight": float(weight),
+        }
     if not any(spec["weight"] > 0 for spec in t["loss"].values()):
         raise ConfigError(f"{source}: training.loss: every term has weight 0")
 

@@ -149,10 +149,17 @@ def prepare_data(config: dict) -> TrainingData:
         train = [train[i] for i in order[n_valid:]]
     if data_cfg["max_train_frames"] is not None:
         train = train[: data_cfg["max_train_frames"]]
+    n_states = config["model"].get("n_states", 1)
+    if n_states > 1:  # state labels fit the model; frames without an energy get E_0
+        from ..nonadiabatic.labels import check_state_labels
+
+        check_state_labels(train + valid, n_states)
     species = sorted({int(z) for f in train for z in f.numbers})
     validate_frames(train, require=("energy",), min_distance=data_cfg["min_distance"])
     validate_frames(valid, require=(), min_distance=data_cfg["min_distance"], known_species=species)
     test = load_split(data_cfg["test"], data_cfg)
+    if n_states > 1:
+        check_state_labels(test, n_states)
     check_model_inputs(train + valid + test, config)
     fresh, repeated = split_duplicates(train, valid)
     _, in_test = split_duplicates(train, test)

@@ -295,15 +295,20 @@ _LEGACY = {
 }
 
 
-def loss_spec(training: dict, frames: Sequence[Frame]) -> dict[str, dict]:
+def loss_spec(training: dict, frames: Sequence[Frame], n_states: int = 1) -> dict[str, dict]:
     """``{term: {"sigma": σ or None, "weight": λ}}`` of a config's ``training`` section.
 
     Without ``training.loss``: energy, forces (where any frame has forces) and stress (with
-    ``stress_weight``), σ from ``sigma_energy``/``sigma_forces``/``sigma_stress``.
+    ``stress_weight``), σ from ``sigma_energy``/``sigma_forces``/``sigma_stress``; for a model of
+    ``n_states`` > 1 states, the energies, forces and couplings of the states where frames carry them.
     """
     if training.get("loss") is not None:
         return {name: {"sigma": spec.get("sigma"), "weight": spec.get("weight", 1.0)}
                 for name, spec in training["loss"].items()}  # fmt: skip
+    if n_states > 1:
+        names = ("state_energies", "state_forces", "state_couplings")
+        return {n: {"sigma": None, "weight": 1.0} for n in names if any(TERMS[n].label_values(f) is not None
+                                                                        for f in frames)}  # fmt: skip
     spec = {}
     for name, (sigma_key, weight_key) in _LEGACY.items():
         if name == "forces" and not any(f.forces is not None for f in frames):
@@ -312,7 +317,7 @@ def loss_spec(training: dict, frames: Sequence[Frame]) -> dict[str, dict]:
     return spec
 
 
-def build_loss(training: dict, frames: Sequence[Frame], stats: dict) -> Loss:
+def build_loss(training: dict, frames: Sequence[Frame], stats: dict, n_states: int = 1) -> Loss:
     """The loss of a config's ``training`` section on the training ``frames``.
 
     σ not given in the config comes from each term's :meth:`~LossTerm.default_sigma`
@@ -320,7 +325,7 @@ def build_loss(training: dict, frames: Sequence[Frame], stats: dict) -> Loss:
     training frame carries is an error naming its label.
     """
     terms = []
-    for name, spec in loss_spec(training, frames).items():
+    for name, spec in loss_spec(training, frames, n_states).items():
         cls = TERMS[name]
         if spec["weight"] > 0 and not any(cls.label_values(f) is not None for f in frames):
             raise ValueError(
@@ -328,5 +333,8 @@ def build_loss(training: dict, frames: Sequence[Frame], stats: dict) -> Loss:
                 f"data.extra_labels: {{{cls.output}: KEY}} for labels beyond energy, forces and stress)"
             )
         sigma = spec["sigma"] if spec["sigma"] is not None else cls.default_sigma(frames, stats)
-        terms.append(cls(float(sigma), float(spec["weight"])))
+        terms.append(cls(sigma if isinstance(sigma, list) else float(sigma), float(spec["weight"])))
     return Loss(terms)
+
+
+from ..nonadiabatic import loss as _state_terms  # noqa: E402, F401  (registers the multi-state terms)

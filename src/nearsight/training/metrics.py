@@ -26,6 +26,7 @@ def split_predictions(out: dict[str, torch.Tensor], batch: dict[str, torch.Tenso
     stress = out[keys.STRESS].detach().double().numpy() if keys.STRESS in out else None
     charges = out[keys.CHARGES].detach().double().numpy() if keys.CHARGES in out else None
     dipole = out[keys.DIPOLE].detach().double().numpy() if keys.DIPOLE in out else None
+    states = {name: out[name].detach().double().numpy() for name in STATE_OUTPUTS if name in out}
     offsets = np.concatenate([[0], np.cumsum(batch[keys.N_ATOMS].numpy())])
     results = []
     for k in range(len(offsets) - 1):
@@ -36,6 +37,9 @@ def split_predictions(out: dict[str, torch.Tensor], batch: dict[str, torch.Tenso
             res["charges"] = charges[offsets[k] : offsets[k + 1]]
         if dipole is not None:
             res["dipole"] = dipole[k]
+        for name, value in states.items():
+            per_atom = keys.field(name).per == "atom"
+            res[name] = value[offsets[k] : offsets[k + 1]] if per_atom else value[k]
         results.append(res)
     return results
 
@@ -95,6 +99,46 @@ def compute_metrics(frames: Sequence[Frame], predictions: Sequence[dict]) -> dic
         if diffs:
             m[f"{name}_mae"], m[f"{name}_rmse"] = _mae_rmse(np.concatenate(diffs))
             m[f"n_{name}"] = len(diffs)
+    m.update(state_metrics(frames, predictions))
+    return m
+
+
+STATE_OUTPUTS = (keys.STATE_ENERGIES, keys.STATE_FORCES, keys.STATE_COUPLINGS)
+
+
+def state_metrics(frames: Sequence[Frame], predictions: Sequence[dict]) -> dict:
+    """Multi-state models: MAE/RMSE of each state's energy (eV) and force components (eV/Å), as
+    lists over the states; for the couplings (sign-free: each label's sign is arbitrary) the MAE of
+    the components after choosing the better sign per structure and pair, and the mean |cos| of the
+    angle between predicted and label vectors."""
+    from ..nonadiabatic.loss import sign_free_cosine
+
+    m: dict = {}
+    for name in (keys.STATE_ENERGIES, keys.STATE_FORCES):
+        pairs = [
+            (p[name], f.labels[name]) for f, p in zip(frames, predictions) if name in f.labels and name in p
+        ]
+        if not pairs:
+            continue
+        axis = 1 if keys.field(name).per == "atom" else 0
+        diffs = [np.moveaxis(np.asarray(p) - np.asarray(r).reshape(np.shape(p)), axis, 0) for p, r in pairs]
+        per_state = [np.concatenate([d[s].ravel() for d in diffs]) for s in range(diffs[0].shape[0])]
+        m[f"{name}_mae"] = [_mae_rmse(d)[0] for d in per_state]
+        m[f"{name}_rmse"] = [_mae_rmse(d)[1] for d in per_state]
+        m[f"n_{name}"] = len(pairs)
+    name = keys.STATE_COUPLINGS
+    pairs = [(p[name], f.labels[name]) for f, p in zip(frames, predictions) if name in f.labels and name in p]
+    if pairs:
+        diffs, cosines = [], []
+        for pred, ref in pairs:
+            ref = np.asarray(ref).reshape(pred.shape)  # [n_atoms, P, 3]
+            for k in range(pred.shape[1]):
+                a, b = pred[:, k], ref[:, k]
+                diffs.append(min((a - b).ravel(), (a + b).ravel(), key=lambda d: float(d @ d)))
+                cosines.append(sign_free_cosine(a, b))
+        m[f"{name}_mae"], m[f"{name}_rmse"] = _mae_rmse(np.concatenate(diffs))
+        m[f"{name}_cosine"] = float(np.nanmean(cosines))
+        m[f"n_{name}"] = len(pairs)
     return m
 
 

@@ -47,8 +47,15 @@ def build_model(model_cfg: dict, species: Sequence[int]) -> nn.Module:
 def _short_range_model(model_cfg: dict, species: Sequence[int], charges: bool) -> nn.Module:
     cutoff = float(model_cfg["cutoff"])
     embedding = bool(model_cfg.get("charge_embedding", False))  # total charge and spin as inputs
+    states = {}  # several electronic states: a diabatic model (nearsight.nonadiabatic)
+    if model_cfg.get("n_states", 1) > 1:
+        states = {
+            "n_states": model_cfg["n_states"],
+            "couplings": model_cfg["couplings"],
+            "epsilon": model_cfg["diabatic_epsilon"],
+        }
     if model_cfg["type"] == "equivariant":
-        return build_equivariant(model_cfg["equivariant"], species, cutoff, charges, embedding)
+        return build_equivariant(model_cfg["equivariant"], species, cutoff, charges, embedding, **states)
     if model_cfg["descriptor"] == "soap":
         weighting = model_cfg["weighting"] or {"function": "poly", "r0": cutoff, "c": 1.0, "m": 2.0}
         descriptor = {
@@ -62,7 +69,7 @@ def _short_range_model(model_cfg: dict, species: Sequence[int], charges: bool) -
         }
         return BehlerParrinello(
             species, descriptor, model_cfg["hidden"], model_cfg["activation"], model_cfg["heads"], charges,
-            embedding,
+            embedding, **states,
         )  # fmt: skip
     r_ang = model_cfg["cutoff_angular"]
     params = default_acsf_params(
@@ -80,7 +87,7 @@ def _short_range_model(model_cfg: dict, species: Sequence[int], charges: bool) -
     descriptor = {"r_cut": cutoff, "r_cut_angular": r_ang, **params}
     return BehlerParrinello(
         species, descriptor, model_cfg["hidden"], model_cfg["activation"], model_cfg["heads"], charges,
-        embedding,
+        embedding, **states,
     )  # fmt: skip
 
 

@@ -129,7 +129,7 @@ class Trainer:
                 int(k): v for k, v in self.checkpoint["reference_energies"].items()
             }
         else:
-            self.loss_fn = build_loss(t, self.train_frames, stats)
+            self.loss_fn = build_loss(t, self.train_frames, stats, getattr(model, "n_states", 1))
         self.model = model
         self.forcefield = ForceField(model)
         self.reference_energies = stats["reference_energies"]
@@ -139,7 +139,9 @@ class Trainer:
             f"species {self.species}  train {len(self.train_frames)}  valid {len(self.valid_frames)}  "
             f"features {n_features}  parameters {n_params}" + (f" ({frozen} frozen)" if frozen else "")
         )
-        terms = ", ".join(f"{n} (σ {x.sigma:.4g}, λ {x.weight:g})" for n, x in self.loss_fn.terms.items())
+        terms = ", ".join(
+            f"{n} (σ {_numbers(x.sigma)}, λ {x.weight:g})" for n, x in self.loss_fn.terms.items()
+        )
         self.log(f"loss terms: {terms}; energy scale {stats['energy_scale']:.4g} eV; reference energies "
                  f"{self.reference_energies}")  # fmt: skip
 
@@ -176,6 +178,15 @@ class Trainer:
             "config": self.config,
         }
         data = self.config["data"]
+        n_states = getattr(self.model, "n_states", 1)
+        if n_states > 1:  # what the states are and how each was weighted
+            meta["states"] = {
+                "n_states": n_states,
+                "order": "adiabatic: ascending energy, ground state first (state_energies[:, 0] = energy)",
+                "couplings": "h_ij = u_i^T (dV_d/dR) u_j, eV/Å, pairs i < j: (0,1), (0,2), ..., (1,2), ...",
+                "epsilon_eV": self.model.epsilon,
+                "sigma": {n: t.sigma for n, t in self.loss_fn.terms.items() if n.startswith("state_")},
+            }
         if data["baseline_energy_key"]:
             meta["delta"] = {
                 "baseline": self.config["model"]["baseline"],
@@ -401,3 +412,8 @@ class Trainer:
             f"best epoch {loop['best_epoch']}, validation loss {loop['best']:.4e}, "
             f"{t['time_limit_clock']} time {self.wall_time:.1f} s ({reason})"
         )
+
+
+def _numbers(value: float | list[float]) -> str:
+    """σ of a loss term for the log: one number, or one per state."""
+    return f"{value:.4g}" if isinstance(value, float) else "[" + ", ".join(f"{v:.4g}" for v in value) + "]"
