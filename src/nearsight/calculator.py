@@ -24,6 +24,14 @@ energy gets −μ·E (``results["field_energy"]``) and QEq charges polarise.  ``
 changes it; a change of ``atoms.info["charge"]`` or ``atoms.info["external_field"]`` also makes the
 calculator compute again.
 
+A diabatic model (several electronic states, :mod:`nearsight.nonadiabatic`) answers with the
+adiabatic ground state unless ``state=`` (or ``calc.set(state=k)``) selects another (0 is the
+ground state): ``energy`` and ``forces`` are that state's.  ``results`` also holds every state:
+``state_energies`` ``[S]`` (eV, ascending), ``state_forces`` ``[n, S, 3]``, ``diabatic_matrix``
+``[S, S]``, ``state_couplings`` h_ij ``[n, P, 3]`` (eV/Å) and ``derivative_couplings``
+d_ij = h_ij/(E_j − E_i) ``[n, P, 3]`` (1/Å) for the pairs i < j ((0,1), (0,2), ..., (1,2), ...);
+per-atom ``energies`` are not defined for it (ASE's ``energies`` means per-atom energies).
+
 Every structure is checked (:mod:`nearsight.guards`): atoms closer than ``min_distance``
 (0.1 Å) raise :class:`~nearsight.guards.CloseAtomsError` naming both atoms and their
 distance, and a NaN or infinite energy, force or stress raises
@@ -56,8 +64,11 @@ _DTYPES = {"float64": torch.float64, "float32": torch.float32}
 class NearsightCalculator(Calculator):
     """ASE calculator wrapping a nearsight model (object or model file path)."""
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "charges", "dipole"]
-    default_parameters = {"external_field": None}
+    implemented_properties = [
+        "energy", "free_energy", "energies", "forces", "stress", "charges", "dipole",
+        "state_energies", "state_forces", "diabatic_matrix", "state_couplings", "derivative_couplings",
+    ]  # fmt: skip
+    default_parameters = {"external_field": None, "state": None}
     _INFO_INPUTS = ("charge", "multiplicity", "external_field")  # atoms.info entries that are model inputs
 
     def __init__(
@@ -70,9 +81,10 @@ class NearsightCalculator(Calculator):
         min_distance: float = MIN_DISTANCE,
         on_extrapolation: str = "warn",
         external_field=None,
+        state: int | None = None,
         **kwargs,
     ) -> None:
-        super().__init__(external_field=external_field, **kwargs)
+        super().__init__(external_field=external_field, state=state, **kwargs)
         _field_tensor(external_field, torch.float64)  # checked here, used in calculate
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
@@ -109,6 +121,8 @@ class NearsightCalculator(Calculator):
         if head is not None and head not in heads:
             raise ValueError(f"head {head!r} not in the model's heads {heads}")
         self.head = None if not heads else heads.index(head) if head is not None else len(heads) - 1
+        self.n_states = int(getattr(model, "n_states", 1))
+        self._active_state()  # checked here
 
     @property
     def cutoff(self) -> float:
@@ -129,15 +143,23 @@ class NearsightCalculator(Calculator):
         field_on = keys.EXTERNAL_FIELD in graph and bool(graph[keys.EXTERNAL_FIELD].abs().max() > 0)
         check_distances(atoms, graph, self.min_distance)
         graph = {k: v.to(self.device) for k, v in graph.items()}
-        out = self.forcefield(graph, forces=True, stress=periodic)
-        energy = float(out[keys.ENERGY].detach().sum())
-        results = {
-            "energy": energy,
-            "free_energy": energy,
-            "energies": out[keys.ATOMIC_ENERGIES].detach().cpu().double().numpy(),
-            "forces": out[keys.FORCES].detach().cpu().double().numpy(),
-        }
-        if periodic:
+        state = self._active_state()
+        out = self.forcefield(graph, forces=True, stress=periodic and state == 0)
+        if self.n_states > 1:
+            results = _state_results(out, state)
+        else:
+            energy = float(out[keys.ENERGY].detach().sum())
+            results = {
+                "energy": energy,
+                "free_energy": energy,
+                "energies": out[keys.ATOMIC_ENERGIES].detach().cpu().double().numpy(),
+                "forces": out[keys.FORCES].detach().cpu().double().numpy(),
+            }
+        if want_stress and state != 0:
+            raise PropertyNotImplementedError(
+                f"stress is computed for the ground state only (state = {state})"
+            )
+        if periodic and keys.STRESS in out:
             stress = out[keys.STRESS][0].detach().cpu().double().numpy()
             results["stress"] = full_3x3_to_voigt_6_stress(stress)
         results.update(_named_outputs(out))
@@ -158,6 +180,30 @@ class NearsightCalculator(Calculator):
         self.results = results
         if self.baseline is not None:
             self._add_baseline(atoms, want_stress)
+
+    def set(self, **kwargs) -> dict:
+        """Change parameters (``external_field``, ``state``); a change discards the results."""
+        changed = super().set(**kwargs)
+        if changed and hasattr(self, "n_states"):  # (not while ASE's __init__ sets the defaults)
+            self._active_state()
+            self.reset()
+        return changed
+
+    def _active_state(self) -> int:
+        """The electronic state whose energy and forces the calculator gives (0: ground state)."""
+        state = self.parameters.get("state")
+        if state is None:
+            return 0
+        if (
+            isinstance(state, bool)
+            or not isinstance(state, (int, np.integer))
+            or not 0 <= state < self.n_states
+        ):
+            raise ValueError(
+                f"state = {state!r}: must be an integer in [0, {self.n_states - 1}] (the model has "
+                f"{self.n_states} state{'s' if self.n_states > 1 else ''}; 0 is the ground state)"
+            )
+        return int(state)
 
     def check_state(self, atoms, tol: float = 1e-15) -> list[str]:
         """ASE's changes plus ``info`` entries the model reads (total charge, external field)."""
@@ -209,6 +255,28 @@ def _named_outputs(out: dict[str, torch.Tensor]) -> dict[str, object]:
         if name in out:
             results[name] = float(out[name].detach().sum())
     return results
+
+
+def _state_results(out: dict[str, torch.Tensor], state: int) -> dict[str, object]:
+    """ASE results of a diabatic model: the active state's energy and forces, and every state's."""
+    from .nonadiabatic.matrix import pair_indices
+
+    def array(name: str) -> np.ndarray:
+        return out[name].detach().cpu().double().numpy()
+
+    energies, forces, h = array(keys.STATE_ENERGIES)[0], array(keys.STATE_FORCES), array(keys.STATE_COUPLINGS)
+    a, b = pair_indices(len(energies)).numpy()
+    gaps = energies[b] - energies[a]  # E_j − E_i of each pair
+    return {
+        "energy": float(energies[state]),
+        "free_energy": float(energies[state]),
+        "forces": forces[:, state],
+        "state_energies": energies,
+        "state_forces": forces,
+        "diabatic_matrix": array(keys.DIABATIC_MATRIX)[0],
+        "state_couplings": h,
+        "derivative_couplings": h / np.where(gaps > 0, gaps, np.inf)[None, :, None],
+    }
 
 
 def _field_tensor(value, dtype: torch.dtype) -> torch.Tensor:
