@@ -126,22 +126,15 @@ class SurfaceHopping:
         return swarm
 
     def _hop(self, swarm: Swarm, E: torch.Tensor, U: torch.Tensor, d: torch.Tensor) -> None:
-        T, n = E.shape
+        T = E.shape[0]
         rows = torch.arange(T)
         b = torch.einsum("tab,ta->tb", U.to(torch.complex128), swarm.amplitudes)  # adiabatic amplitudes
         a = swarm.active
         velocity = swarm.p / self.masses
-        d_active = d[rows, a]  # [T, n, D]: d_aj
-        flux = (d_active * velocity[:, None, :]).sum(-1)  # v·d_aj [T, n]
-        coherence = (b[rows, a].conj()[:, None] * b).real  # Re(b_a* b_j) [T, n]
-        population = (b[rows, a].abs() ** 2).clamp_min(1e-300)
-        g = (2.0 * coherence * flux * self.dt / population[:, None]).clamp_min(0.0)
-        g[rows, a] = 0.0
+        flux = (d[rows, a] * velocity[:, None, :]).sum(-1)  # v·d_aj [T, n]
+        g = hop_probabilities(b, a, flux, self.dt)
         xi = torch.rand(T, generator=self.generator, dtype=torch.float64)
-        cumulative = g.cumsum(1)
-        hop = xi[:, None] < cumulative  # the first j whose cumulative probability exceeds ξ
-        wants = hop.any(1)
-        target = torch.where(wants, hop.to(torch.int8).argmax(1), a)
+        wants, target = pick_hops(g, xi, a)
         for t in torch.nonzero(wants).squeeze(1).tolist():
             self._rescale(swarm, t, int(a[t]), int(target[t]), E[t], d[t, int(a[t]), int(target[t])])
 
@@ -149,44 +142,84 @@ class SurfaceHopping:
         self, swarm: Swarm, t: int, a: int, j: int, E: torch.Tensor, direction: torch.Tensor
     ) -> None:
         """Hop trajectory t from a to j if the momentum along ``direction`` can pay for it."""
-        m, p = self.masses, swarm.p[t]
-        A = float((direction**2 / (2 * m)).sum())
-        B = float((p * direction / m).sum())
-        C = float(E[j] - E[a])
-        disc = B * B - 4 * A * C
-        if A <= 0 or disc < 0:
+        p, hopped = rescale_momentum(swarm.p[t], self.masses, direction, float(E[j] - E[a]), self.frustrated)
+        swarm.p[t] = p
+        if hopped:
+            swarm.active[t] = j
+            swarm.hops += 1
+        else:
             swarm.frustrated += 1
-            if self.frustrated == "reverse" and A > 0:
-                swarm.p[t] = p - 2 * B / (2 * A) * direction  # reverse the component along d
-            return
-        root = disc**0.5
-        gamma = (-B + root) / (2 * A) if B > 0 else (-B - root) / (2 * A)  # the root nearer 0
-        swarm.p[t] = p + gamma * direction
-        swarm.active[t] = j
-        swarm.hops += 1
 
     def _decohere(self, swarm: Swarm, E: torch.Tensor | None = None, U: torch.Tensor | None = None) -> None:
         """Damp the inactive adiabatic amplitudes (E, U at the swarm's geometry, computed if not given)."""
         if E is None or U is None:
             with torch.no_grad():
                 E, U = adiabatic_states(self.potential(swarm.q), self.epsilon)
-        T, n = E.shape
-        rows = torch.arange(T)
         Uc = U.to(torch.complex128)
         b = torch.einsum("tab,ta->tb", Uc, swarm.amplitudes)
-        a = swarm.active
-        kinetic = (swarm.p**2 / (2 * self.masses)).sum(1).clamp_min(1e-300)  # [T]
-        gap = (E - E[rows, a][:, None]).abs().clamp_min(1e-300)
-        tau = (1 + self.decoherence / kinetic)[:, None] / gap
-        damp = torch.exp(-self.dt / tau)
-        damp[rows, a] = 1.0
-        b = b * damp
-        rest = (b.abs() ** 2).sum(1) - b[rows, a].abs() ** 2
-        active_population = (b[rows, a].abs() ** 2).clamp_min(1e-300)
-        b[rows, a] = b[rows, a] * torch.sqrt((1 - rest).clamp_min(0.0) / active_population)
+        kinetic = (swarm.p**2 / (2 * self.masses)).sum(1)  # [T]
+        b = decohere(b, E, swarm.active, kinetic, self.decoherence, self.dt)
         swarm.amplitudes = torch.einsum("tab,tb->ta", Uc, b)
 
     def populations(self, swarm: Swarm) -> torch.Tensor:
         """Fraction of the swarm in each adiabatic state ``[n]`` (the FSSH populations)."""
         n = swarm.amplitudes.shape[1]
         return torch.bincount(swarm.active, minlength=n).to(torch.float64) / swarm.active.shape[0]
+
+
+# ----------------------------------------------------------------- pieces shared with adiabatic_hopping
+def hop_probabilities(b: torch.Tensor, active: torch.Tensor, flux: torch.Tensor, dt: float) -> torch.Tensor:
+    """Tully's switching probabilities g ``[T, n]`` from the active state a to every j over ``dt``:
+    g_aj = max(0, 2 Re(b_a* b_j) (v·d_aj) Δt / |b_a|²), with adiabatic amplitudes b ``[T, n]``,
+    ``active`` ``[T]`` and ``flux`` = v·d_aj ``[T, n]`` (g_aa = 0)."""
+    rows = torch.arange(b.shape[0])
+    coherence = (b[rows, active].conj()[:, None] * b).real  # Re(b_a* b_j) [T, n]
+    population = (b[rows, active].abs() ** 2).clamp_min(1e-300)
+    g = (2.0 * coherence * flux * dt / population[:, None]).clamp_min(0.0)
+    g[rows, active] = 0.0
+    return g
+
+
+def pick_hops(g: torch.Tensor, xi: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(wants ``[T]`` bool, target ``[T]``): the first j whose cumulative probability Σ_{k≤j} g_ak
+    exceeds the uniform number ξ ``[T]``; target = a where no hop is wanted."""
+    hop = xi[:, None] < g.cumsum(1)
+    wants = hop.any(1)
+    return wants, torch.where(wants, hop.to(torch.int8).argmax(1), active)
+
+
+def rescale_momentum(
+    p: torch.Tensor, masses: torch.Tensor, direction: torch.Tensor, gap: float, frustrated: str = "keep"
+) -> tuple[torch.Tensor, bool]:
+    """(p′, hopped): p′ = p + γ·direction with the γ of smallest magnitude that pays the energy
+    ``gap`` = E_j − E_a out of the kinetic energy Σ p²/2m; if none exists the hop is frustrated
+    (hopped False): p is kept, or with ``frustrated="reverse"`` its component along ``direction``
+    (in the kinetic metric) is reversed."""
+    A = float((direction**2 / (2 * masses)).sum())
+    B = float((p * direction / masses).sum())
+    disc = B * B - 4 * A * gap
+    if A <= 0 or disc < 0:
+        if frustrated == "reverse" and A > 0:
+            return p - 2 * B / (2 * A) * direction, False  # reverse the component along d
+        return p, False
+    root = disc**0.5
+    gamma = (-B + root) / (2 * A) if B > 0 else (-B - root) / (2 * A)  # the root nearer 0
+    return p + gamma * direction, True
+
+
+def decohere(
+    b: torch.Tensor, E: torch.Tensor, active: torch.Tensor, kinetic: torch.Tensor, C: float, dt: float
+) -> torch.Tensor:
+    """Granucci-Persico energy-based decoherence of adiabatic amplitudes b ``[T, n]``: every inactive
+    b_j is damped by exp(−Δt/τ_ja), τ_ja = (1 + C/E_kin)/|E_j − E_a|, and the active one rescaled so
+    that the norm stays 1 (E ``[T, n]``, ``kinetic`` ``[T]``, C in the units of E)."""
+    rows = torch.arange(b.shape[0])
+    gap = (E - E[rows, active][:, None]).abs().clamp_min(1e-300)
+    tau = (1 + C / kinetic.clamp_min(1e-300))[:, None] / gap
+    damp = torch.exp(-dt / tau)
+    damp[rows, active] = 1.0
+    b = b * damp
+    rest = (b.abs() ** 2).sum(1) - b[rows, active].abs() ** 2
+    active_population = (b[rows, active].abs() ** 2).clamp_min(1e-300)
+    b[rows, active] = b[rows, active] * torch.sqrt((1 - rest).clamp_min(0.0) / active_population)
+    return b
