@@ -15,7 +15,8 @@ Steps (one process, one thread; every result is cached, so a rerun continues whe
    decoherence 0.1 Eh, frustrated hops kept, with
    :class:`~nearsight.simulate.adiabatic_hopping.AdiabaticSurfaceHopping` and
    :func:`~nearsight.simulate.adiabatic_hopping.oracle_evaluator` (one full SA-CASSCF label with
-   both states' gradients and h_01 per step, ~4 s).  Each finished trajectory is appended to
+   both states' gradients and h_01 per step, ~6 s; each CASSCF started from the previous step's
+   orbitals and CI vectors, :class:`WarmStartOracle`, so that the states stay continuous).  Each finished trajectory is appended to
    ``benchmarks/results/ch2nh2_oracle_fssh.json`` (rewritten atomically): seed, active state at
    every step, the time of the first S1→S0 hop, total-energy drift, S1−S0 gaps, populations,
    hops, wall time.  Finished (or failed: a label that fails ends the trajectory, recorded with
@@ -41,6 +42,8 @@ from ase.io import read, write
 from ase.optimize import BFGS
 
 from nearsight._files import atomic_write
+from nearsight.qm.casscf import SACASSCFOracle
+from nearsight.qm.oracles import OracleError
 from nearsight.simulate.adiabatic_hopping import (
     BOHR_A,
     HARTREE_EV,
@@ -58,6 +61,39 @@ MINIMUM = HERE / "data" / "ch2nh2_s0_min.xyz"
 RESULTS = HERE / "results" / "ch2nh2_oracle_fssh.json"
 AMU_ME = 1822.888486209  # electron masses per amu
 AU_CM1 = 219474.6313632  # cm⁻¹ per Eh (angular frequency in a.u. -> wavenumber)
+
+
+class WarmStartOracle(SACASSCFOracle):
+    """The SA-CASSCF oracle started from the previous call's converged orbitals and CI vectors.
+
+    From the RHF guess at every step, CASSCF can land on another solution (other active orbitals)
+    between two neighbouring geometries, a jump of eV in the state energies; following the
+    previous solution keeps the states continuous along a trajectory.  If the warm start fails,
+    the cold one (RHF guess) is tried and counted in ``cold_restarts``.  ``reset()`` between
+    trajectories."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.previous, self.cold_restarts = None, 0
+
+    def reset(self) -> None:
+        self.previous = None
+
+    def casscf(self, atoms: Atoms, mo_coeff=None, ci0=None):
+        if mo_coeff is None and self.previous is not None:
+            try:
+                mc = super().casscf(atoms, *self.previous)
+            except OracleError:
+                self.cold_restarts += 1
+                mc = super().casscf(atoms)
+        else:
+            mc = super().casscf(atoms, mo_coeff, ci0)
+        self.previous = (np.array(mc.mo_coeff), [np.array(c) for c in mc.ci])
+        return mc
+
+
+def warm_oracle() -> WarmStartOracle:
+    return WarmStartOracle(**{k: v for k, v in oracle().settings().items() if k not in ("oracle", "method")})
 
 
 class OracleCalculator(Calculator):
@@ -146,7 +182,9 @@ def run_trajectory(sa, atoms: Atoms, modes, q0, masses, seed: int, args) -> dict
         substeps=20,
     )
     start = time.perf_counter()
-    record = {"seed": seed, "initial_state": 1, "ok": True, "error": None}
+    sa.reset()  # the first geometry from the RHF guess, then each from the previous solution
+    restarts = sa.cold_restarts
+    record = {"seed": seed, "initial_state": 1, "ok": True, "error": None, "warm_start": True}
     try:
         traj = fssh.start(q[0], p[0], state=1, seed=seed)
     except EvaluationError as exc:
@@ -200,6 +238,7 @@ def run_trajectory(sa, atoms: Atoms, modes, q0, masses, seed: int, args) -> dict
         },
         min_gap_eV=float(min(rows["gap_eV"])),
         wall_time_s=time.perf_counter() - start,
+        cold_restarts=sa.cold_restarts - restarts,
         **rows,
     )
     return record
@@ -215,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fmax", type=float, default=0.01)
     parser.add_argument("--hessian-step", type=float, default=0.005, help="Å")
     args = parser.parse_args(argv)
-    sa = oracle()
+    sa = warm_oracle()
     settings = {
         "oracle": sa.settings(), "seed": args.seed, "steps": args.steps, "timestep_fs": args.timestep_fs,
         "decoherence_Eh": args.decoherence, "frustrated": "keep", "initial_state": 1, "temperature_K": 0.0,
