@@ -137,6 +137,18 @@ def test_failures_are_recorded_not_raised():
         too_big.compute(atoms)
 
 
+def test_several_starts_keep_the_lowest_average_energy(labelled):
+    atoms, label, _ = labelled
+    assert label.provenance["start"] == 0 and len(label.provenance["start_e_sa_hartree"]) == 1
+    two = SACASSCFOracle(basis="sto-3g", charge=1, starts=(None, (6, 8)), forces=False, couplings=False)
+    both = two(atoms)
+    assert both.ok and both.forces is None and STATE_FORCES not in both.extra
+    e_sa = both.provenance["start_e_sa_hartree"]
+    assert len(e_sa) == 2 and e_sa[both.provenance["start"]] == min(e_sa)
+    weights = np.asarray(both.provenance["weights"])
+    assert weights @ both.provenance["e_states_hartree"] == pytest.approx(min(e_sa), abs=1e-9)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -145,6 +157,8 @@ def test_failures_are_recorded_not_raised():
         ({"n_active_electrons": 5}, "impossible"),
         ({"n_states": 4}, "only 3 configurations"),
         ({"weights": (0.7, 0.2)}, "summing to 1"),
+        ({"starts": ((6, 6),)}, "distinct orbitals"),
+        ({"starts": ()}, "must each be None"),
     ],
 )
 def test_bad_arguments_raise(kwargs, match):

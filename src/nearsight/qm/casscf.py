@@ -117,9 +117,13 @@ class SACASSCFOracle(Oracle):
 
     ``weights``: state-averaging weights (default equal; positive, summing to 1).
     ``spin``: 2S, the number of unpaired electrons (0: singlets; RHF start) -- the
-    ROHF start is used for ``spin > 0``.  ``active_mos``: 0-based indices of the
-    SCF orbitals that form the active space (default: the ones around the
-    HOMO-LUMO gap, ``ncore … ncore + n_active_orbitals − 1``).  ``forces`` /
+    ROHF start is used for ``spin > 0``.  ``starts``: the initial active spaces,
+    each the 0-based indices of the SCF orbitals that form it (``None``: the ones
+    around the HOMO-LUMO gap, ``ncore … ncore + n_active_orbitals − 1``).
+    SA-CASSCF has several local minima of E_SA: from every start the solution is
+    converged (starts that do not converge are skipped; the label fails only if
+    none converges) and the one with the lowest E_SA is kept (provenance
+    ``start_e_sa_hartree``, ``start``); one start, the default, is the cheapest.  ``forces`` /
     ``couplings``: compute the per-state gradients / the couplings h_ij (both
     needed for ``STATE_FORCES`` / ``STATE_COUPLINGS``).  ``spin_shift`` (Eh) is the
     level shift of the spin penalty and ``spin_tol`` the largest accepted
@@ -141,7 +145,7 @@ class SACASSCFOracle(Oracle):
         weights: tuple[float, ...] | None = None,
         charge: int = 0,
         spin: int = 0,
-        active_mos: tuple[int, ...] | None = None,
+        starts: tuple[tuple[int, ...] | None, ...] = (None,),
         conv_tol: float = 1e-10,
         conv_tol_grad: float = 1e-6,
         max_cycle: int = 100,
@@ -178,15 +182,17 @@ class SACASSCFOracle(Oracle):
         w = np.full(int(n_states), 1.0 / int(n_states)) if weights is None else np.asarray(weights, float)
         if w.shape != (int(n_states),) or np.any(w <= 0) or abs(w.sum() - 1.0) > 1e-10:
             raise ValueError(f"{where}: weights {weights!r} must be {n_states} positive numbers summing to 1")
-        if active_mos is not None and len(active_mos) != n_orb:
-            raise ValueError(f"{where}: active_mos {active_mos!r} must name {n_orb} orbitals")
+        if not starts or any(a is not None and len(set(a)) != n_orb for a in starts):
+            raise ValueError(
+                f"{where}: starts {starts!r} must each be None or name {n_orb} distinct orbitals"
+            )
         if timeout_s is not None and not timeout_s > 0:
             raise ValueError(f"{where}: timeout_s must be positive, got {timeout_s}")
         self.basis = str(basis).lower()
         self.n_active_orbitals, self.n_active_electrons, self.n_states = n_orb, n_el, int(n_states)
         self.weights = tuple(float(x) for x in w)
         self.charge, self.spin = int(charge), spin
-        self.active_mos = None if active_mos is None else tuple(int(i) for i in active_mos)
+        self.starts = tuple(None if a is None else tuple(int(i) for i in a) for a in starts)
         self.conv_tol, self.conv_tol_grad, self.max_cycle = (
             float(conv_tol),
             float(conv_tol_grad),
@@ -218,7 +224,7 @@ class SACASSCFOracle(Oracle):
             "weights": list(self.weights),
             "charge": self.charge,
             "spin": self.spin,
-            "active_mos": None if self.active_mos is None else list(self.active_mos),
+            "starts": [None if a is None else list(a) for a in self.starts],
             "conv_tol": self.conv_tol,
             "conv_tol_grad": self.conv_tol_grad,
             "max_cycle": self.max_cycle,
@@ -269,9 +275,12 @@ class SACASSCFOracle(Oracle):
     def casscf(self, atoms: Atoms, mo_coeff: np.ndarray | None = None, ci0: Any = None) -> Any:
         """The converged, spin-fixed SA-CASSCF object of ``atoms`` (raises :class:`OracleError` if not).
 
-        ``mo_coeff`` / ``ci0``: start from these orbitals / CI vectors (e.g. of a
+        ``mo_coeff`` / ``ci0``: start only from these orbitals / CI vectors (e.g. of a
         neighbouring geometry, for finite differences) instead of the SCF ones.
         """
+        return self._solve(atoms, mo_coeff, ci0)[0]
+
+    def _solve(self, atoms: Atoms, mo_coeff: np.ndarray | None = None, ci0: Any = None) -> tuple[Any, dict]:
         from pyscf import mcscf, scf
 
         mol = self.molecule(atoms)
@@ -282,27 +291,43 @@ class SACASSCFOracle(Oracle):
             raise OracleError(
                 f"{type(mf).__name__} SCF (start orbitals) not converged in {mf.max_cycle} cycles"
             )
-        mc = mcscf.CASSCF(mf, self.n_active_orbitals, self.n_active_electrons)
-        s = self.spin / 2
-        mc.fix_spin_(shift=self.spin_shift, ss=s * (s + 1))
-        mc = mc.state_average_(list(self.weights))
-        mc.conv_tol, mc.conv_tol_grad = self.conv_tol, self.conv_tol_grad
-        mc.max_cycle_macro, mc.verbose = self.max_cycle, self.verbose
-        if mo_coeff is None:
-            mo_coeff = mf.mo_coeff
-            if self.active_mos is not None:
-                mo_coeff = mc.sort_mo(list(self.active_mos), mo_coeff, base=0)
-        else:  # orthonormal in this geometry's metric (Löwdin): C (Cᵀ S C)^(-1/2)
-            mo_coeff = np.asarray(mo_coeff, dtype=np.float64)
-            eigval, eigvec = np.linalg.eigh(mo_coeff.T @ mf.get_ovlp() @ mo_coeff)
-            mo_coeff = mo_coeff @ (eigvec * eigval**-0.5) @ eigvec.T
-        mc.kernel(mo_coeff, ci0=ci0)
-        if not mc.converged:
-            raise OracleError(
-                f"SA-CASSCF not converged in {self.max_cycle} macro iterations (conv_tol={self.conv_tol:g}, "
-                f"state energies {np.round(np.asarray(mc.e_states), 8).tolist()} Ha)"
-            )
-        return mc
+
+        def converge(start_mo: np.ndarray | None, active: tuple[int, ...] | None) -> Any:
+            mc = mcscf.CASSCF(mf, self.n_active_orbitals, self.n_active_electrons)
+            s = self.spin / 2
+            mc.fix_spin_(shift=self.spin_shift, ss=s * (s + 1))
+            mc = mc.state_average_(list(self.weights))
+            mc.conv_tol, mc.conv_tol_grad = self.conv_tol, self.conv_tol_grad
+            mc.max_cycle_macro, mc.verbose = self.max_cycle, self.verbose
+            if start_mo is None:
+                start_mo = mf.mo_coeff if active is None else mc.sort_mo(list(active), mf.mo_coeff, base=0)
+            else:  # orthonormal in this geometry's metric (Löwdin): C (Cᵀ S C)^(-1/2)
+                start_mo = np.asarray(start_mo, dtype=np.float64)
+                eigval, eigvec = np.linalg.eigh(start_mo.T @ mf.get_ovlp() @ start_mo)
+                start_mo = start_mo @ (eigvec * eigval**-0.5) @ eigvec.T
+            mc.kernel(start_mo, ci0=ci0)
+            if not mc.converged:
+                raise OracleError(
+                    f"SA-CASSCF not converged in {self.max_cycle} macro iterations (conv_tol={self.conv_tol:g}, "
+                    f"state energies {np.round(np.asarray(mc.e_states), 8).tolist()} Ha)"
+                )
+            return mc
+
+        if mo_coeff is not None:
+            return converge(mo_coeff, None), {}
+        solutions, errors = [], []
+        for k, active in enumerate(self.starts):
+            try:
+                solutions.append((converge(None, active), k))
+            except OracleError as err:
+                errors.append(f"start {k} ({'HOMO-LUMO' if active is None else list(active)}): {err}")
+        if not solutions:
+            raise OracleError("; ".join(errors))
+        mc, best = min(solutions, key=lambda sol: sol[0].e_tot)
+        e_sa = [float("nan")] * len(self.starts)
+        for m, k in solutions:
+            e_sa[k] = float(m.e_tot)
+        return mc, {"start": best, "start_e_sa_hartree": e_sa}
 
     def spin_squares(self, mc: Any) -> np.ndarray:
         """⟨S²⟩ of every root  [S]."""
@@ -313,7 +338,7 @@ class SACASSCFOracle(Oracle):
     def compute(self, atoms: Atoms) -> tuple[float, np.ndarray | None, dict[str, Any], dict[str, np.ndarray]]:
         import pyscf
 
-        mc = self.casscf(atoms)
+        mc, start_info = self._solve(atoms)
         e_states = np.asarray(mc.e_states, dtype=np.float64)  # [S] Ha
         if np.any(np.diff(e_states) < 0):
             raise OracleError(f"SA-CASSCF roots are not in ascending order: {e_states.tolist()} Ha")
@@ -334,6 +359,7 @@ class SACASSCFOracle(Oracle):
             "e_states_hartree": e_states.tolist(),
             "spin_square": ss.tolist(),
             "casscf_converged": bool(mc.converged),
+            **start_info,
         }
         extra = {STATE_ENERGIES: e_states * HARTREE_TO_EV, STATE_SPIN_SQUARE: ss}
         n_atoms = len(atoms)
