@@ -226,7 +226,7 @@ def run_trajectory(sa, atoms: Atoms, modes, q0, masses, seed: int, args) -> dict
     drift = np.array(rows["total_energy_Eh"]) - e_start
     record.update(
         steps=traj.steps,
-        time_fs=traj.time * AU_TIME_FS,
+        duration_fs=traj.time * AU_TIME_FS,
         first_hop_s1_s0_fs=first_hop,
         hops=traj.hops,
         frustrated=traj.frustrated,
