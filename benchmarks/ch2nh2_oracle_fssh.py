@@ -23,8 +23,11 @@ Steps (one process, one thread; every result is cached, so a rerun continues whe
    its error) seeds are skipped on a rerun.
 
 Known limit: SA2-CASSCF(2,2) can still change solution between two steps of the hot ground-state
-molecule after the decay (seed 0: −0.38 eV in one step at 91 fs, on S0); ``--summary`` prints each
-trajectory with its largest one-step change of the total energy, which flags such steps.
+molecule after the decay (seed 0: −0.38 eV in one step at 91 fs, on S0) and even at the start
+(seed 1: +0.49 eV at 1 fs on S1, the gap 8.6 -> 9.6 eV: the warm start left the lowest-E_SA
+solution of the two cold starts); ``--summary`` prints each trajectory with its largest one-step
+change of the total energy, which flags such steps.  A fix to try: solve from the warm and the cold
+starts at each step and keep the solution whose E_SA is nearest E_SA(t) − Σ_I w_I F_I·Δq.
 
     OMP_NUM_THREADS=1 nohup .venv/bin/python benchmarks/ch2nh2_oracle_fssh.py --trajectories 4 \\
         > /tmp/ch2nh2_oracle_fssh.log 2>&1 &
