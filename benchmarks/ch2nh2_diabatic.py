@@ -61,6 +61,7 @@ def train(train_file: Path, out: Path, minutes: float, model_type: str, seed: in
     config["output_dir"] = str(out / "run")
     config["seed"] = seed
     config["training"]["max_time_minutes"] = minutes
+    config["training"]["early_stopping_patience"] = 10_000  # the CPU budget ends the run
     if model_type == "bpnn":  # invariant descriptors: only couplings that keep their sign
         model = config["model"]
         model.update(type="bpnn", equivariant=None, couplings="scalar", cutoff_angular=4.0, hidden=[64, 64])
