@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .surface_hopping import FRUSTRATED, decohere, hop_probabilities, pick_hops, rescale_momentum
+from .surface_hopping import check_options, decohere, hop_probabilities, pick_hops, rescale_momentum
 
 __all__ = [
     "AdiabaticSurfaceHopping",
@@ -134,12 +134,7 @@ class AdiabaticSurfaceHopping:
         decoherence: float | None = None,
         substeps: int = 20,
     ) -> None:
-        if frustrated not in FRUSTRATED:
-            raise ValueError(f"frustrated = {frustrated!r}: must be one of {FRUSTRATED}")
-        if not timestep > 0:
-            raise ValueError(f"timestep = {timestep!r} must be positive")
-        if decoherence is not None and not decoherence > 0:
-            raise ValueError(f"decoherence = {decoherence!r} must be positive (Eh) or None")
+        check_options(frustrated, timestep, decoherence)
         if not (isinstance(substeps, int) and substeps > 0):
             raise ValueError(f"substeps = {substeps!r} must be a positive integer")
         self.evaluate = evaluate

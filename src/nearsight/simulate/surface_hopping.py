@@ -40,6 +40,16 @@ from ..nonadiabatic.eigen import DEFAULT_EPSILON, adiabatic_states
 FRUSTRATED = ("keep", "reverse")
 
 
+def check_options(frustrated: str, timestep: float, decoherence: float | None) -> None:
+    """The options every surface-hopping driver shares, or a ValueError naming the bad one."""
+    if frustrated not in FRUSTRATED:
+        raise ValueError(f"frustrated = {frustrated!r}: must be one of {FRUSTRATED}")
+    if not timestep > 0:
+        raise ValueError(f"timestep = {timestep!r} must be positive")
+    if decoherence is not None and not decoherence > 0:
+        raise ValueError(f"decoherence = {decoherence!r} must be positive (Eh) or None")
+
+
 @dataclass
 class Swarm:
     """The state of a swarm of trajectories: coordinates and momenta ``[T, D]``, diabatic amplitudes
@@ -69,12 +79,7 @@ class SurfaceHopping:
         epsilon: float = DEFAULT_EPSILON,
         seed: int = 0,
     ) -> None:
-        if frustrated not in FRUSTRATED:
-            raise ValueError(f"frustrated = {frustrated!r}: must be one of {FRUSTRATED}")
-        if not timestep > 0:
-            raise ValueError(f"timestep = {timestep!r} must be positive")
-        if decoherence is not None and not decoherence > 0:
-            raise ValueError(f"decoherence = {decoherence!r} must be positive (Eh) or None")
+        check_options(frustrated, timestep, decoherence)
         self.potential = potential
         self.masses = torch.as_tensor(masses, dtype=torch.float64)
         self.dt = float(timestep)
