@@ -22,6 +22,7 @@ from torch import nn
 
 from .. import keys
 from ..nn import scatter_sum
+from ..nonadiabatic.states import adiabatic_outputs, state_derivatives
 
 
 def edge_vectors(
@@ -101,14 +102,10 @@ class ForceField(nn.Module):
         out = _summed(self.model(data), batch, n_graphs)
         diabatic = keys.DIABATIC_MATRIX in out
         if diabatic:  # adiabatic energies of the diabatic matrix; the energy is the ground state's
-            from ..nonadiabatic.states import adiabatic_outputs
-
             out.update(adiabatic_outputs(out[keys.DIABATIC_MATRIX], self.model.epsilon))
         if not inputs:
             return out
         if forces and diabatic:  # forces of every state and the couplings from ∇V_d
-            from ..nonadiabatic.states import state_derivatives
-
             out.update(state_derivatives(out, inputs[0], batch, self.model.epsilon, create_graph))
             inputs = inputs[1:]  # the positions are done
         elif forces:

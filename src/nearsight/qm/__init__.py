@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from nearsight.qm.casscf import SACASSCFOracle
-from nearsight.qm.labelling import LabellingResult, LabelStore, export_extxyz, label_hash, label_structures
+from nearsight.qm.export import export_extxyz
+from nearsight.qm.labelling import LabellingResult, LabelStore, label_hash, label_structures
 from nearsight.qm.oracles import (
     ASECalculatorOracle,
     Label,
