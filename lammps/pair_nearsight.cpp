@@ -273,15 +273,26 @@ void PairNearsight::compute(int eflag, int vflag)
     }
   }
 
+  // positions relative to the centre of the owned atoms: the model sees only differences,
+  // and float32 packages then keep their precision however far the box is from the origin
+  double lo[3] = {x[0][0], x[0][1], x[0][2]};
+  double hi[3] = {x[0][0], x[0][1], x[0][2]};
+  for (int i = 1; i < nlocal; ++i)
+    for (int k = 0; k < 3; ++k) {
+      lo[k] = std::min(lo[k], x[i][k]);
+      hi[k] = std::max(hi[k], x[i][k]);
+    }
+  const double origin[3] = {0.5 * (lo[0] + hi[0]), 0.5 * (lo[1] + hi[1]), 0.5 * (lo[2] + hi[2])};
+
   int64_t n = nall;
   pos.resize(3 * (n + 2));
   species.resize(n + 2);
   mask.resize(n + 2);
-  double hi[3] = {x[0][0], x[0][1], x[0][2]};
+  double top[3] = {0.0, 0.0, 0.0};
   for (int i = 0; i < nall; ++i) {
     for (int k = 0; k < 3; ++k) {
-      pos[3 * i + k] = x[i][k];
-      hi[k] = std::max(hi[k], x[i][k]);
+      pos[3 * i + k] = x[i][k] - origin[k];
+      top[k] = std::max(top[k], pos[3 * i + k]);
     }
     species[i] = type2z[type[i]];
     mask[i] = i < nlocal ? 1 : 0;
@@ -293,7 +304,7 @@ void PairNearsight::compute(int eflag, int vflag)
   if (n < 2 || centre.size() < 2) {
     const double far = 10.0 * ghost_layers() * cutoff + 100.0;
     for (int d = 0; d < 2; ++d) {
-      for (int k = 0; k < 3; ++k) pos[3 * (n + d) + k] = hi[k] + far;
+      for (int k = 0; k < 3; ++k) pos[3 * (n + d) + k] = top[k] + far;
       pos[3 * (n + d)] += 0.5 * d * cutoff;
       species[n + d] = info->species[0];
       mask[n + d] = 0;

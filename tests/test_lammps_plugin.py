@@ -105,9 +105,14 @@ def test_lj_package_equals_lj_cut_on_a_triclinic_cell(toy, lj_reference, tmp_pat
     np.testing.assert_allclose(got_atoms[:, 5:], ref_atoms[:, 5:], rtol=0, atol=1e-10 * scale)
 
 
-def test_float32_package_agrees_with_float64(toy, lj_reference, tmp_path):
+@pytest.mark.parametrize("offset", [0.0, 5000.0])
+def test_float32_package_agrees_with_float64(toy, lj_reference, tmp_path, offset):
+    """float32 in the package, double in LAMMPS; with the box also moved 5000 Å from the origin (the plugin hands the package positions relative to the rank's atoms, so float32
+    keeps its resolution)."""
     ref_global, ref_atoms = lj_reference
-    got_global, got_atoms = run0(LJ_SYSTEM.format(pair=nearsight(toy, toy.f32)) + LJ_RUN0, tmp_path)
+    move = f"change_box all x delta {offset} {offset} y delta {offset} {offset} z delta {offset} {offset} remap\n"
+    script = LJ_SYSTEM.format(pair=nearsight(toy, toy.f32)) + (move if offset else "") + LJ_RUN0
+    got_global, got_atoms = run0(script, tmp_path)
     np.testing.assert_allclose(got_global[0], ref_global[0], rtol=1e-5)
     np.testing.assert_allclose(
         got_global[1:], ref_global[1:], rtol=0, atol=1e-4 * np.abs(ref_global[1:]).max()
