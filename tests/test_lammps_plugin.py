@@ -16,7 +16,11 @@ import pytest
 
 import lammps_helpers as lh
 
-pytestmark = pytest.mark.skipif(lh.lammps_missing() is not None, reason=str(lh.lammps_missing()))
+pytestmark = [
+    pytest.mark.skipif(lh.lammps_missing() is not None, reason=str(lh.lammps_missing())),
+    # one xdist worker (--dist loadgroup) compiles the toy packages once for all these tests
+    pytest.mark.xdist_group("lammps_plugin"),
+]
 
 
 @pytest.fixture(scope="session")
