@@ -29,3 +29,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def aoti_package(tmp_path_factory):
+    """``aoti_package(kind, dtype="float64")`` -> (model file, compiled package) of the water models of
+    ``tests/aoti_models.py``, each compiled once per test run and shared by the xdist workers."""
+    from filelock import FileLock
+
+    from aoti_models import build_package
+
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "aoti-packages"
+    shared.mkdir(parents=True, exist_ok=True)
+
+    def get(kind: str, dtype: str = "float64"):
+        with FileLock(str(shared / f"{kind}_{dtype}.lock")):
+            return build_package(kind, shared, dtype)
+
+    return get

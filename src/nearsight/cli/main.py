@@ -8,6 +8,7 @@ nearsight md STRUCTURE MODEL [MODEL ...] --steps N [--ensemble nve|langevin] ...
 nearsight demo CONFIG.yaml             # train, evaluate on held-out data, MD, table, plot
 nearsight active-learn CONFIG.yaml [--resume] [--allow-python-oracle]  # committee + QM oracle loop
 nearsight surface-hop CONFIG.yaml [--output-dir DIR] [--resume | --overwrite]  # FSSH swarms
+nearsight export MODEL.pt OUT.pt2 [--dtype float32] [--quick]   # AOTInductor package for LAMMPS
 
 Errors reach the user as one line, ``nearsight COMMAND: error: MESSAGE``, and exit status 2;
 ``--traceback`` (or ``NEARSIGHT_TRACEBACK=1``) shows the Python traceback instead.  Heavy
@@ -22,6 +23,7 @@ import os
 import sys
 
 from .evaluate import evaluate_command
+from .export import add_export_parser
 from .md import md_command
 from .surface_hop import surface_hop_command
 from .train import active_learn_command, train_command
@@ -146,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue exactly from output_dir/checkpoint.pt")
     p.add_argument("--overwrite", action="store_true", help="start afresh in a directory that holds a run")
     p.set_defaults(func=surface_hop_command)
+
+    add_export_parser(sub)
     _add_common_options(parser, sub)
     return parser
 

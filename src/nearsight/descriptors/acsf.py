@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from .. import keys
-from ..nn import cosine_cutoff
+from ..nn import cosine_cutoff, is_tracing
 from .base import Descriptor, atomic_numbers_of
 from .triplets import unordered_edge_pairs
 
@@ -113,17 +113,21 @@ def _factorise(
     return r_u, r_idx, a_u, a_idx
 
 
+def _on_grid(r_idx: torch.Tensor, a_idx: torch.Tensor, n_r: int, n_a: int) -> bool:
+    """Whether the functions lie on a radial-major grid of their unique radial and angular rows."""
+    return r_idx.shape[0] == n_r * n_a and bool(
+        (r_idx == torch.arange(n_r).repeat_interleave(n_a)).all()
+        and (a_idx == torch.arange(n_a).repeat(n_r)).all()
+    )
+
+
 def _outer(
-    radial: torch.Tensor, angular: torch.Tensor, r_idx: torch.Tensor, a_idx: torch.Tensor
+    radial: torch.Tensor, angular: torch.Tensor, r_idx: torch.Tensor, a_idx: torch.Tensor, grid: bool
 ) -> torch.Tensor:
     """Columns ``radial[:, r_idx[p]] * angular[:, a_idx[p]]``; for parameters on a radial-major
-    grid (the default sets) one product per radial column, concatenated (a broadcast outer
+    ``grid`` (the default sets) one product per radial column, concatenated (a broadcast outer
     product over two short inner axes is several times slower), a gather otherwise."""
-    n_r, n_a = radial.shape[1], angular.shape[1]
-    if r_idx.shape[0] == n_r * n_a and bool(
-        (r_idx == torch.arange(n_r, device=r_idx.device).repeat_interleave(n_a)).all()
-        and (a_idx == torch.arange(n_a, device=a_idx.device).repeat(n_r)).all()
-    ):
+    if grid:
         return torch.cat([col[:, None] * angular for col in radial.unbind(1)], dim=1)
     return radial[:, r_idx] * angular[:, a_idx]
 
@@ -141,10 +145,10 @@ def _int_pow(x: torch.Tensor, n: int) -> torch.Tensor:
         square = square * square
 
 
-def _power(x: torch.Tensor, zeta: torch.Tensor) -> torch.Tensor:
-    """``x ** zeta`` column by column (``x [n, k]``, ``zeta [k]``), by repeated squaring where
-    the exponents are integers up to 64 (the usual ζ = 1, 2, 4, 8, 16, 32)."""
-    z = zeta.tolist()
+def _power(x: torch.Tensor, zeta: torch.Tensor, z: list[float]) -> torch.Tensor:
+    """``x ** zeta`` column by column (``x [n, k]``, ``zeta [k]``, the same exponents as the list
+    ``z``), by repeated squaring where the exponents are integers up to 64 (the usual ζ = 1, 2, 4,
+    8, 16, 32)."""
     if not all(float(v).is_integer() and 1 <= v <= 64 for v in z):
         return x**zeta
     if len(set(z)) == 1:
@@ -204,6 +208,11 @@ class ACSF(Descriptor):
         self._factors = {
             name: _factorise(getattr(self, name), radial, angular)
             for name, radial, angular in (("g4", [0], [1, 2]), ("g5", [0], [1, 2]), ("ga", [0, 2], [1, 3]))
+        }
+        # per family, as Python values (no tensor reads in forward): the exponents ζ and the grid layout
+        self._zetas = {name: f[2][:, 0].tolist() for name, f in self._factors.items()}
+        self._grids = {
+            name: _on_grid(f[1], f[3], f[0].shape[0], f[2].shape[0]) for name, f in self._factors.items()
         }
         n = len(self.species)
         z_to_index = torch.full((119,), -1, dtype=torch.int64)
@@ -292,6 +301,8 @@ class ACSF(Descriptor):
         stay in cache, and under autograd large graphs checkpoint their chunks (memory linear
         in the number of atoms with a small constant, not in the number of triplets).
         """
+        if is_tracing():  # export: one chunk; edges beyond the angular cutoff add exact zeros
+            return self._angular_chunk(vectors, r, centres, element[neighbours], n_atoms)
         keep = torch.nonzero(r < self.r_cut_angular).squeeze(-1)  # edges inside the angular cutoff
         vectors, r, centres, neighbours = vectors[keep], r[keep], centres[keep], neighbours[keep]
         counts = torch.bincount(centres, minlength=n_atoms)
@@ -352,8 +363,10 @@ class ACSF(Descriptor):
                 fc = fc * cosine_cutoff(torch.sqrt(djk2.clamp(min=1e-30)), self.r_cut_angular)
             radial = torch.exp(-r_u[:, 0] * r2[:, None]) * fc[:, None]  # [n_trip, n_eta]
             zeta, lam = a_u.unbind(-1)
-            angular = 2.0 ** (1.0 - zeta) * _power((1.0 + lam * cos[:, None]).clamp(min=0.0), zeta)
-            g = _outer(radial, angular, r_idx, a_idx)  # [n_trip, n_par]
+            angular = 2.0 ** (1.0 - zeta) * _power(
+                (1.0 + lam * cos[:, None]).clamp(min=0.0), zeta, self._zetas[name]
+            )
+            g = _outer(radial, angular, r_idx, a_idx, self._grids[name])  # [n_trip, n_par]
             parts.append(
                 vectors.new_zeros((n_rows, g.shape[1]))
                 .index_add_(0, slot, g)
@@ -369,8 +382,10 @@ class ACSF(Descriptor):
             c = 0.95 * cos
             sin = torch.sqrt(1.0 - c * c)  # >= 0.31, smooth
             cos_shift = c[:, None] * torch.cos(theta_s) + sin[:, None] * torch.sin(theta_s)
-            angular = 2.0 ** (1.0 - zeta) * _power(1.0 + cos_shift, zeta)  # [n_trip, n_theta]
-            g = _outer(radial, angular, r_idx, a_idx)  # [n_trip, n_par]
+            angular = 2.0 ** (1.0 - zeta) * _power(
+                1.0 + cos_shift, zeta, self._zetas["ga"]
+            )  # [n_trip, n_theta]
+            g = _outer(radial, angular, r_idx, a_idx, self._grids["ga"])  # [n_trip, n_par]
             parts.append(
                 vectors.new_zeros((n_rows, g.shape[1]))
                 .index_add_(0, slot, g)

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from .. import keys
+from ..nn import buffer_value, is_tracing
 from .base import Descriptor, atomic_numbers_of
 
 _DECAY = 1e-3  # DScribe: GTOs decay to this at their radii; Gaussian padding threshold
@@ -133,9 +134,15 @@ def real_solid_harmonics(vec: torch.Tensor, l_max: int, dim: int = -1) -> torch.
     return out if dim in (-1, out.ndim - 1) else out.movedim(-1, dim)
 
 
-@functools.lru_cache(maxsize=32)
 def _harmonic_constants(l_max: int, dtype: torch.dtype, device: str) -> list[tuple[torch.Tensor, ...]]:
-    """Per l >= 1: recurrence factors a [l, 1], b [l-1, 1] and the norms of m = 0..l [l+1, 1]."""
+    """Per l >= 1: recurrence factors a [l, 1], b [l-1, 1] and the norms of m = 0..l [l+1, 1]
+    (cached, except while traced for export: a traced graph's tensors must not outlive it)."""
+    if is_tracing():
+        return _harmonic_constants_fresh(l_max, dtype, device)
+    return _harmonic_constants_cached(l_max, dtype, device)
+
+
+def _harmonic_constants_fresh(l_max: int, dtype: torch.dtype, device: str) -> list[tuple[torch.Tensor, ...]]:
     out = []
     for l in range(1, l_max + 1):
         m = np.arange(l)
@@ -153,6 +160,9 @@ def _harmonic_constants(l_max: int, dtype: torch.dtype, device: str) -> list[tup
             + (float(np.prod(np.arange(1, 2 * l, 2))),)  # (2l-1)!!
         )
     return out
+
+
+_harmonic_constants_cached = functools.lru_cache(maxsize=32)(_harmonic_constants_fresh)
 
 
 def solid_harmonics_lm_first(xyz: torch.Tensor, l_max: int, m_order: bool = True) -> torch.Tensor:
@@ -521,6 +531,38 @@ class SOAP(Descriptor):
                 parts.append(self._chunk_coefficients(*args))
         return (parts[0] if len(parts) == 1 else torch.cat(parts))[rank]
 
+    def _edge_coefficients(
+        self, vec: torch.Tensor, r2: torch.Tensor, slot: torch.Tensor, n_rows: int, keep: torch.Tensor
+    ) -> torch.Tensor:
+        """Coefficients ``[n_rows, LM, N]`` as a sum of per-edge terms onto their rows: the
+        shape-static form of :meth:`_accumulate` that ``torch.export`` traces (edges with ``keep``
+        false add exact zeros)."""
+        # edges that do not count get a harmless geometry, so no 0/0 enters their (zeroed) terms
+        vec = torch.where(keep[:, None], vec, torch.ones_like(vec))
+        r2 = torch.where(keep, r2, torch.full_like(r2, 3.0))
+        on = keep.to(vec.dtype)
+        n_l = self.l_max + 1
+        if self.rbf == "gto":
+            vec64, r2_64 = vec.double(), r2.double()
+            prim = torch.exp(r2_64[:, None, None] * self._decay64.to(vec.device).neg())  # [e, L, K]
+            ap = solid_harmonics_lm_first(vec64.T, self.l_max, m_order=False).T * on.double()[:, None]
+            if self.weighting.get("function"):
+                ap = ap * self._weights(torch.sqrt(r2_64))[:, None]
+            blocks = []
+            for l, (a, m) in enumerate(zip(ap.split([2 * k + 1 for k in range(n_l)], dim=1), self._mix64)):
+                term = a[:, :, None] * prim[:, l, None, :]  # [e, 2l+1, K]
+                summed = term.new_zeros(n_rows, 2 * l + 1, term.shape[2]).index_add(0, slot, term)
+                blocks.append(summed @ m.to(vec.device).T)  # [rows, 2l+1, N]
+            return torch.cat(blocks, dim=1).to(vec.dtype)
+        radial = self._radial_polynomial_block(r2)  # [e, L, N]
+        ri = torch.sqrt(r2)
+        powers = torch.stack([ri**l for l in range(n_l)], dim=-1)[:, self.lm_to_l]
+        angular = real_solid_harmonics(vec, self.l_max) / powers * on[:, None]  # [e, LM]
+        if self.weighting.get("function"):
+            angular = angular * self._weights(ri)[:, None]
+        term = angular[:, :, None] * radial[:, self.lm_to_l]  # [e, LM, N]
+        return term.new_zeros(n_rows, term.shape[1], term.shape[2]).index_add(0, slot, term)
+
     def coefficients(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
         """Expansion coefficients ``[n_atoms, n_species, (l_max+1)², n_max]``."""
         vec = graph[keys.EDGE_VECTORS]
@@ -528,7 +570,8 @@ class SOAP(Descriptor):
         numbers = graph[keys.ATOMIC_NUMBERS]
         n_atoms, n_el = numbers.shape[0], len(self.species)
         element = self.z_to_index[numbers]
-        if bool((element < 0).any()):
+        traced = is_tracing()  # export: shape-static, per-edge terms summed onto their rows
+        if not traced and bool((element < 0).any()):
             raise ValueError(
                 f"atomic numbers {sorted(set(numbers[element < 0].tolist()))} not in species {self.species}"
             )
@@ -536,13 +579,16 @@ class SOAP(Descriptor):
         keep = r2 <= self.neighbour_cutoff**2
         if self.rbf == "polynomial":  # DScribe treats atoms on the centre as the centre
             keep &= r2 > 1e-12
-        if not bool(keep.all()):  # the usual graph is built at this cutoff: nothing to drop
-            vec, r2, centres, neighbours = vec[keep], r2[keep], centres[keep], neighbours[keep]
         slot = centres * n_el + element[neighbours]
-        acc = self._accumulate(vec, r2, slot, n_atoms * n_el)
+        if traced:
+            acc = self._edge_coefficients(vec, r2, slot, n_atoms * n_el, keep)
+        else:
+            if not bool(keep.all()):  # the usual graph is built at this cutoff: nothing to drop
+                vec, r2, slot = vec[keep], r2[keep], slot[keep]
+            acc = self._accumulate(vec, r2, slot, n_atoms * n_el)
         # the centre atom's own Gaussian (only l = 0)
         centre_slot = torch.arange(n_atoms, device=vec.device) * n_el + element
-        own = (self._centre_weight() * self.self_term.to(vec.dtype)).expand(n_atoms, -1)
+        own = (buffer_value(self._centre_weight) * self.self_term.to(vec.dtype)).expand(n_atoms, -1)
         acc = acc.index_put((centre_slot, torch.zeros_like(centre_slot)), own, accumulate=True)
         return acc.reshape(n_atoms, n_el, self._n_lm, -1)
 
@@ -564,6 +610,6 @@ class SOAP(Descriptor):
         sn = len(self.species) * self.n_max
         per_atom = (self.l_max + 1) * sn * sn
         step = max(1, _CHUNK_ELEMENTS // per_atom)
-        if n_atoms <= step:
+        if is_tracing() or n_atoms <= step:
             return self.power_spectrum(coeff)
         return torch.cat([self.power_spectrum(c) for c in coeff.split(step)])

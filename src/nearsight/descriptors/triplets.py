@@ -14,10 +14,10 @@ def unordered_edge_pairs(centres: torch.Tensor, n_atoms: int) -> tuple[torch.Ten
     """
     n_edges = centres.shape[0]
     device = centres.device
-    if n_edges < 2:
-        empty = torch.zeros(0, dtype=torch.int64, device=device)
-        return empty, empty
-    counts = torch.bincount(centres, minlength=n_atoms)  # [n_atoms]
+    # (a scatter, not bincount: its length does not depend on the values, so it traces for export)
+    counts = torch.zeros(n_atoms, dtype=torch.int64, device=device).index_add_(
+        0, centres, torch.ones_like(centres)
+    )  # [n_atoms]
     first = torch.cumsum(counts, 0) - counts  # [n_atoms] first edge of each centre
     edge = torch.arange(n_edges, device=device)
     local = edge - first[centres]  # position of the edge within its centre

@@ -42,7 +42,7 @@ from torch import nn
 
 from .. import keys
 from ..descriptors import build_descriptor
-from ..nn import MLP
+from ..nn import MLP, buffer_value, is_tracing
 from ..nonadiabatic.matrix import INVARIANT_MODEL_ERROR, assemble, check_states, n_pairs
 from .charges import conserve_charges
 from .electronic import LOGIT_HIDDEN, N_CHANNELS, distribute
@@ -59,7 +59,10 @@ class UnknownElementError(ValueError):
 
 
 def element_indices(z_to_index: torch.Tensor, numbers: torch.Tensor, species: Sequence[int]) -> torch.Tensor:
-    """Map atomic numbers to model element slots; unknown elements raise."""
+    """Map atomic numbers to model element slots; unknown elements raise (traced for export: the
+    caller, e.g. the LAMMPS plugin's ``pair_coeff``, has checked the elements)."""
+    if is_tracing():
+        return z_to_index[numbers]
     if numbers.numel() and (int(numbers.min()) < 0 or int(numbers.max()) >= z_to_index.shape[0]):
         raise UnknownElementError(f"atomic numbers out of range: {numbers.unique().tolist()}")
     index = z_to_index[numbers]
@@ -73,7 +76,11 @@ def element_indices(z_to_index: torch.Tensor, numbers: torch.Tensor, species: Se
 
 
 def _per_element(nets: nn.ModuleList, x: torch.Tensor, element: torch.Tensor, n_out: int) -> torch.Tensor:
-    """``[n_atoms, n_out]``: each atom through its element's network."""
+    """``[n_atoms, n_out]``: each atom through its element's network (traced for export: every
+    network on every atom, each atom keeping its own element's row; no data-dependent shapes)."""
+    if is_tracing():
+        rows = [net(x) * (element == k).to(x.dtype)[:, None] for k, net in enumerate(nets)]
+        return torch.stack(rows).sum(0)
     out = x.new_zeros((x.shape[0], n_out))
     for k, net in enumerate(nets):
         idx = torch.nonzero(element == k).squeeze(-1)
@@ -243,7 +250,9 @@ class BehlerParrinello(nn.Module):
         continuously differentiable: MD conserves energy across the range edge); the training data
         lie inside by construction and train exactly as without it."""
         low, high = self.feature_min[element], self.feature_max[element]  # [n_atoms, n_features]
-        if not (bool(torch.isfinite(low).all()) and bool(torch.isfinite(high).all())):
+        if not buffer_value(
+            lambda: bool(torch.isfinite(self.feature_min).all() and torch.isfinite(self.feature_max).all())
+        ):
             return features  # no training range recorded (files written before it)
         scale = torch.sqrt((self.feature_mean**2 + self.feature_std**2).mean())
         width = SATURATION_WIDTH * (high - low) + 1e-3 * scale
@@ -310,7 +319,7 @@ class BehlerParrinello(nn.Module):
         if self.charge_nets is not None:
             raw = _per_element(self.charge_nets, x, element, 1).squeeze(-1)
             out[keys.CHARGES] = conserve_charges(raw, graph)  # q_i (e), Σq = Q per structure
-        if not self.training:
+        if not self.training and not is_tracing():
             out[keys.EXTRAPOLATION] = self.extrapolation(features.detach(), element)
         return out
 
@@ -342,6 +351,8 @@ class BehlerParrinello(nn.Module):
     def _switched(
         self, graph: dict[str, torch.Tensor], isolated: torch.Tensor, rest: torch.Tensor
     ) -> torch.Tensor:
-        if not bool(self.isolated_reference > 0):  # files written before the isolated-atom reference
+        if not buffer_value(
+            lambda: bool(self.isolated_reference > 0)
+        ):  # files written before the isolated-atom reference
             return rest
         return switched(isolated, switch(graph, self.cutoff), rest)

@@ -53,7 +53,7 @@ import torch
 from torch import nn
 
 from .. import keys
-from ..nn import ExactConstants
+from ..nn import ExactConstants, buffer_value, is_tracing
 from ..nonadiabatic.matrix import assemble, check_states, n_pairs
 from .bpnn import element_indices
 from .charges import conserve_charges
@@ -335,7 +335,10 @@ class EquivariantPotential(ExactConstants):
         return element_indices(self.z_to_index, numbers, self.species)
 
     def elements(self, numbers: torch.Tensor) -> torch.Tensor:
-        """Element slot of each atom; unknown elements raise."""
+        """Element slot of each atom; unknown elements raise (not while traced for export: the caller,
+        e.g. the LAMMPS plugin's ``pair_coeff``, has checked the elements)."""
+        if not torch.jit.is_scripting() and is_tracing():
+            return self.z_to_index[numbers]
         if torch.jit.is_scripting():
             index = self.z_to_index[numbers]
             if bool((index < 0).any()):
@@ -350,13 +353,20 @@ class EquivariantPotential(ExactConstants):
         vectors = graph[keys.EDGE_VECTORS]
         edge_index = graph[keys.EDGE_INDEX]
         n = element.shape[0]
-        # padded neighbour lists: the dummy edge lies beyond the cutoff, so its radial weights are 0
-        pad, n_nb = self.neighbour_layout(edge_index[0], n)
-        dummy = vectors.new_zeros(1, 3)
-        dummy[0, 0] = 2.0 * self.cutoff
-        Y, radial = self._edges(torch.cat([vectors, dummy]).index_select(0, pad))
-        G_in = Y.view(n, n_nb, Y.shape[1])
-        nbr = torch.cat([edge_index[1], edge_index[1].new_zeros(1)]).index_select(0, pad)
+        traced = False  # export traces per-edge messages, no padding
+        if not torch.jit.is_scripting():
+            traced = is_tracing()
+        if traced:
+            Y, radial = self._edges(vectors)
+            G_in, nbr = Y, edge_index
+        else:
+            # padded neighbour lists: the dummy edge lies beyond the cutoff, so its radial weights are 0
+            pad, n_nb = self.neighbour_layout(edge_index[0], n)
+            dummy = vectors.new_zeros(1, 3)
+            dummy[0, 0] = 2.0 * self.cutoff
+            Y, radial = self._edges(torch.cat([vectors, dummy]).index_select(0, pad))
+            G_in = Y.view(n, n_nb, Y.shape[1])
+            nbr = torch.cat([edge_index[1], edge_index[1].new_zeros(1)]).index_select(0, pad)
         onehot = torch.nn.functional.one_hot(element, len(self.species)).to(vectors.dtype)
         h = [self.embedding.index_select(0, element)[:, None, :]]  # [n, 1, C] 0e
         feats: list[list[torch.Tensor]] = []
@@ -365,8 +375,13 @@ class EquivariantPotential(ExactConstants):
         for t, layer in enumerate(self.layers):
             if self.electronic is not None:  # (Q, M) into the 0e block, h[0] [n, 1, C]
                 h[0] = h[0] + self.electronic(h[0][:, 0], graph, t)[:, None, :]
-            A = [a * inv_nb for a in layer.convolution(h, G_in, layer.radial.hidden(radial), nbr, onehot)]
-            B = layer.symmetric_product(torch.cat(A, 1), element)
+            hidden = layer.radial.hidden(radial)
+            if traced:
+                A = [a * inv_nb for a in layer.edge_convolution(h, G_in, hidden, nbr, onehot)]
+                B = layer.traced_symmetric_product(torch.cat(A, 1), onehot)
+            else:
+                A = [a * inv_nb for a in layer.convolution(h, G_in, hidden, nbr, onehot)]
+                B = layer.symmetric_product(torch.cat(A, 1), element)
             h_new = layer.update(B, h, onehot)
             scalars = h_new[layer.scalar_index][:, 0]
             if t < self.num_layers - 1:
@@ -378,9 +393,17 @@ class EquivariantPotential(ExactConstants):
         if self.n_states > 1:
             return energy, feats
         energy = energy.squeeze(-1) * self.energy_scale[element] + self.energy_shift[element]
-        if bool(self.isolated_reference > 0):  # an isolated atom at E0_Z (files before it: e_Z)
+        if torch.jit.is_scripting():
+            isolated = bool(self.isolated_reference > 0)
+        else:
+            isolated = self._isolated_reference()
+        if isolated:  # an isolated atom at E0_Z (files before it: e_Z)
             energy = switched(self.isolated_energy[element], switch(graph, self.cutoff), energy)
         return energy, feats
+
+    @torch.jit.unused
+    def _isolated_reference(self) -> bool:
+        return buffer_value(lambda: bool(self.isolated_reference > 0))
 
     @torch.jit.unused
     def intermediates(self, graph: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:

@@ -273,6 +273,65 @@ class Interaction(ExactConstants):
             out.append(mix(torch.cat(blocks[b], 0), w_a[b], onehot, self.mix_a))
         return out
 
+    def edge_convolution(
+        self,
+        h: list[torch.Tensor],
+        Y: torch.Tensor,
+        hidden: torch.Tensor,
+        edge_index: torch.Tensor,
+        onehot: torch.Tensor,
+    ) -> list[torch.Tensor]:
+        """A per block ``[n_atoms, 2L+1, C]`` from per-edge messages summed onto their centres: the
+        shape-static form of :meth:`convolution` that ``torch.export`` traces (no padded neighbour
+        lists, no chunks).  ``Y`` ``[E, sh_dim]``, ``hidden`` ``[E, h]``, ``edge_index`` ``[2, E]``."""
+        n, E, C = onehot.shape[0], Y.shape[0], self.channels
+        w_up = self.w_up.unbind(0)
+        up = torch.cat([torch.matmul(h[i], w_up[i]) for i in range(len(h))], 1)  # [n, D, C]
+        hj = up.index_select(0, edge_index[1]).split(self.in_dims, 1)  # per irrep [E, 2l+1, C]
+        Rs = self.radial.out(hidden).view(E, self.n_paths, C).split(1, 1)  # per path [E, 1, C]
+        w_a = self.w_a.unbind(0)
+        out: list[torch.Tensor] = []
+        for b in range(len(self.a_irreps)):
+            dim = 2 * self.a_irreps[b][0] + 1
+            z = torch.cat([Rs[p] * hj[i] for p, i in self.block_paths[b]], 1)  # [E, k, C]
+            cg = self.cg[:, self.cg_offsets[b] : self.cg_offsets[b + 1]]
+            G = torch.matmul(Y, cg).view(E, self.block_k[b], dim)  # [E, k, 2L+1]
+            message = torch.bmm(G.transpose(1, 2), z)  # [E, 2L+1, C]
+            A = message.new_zeros(n, dim, C).index_add(0, edge_index[0], message)
+            out.append(mix(A, w_a[b], onehot, self.mix_a))
+        return out
+
+    def traced_symmetric_product(self, A: torch.Tensor, onehot: torch.Tensor) -> list[torch.Tensor]:
+        """:meth:`symmetric_product` without per-element index sets or chunks (what ``torch.export``
+        traces): every atom's monomials against all elements' ``T``, each atom keeping its own."""
+        C, n, Z = A.shape[2], A.shape[0], self.n_elements
+        At = A.permute(2, 0, 1)  # [C, n, a_dim]
+        pairs = At.index_select(2, self.pair_a) * At.index_select(2, self.pair_b)
+        out: list[torch.Tensor] = []
+        q = 0
+        for g in range(len(self.group_irreps)):
+            K, M = self.group_k[g], sum(self.group_dims[g])
+            T: list[torch.Tensor] = []
+            for _ in range(len(self.group_irreps[g])):
+                U = self.U_all[self.u_offsets[q] : self.u_offsets[q + 1]].view(self.sc_h[q], K * self.sc_m[q])
+                W = self.sc_weights[:, self.h_offsets[q] : self.h_offsets[q + 1]]  # [Z, H, C]
+                T.append(torch.matmul(W.transpose(1, 2), U).view(Z, C, K, self.sc_m[q]))
+                q += 1
+            T_all = torch.cat(T, 3).permute(1, 2, 0, 3).reshape(C, K, Z * M)  # [C, K, Z·M]
+            o = self.mono_offsets[g]
+            monos = [At.index_select(2, self.mono_index[o[0] : o[1]])]
+            if self.correlation >= 2:
+                monos.append(pairs.index_select(2, self.mono_index[o[1] : o[2]]))
+            if self.correlation >= 3:
+                monos.append(
+                    pairs.index_select(2, self.mono_index[o[2] : o[3]])
+                    * At.index_select(2, self.mono_index[o[3] : o[4]])
+                )
+            res = torch.bmm(torch.cat(monos, 2), T_all).view(C, n, Z, M)
+            res = (res * onehot[None, :, :, None]).sum(2)  # [C, n, M]: each atom's own element
+            out.extend(res.permute(1, 2, 0).split(self.group_dims[g], 1))  # [n, 2L+1, C]
+        return [out[k] for k in self.out_order]
+
     def symmetric_product(self, A: torch.Tensor, element: torch.Tensor) -> list[torch.Tensor]:
         """B for every output irrep ``[n_atoms, 2L+1, C]`` from A ``[n_atoms, a_dim, C]``.
 

@@ -1,0 +1,328 @@
+"""Compiled packages of nearsight potentials: ``torch.export`` + AOTInductor (``.pt2``), the route
+to C++ and LAMMPS (``pair_style nearsight``, repository ``lammps/``) now that TorchScript is
+deprecated.
+
+    from nearsight.models.aoti import export_package, load_package
+    export_package(model, "model.pt2")                       # float64, CPU
+    potential = load_package("model.pt2")                    # checks format, torch, CPU
+    e_i, forces, virial, w_i = potential(positions, species, cell, edge_index, shifts, mask)
+
+The package computes, for one structure given with its neighbour list,
+
+    inputs:  positions [N, 3] (Å), species [N] (Z, int64), cell [3, 3] (Å, rows),
+             edge_index [2, E] (int64; all ordered pairs i ≠ j with r_ij < cutoff, centre first),
+             shifts [E, 3] (integer cell shifts as floats: r_ij = R_j − R_i + shifts @ cell),
+             mask [N] (bool: the atoms whose energy counts)
+    outputs: atomic_energies [N] (eV), forces [N, 3] = −∂E/∂R (eV/Å, every atom, masked or not),
+             virial [3, 3] = −Σ_e r_e ⊗ ∂E/∂r_e (eV), atomic_virial [N, 3, 3] (half of each edge's
+             term to each end),
+
+with E = Σ_{mask} ε_i.  The mask is what makes domain decomposition exact: LAMMPS passes its owned
+atoms and their ghosts (a shell of ``interaction_layers`` × cutoff), and only owned atoms' energies
+count; the ghost forces are sent back to their owners.  The derivatives are taken once, with respect
+to the edge vectors (the model sees nothing else of the geometry), so forces and virial come from
+one backward pass that is traced into the package.
+
+Export traces the model with ``make_fx`` (symbolic shapes; the backward pass becomes explicit
+operations), exports the graph with dynamic atom and edge counts and compiles it with AOTInductor.
+While traced, the models take their shape-static paths (:func:`nearsight.nn.is_tracing`).  The
+package holds native code for the CPU's vector instructions it was compiled on and for the torch
+that compiled it: both are recorded and checked at load time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import __version__, keys
+
+FORMAT = "nearsight-aoti-1"
+INPUTS = ("positions", "species", "cell", "edge_index", "shifts", "mask")
+OUTPUTS = ("atomic_energies", "forces", "virial", "atomic_virial")
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+class PackagedForceField(nn.Module):
+    """The function a package holds: per-atom energies, forces and virials of ``model`` (see the
+    module docstring for the inputs and outputs)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        positions: torch.Tensor,
+        species: torch.Tensor,
+        cell: torch.Tensor,
+        edge_index: torch.Tensor,
+        shifts: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        # edges grouped by centre (the descriptors enumerate angular triplets per centre)
+        order = torch.argsort(edge_index[0], stable=True)
+        edge_index = edge_index.index_select(1, order)
+        shifts = shifts.index_select(0, order)
+        i, j = edge_index[0], edge_index[1]
+        vectors = positions.index_select(0, j) - positions.index_select(0, i) + shifts @ cell
+        vectors = vectors.detach().requires_grad_(True)  # [E, 3]
+        n = positions.shape[0]
+        graph = {
+            keys.POSITIONS: positions,
+            keys.ATOMIC_NUMBERS: species,
+            keys.CELL: cell[None],
+            keys.BATCH: torch.zeros(n, dtype=torch.int64, device=positions.device),
+            keys.EDGE_INDEX: edge_index,
+            keys.CELL_SHIFTS: shifts,
+            keys.EDGE_VECTORS: vectors,
+        }
+        atomic = self.model(graph)[keys.ATOMIC_ENERGIES]  # [N]
+        energy = torch.where(mask, atomic, torch.zeros_like(atomic)).sum()
+        (g,) = torch.autograd.grad(energy, [vectors])  # ∂E/∂r_e [E, 3]
+        forces = torch.zeros_like(positions).index_add(0, i, g).index_add(0, j, -g)
+        w = -vectors.detach()[:, :, None] * g[:, None, :]  # [E, 3, 3]
+        half = 0.5 * w
+        atomic_virial = positions.new_zeros(n, 3, 3).index_add(0, i, half).index_add(0, j, half)
+        return atomic.detach(), forces, w.sum(0), atomic_virial
+
+
+def _check_exportable(model: nn.Module) -> None:
+    if getattr(model, "n_states", 1) > 1:
+        raise ValueError(
+            f"export: a model with n_states = {model.n_states} (a diabatic matrix) has no single energy "
+            "to compile; run it from Python (nearsight.calculator, nearsight surface-hop)"
+        )
+    if getattr(model, "model_type", "") == "longrange":
+        parts = [
+            name for name in ("coulomb", "dispersion", "repulsion") if getattr(model, name, None) is not None
+        ]
+        raise ValueError(
+            f"export: this model has long-range terms ({', '.join(parts)}) that compiled packages and the "
+            "LAMMPS plugin do not compute yet; run it from Python (nearsight.calculator, nearsight md)"
+        )
+    if getattr(model, "electronic", None) is not None or getattr(model, "electronic_nets", None) is not None:
+        raise ValueError(
+            "export: this model takes the total charge and spin as inputs (charge_embedding), which a "
+            "package has no input for yet; run it from Python (nearsight.calculator)"
+        )
+
+
+def interaction_layers(model: nn.Module) -> int:
+    """How many neighbour shells an atom's energy reaches: 1 for descriptor models, the number of
+    message-passing layers for the equivariant model (the ghost shell LAMMPS needs, in cutoffs)."""
+    return int(getattr(model, "num_layers", 1))
+
+
+def _example(model: nn.Module, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """A small periodic structure of the model's elements, for tracing."""
+    from ase.build import bulk
+
+    from ..data.neighbours import atoms_to_graph
+
+    atoms = bulk("Cu", "fcc", a=0.55 * float(model.cutoff), cubic=True) * (2, 1, 1)  # 8 atoms
+    atoms.rattle(0.05, seed=1)
+    species = list(model.species)
+    atoms.numbers = [species[k % len(species)] for k in range(len(atoms))]
+    g = atoms_to_graph(atoms, float(model.cutoff), dtype)
+    return (
+        g[keys.POSITIONS].to(device),
+        g[keys.ATOMIC_NUMBERS].to(device),
+        g[keys.CELL][0].to(device),
+        g[keys.EDGE_INDEX].to(device),
+        g[keys.CELL_SHIFTS].to(device, dtype),
+        torch.ones(len(atoms), dtype=torch.bool, device=device),
+    )
+
+
+def cpu_isa(configs: dict) -> tuple[str, str]:
+    """The vector instruction set inductor compiles for with ``configs`` on this CPU (``""``: none,
+    scalar code) and its compiler flags."""
+    from torch._inductor import config
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    with config.patch({k: v for k, v in configs.items() if k.startswith("cpp.")}):
+        isa = pick_vec_isa()
+    return (str(isa).split()[0], isa.build_arch_flags()) if str(isa) else ("", "")
+
+
+def compile_options(optimise: bool) -> dict:
+    """Inductor options: thread count read at run time (LAMMPS sets it per MPI rank); optimised C++
+    with the CPU's widest vector instructions, or unoptimised scalar code that compiles fast."""
+    options: dict = {"cpp.dynamic_threads": True}
+    if not optimise:
+        options.update({"aot_inductor.debug_compile": True, "cpp.simdlen": 1})
+    return options
+
+
+def package_metadata(model: nn.Module, dtype: torch.dtype, device: str, options: dict) -> dict[str, str]:
+    isa, flags = cpu_isa(options) if device == "cpu" else ("", "")
+    return {
+        "format": FORMAT,
+        "nearsight_version": __version__,
+        "torch_version": torch.__version__,
+        "model_type": str(getattr(model, "model_type", type(model).__name__)),
+        "species": " ".join(str(int(z)) for z in model.species),
+        "cutoff": repr(float(model.cutoff)),
+        "interaction_layers": str(interaction_layers(model)),
+        "dtype": "float64" if dtype == torch.float64 else "float32",
+        "device": device,
+        "units": "metal",
+        "cpu_isa": isa,
+        "cpu_flags": flags,
+        "machine": platform.machine(),
+        "long_range": "",
+        "inputs": ",".join(INPUTS),
+        "outputs": ",".join(OUTPUTS),
+    }
+
+
+def export_package(
+    model: nn.Module,
+    path: str | os.PathLike,
+    dtype: torch.dtype | str = torch.float64,
+    device: str = "cpu",
+    optimise: bool = True,
+) -> Path:
+    """Compile ``model`` (a per-atom energy model, as from :func:`nearsight.models.io.load_model`)
+    into the AOTInductor package ``path`` (``.pt2``) in ``dtype`` on ``device``; returns the path.
+
+    Compiling takes a minute or two (a C++ compiler runs at -O3); ``optimise=False`` compiles
+    scalar code at -O0, about three times sooner, that runs several times slower (tests, quick
+    checks).  The file is written atomically.
+    """
+    import copy
+
+    from torch.export import Dim
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    if dtype not in DTYPES.values():
+        raise ValueError(f"export: dtype {dtype} must be float64 or float32")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"export: device {device!r} must be 'cpu' or 'cuda'")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("export: device 'cuda' asked for, but torch sees no CUDA device here")
+    _check_exportable(model)
+    path = Path(path)
+    if path.suffix != ".pt2":
+        raise ValueError(f"export: {path}: the package name must end in .pt2")
+    wrapper = PackagedForceField(copy.deepcopy(model).to(device=device, dtype=dtype).eval())
+    for p in wrapper.parameters():
+        p.requires_grad_(False)
+    args = _example(model, dtype, torch.device(device))
+    traced = make_fx(wrapper, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*args)
+    n, e = Dim("n_atoms", min=1), Dim("n_edges", min=1)
+    dynamic = ({0: n}, {0: n}, None, {1: e}, {0: e}, {0: n})
+    program = torch.export.export(traced, args, dynamic_shapes=dynamic, strict=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part.pt2")
+    options = compile_options(optimise)
+    torch._inductor.aoti_compile_and_package(
+        program,
+        package_path=str(tmp),
+        inductor_configs={
+            **options,
+            "aot_inductor.metadata": package_metadata(model, dtype, device, options),
+        },
+    )
+    os.replace(tmp, path)
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata of a package (without loading its code); a file that is not a nearsight package
+    raises ``ValueError`` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such package")
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = [m for m in z.namelist() if m.endswith("_metadata.json") or m.endswith("metadata.json")]
+            meta: dict[str, str] = {}
+            for name in names:
+                meta.update(json.loads(z.read(name)))
+    except (zipfile.BadZipFile, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not an AOTInductor package ({err})") from err
+    if meta.get("format") != FORMAT:
+        raise ValueError(
+            f"{path}: not a nearsight package (format {meta.get('format')!r}, expected {FORMAT!r}); "
+            "make one with `nearsight export MODEL.pt OUT.pt2`"
+        )
+    return meta
+
+
+def check_runnable(meta: dict[str, str], source: str) -> None:
+    """Refuse a package compiled by another torch or for vector instructions this CPU lacks."""
+    if meta.get("torch_version") != torch.__version__:
+        raise ValueError(
+            f"{source}: compiled by torch {meta.get('torch_version')}, this is torch {torch.__version__}; "
+            "export the model again with this torch"
+        )
+    if meta.get("device") == "cpu":
+        missing = missing_cpu_flags(meta.get("cpu_flags", ""))
+        if missing:
+            raise ValueError(
+                f"{source}: compiled for a CPU with {meta.get('cpu_isa')} ({', '.join(missing)} missing on "
+                f"this one, machine {platform.machine()}); export the model again on this machine"
+            )
+
+
+def missing_cpu_flags(flags: str) -> list[str]:
+    """The ``-m<feature>`` compiler flags among ``flags`` that this CPU does not report (Linux)."""
+    wanted = [
+        f[2:].replace("-", "_") for f in flags.split() if f.startswith("-m") and not f.startswith("-march")
+    ]
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    have = set()
+    for line in text.splitlines():
+        if line.startswith("flags") or line.startswith("Features"):
+            have.update(line.split(":", 1)[1].split())
+            break
+    aliases = {"avx512vnni": "avx512_vnni", "avx512bf16": "avx512_bf16", "fma": "fma"}
+    return [f for f in wanted if f not in have and aliases.get(f, f) not in have]
+
+
+class CompiledPotential:
+    """A loaded package: ``potential(positions, species, cell, edge_index, shifts, mask)`` returns
+    ``(atomic_energies, forces, virial, atomic_virial)``; ``metadata`` holds what it records."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.metadata = read_metadata(self.path)
+        check_runnable(self.metadata, str(self.path))
+        self.dtype = DTYPES[self.metadata["dtype"]]
+        self.device = torch.device(self.metadata["device"])
+        self.cutoff = float(self.metadata["cutoff"])
+        self.species = [int(z) for z in self.metadata["species"].split()]
+        self.interaction_layers = int(self.metadata["interaction_layers"])
+        self._run = torch._inductor.aoti_load_package(str(self.path))
+
+    def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if len(inputs) != len(INPUTS):
+            raise TypeError(
+                f"{self.path}: takes {len(INPUTS)} inputs ({', '.join(INPUTS)}), got {len(inputs)}"
+            )
+        species = inputs[1]
+        known = torch.isin(species, torch.tensor(self.species, device=species.device))
+        if not bool(known.all()):
+            from ase.data import chemical_symbols
+
+            bad = sorted({chemical_symbols[int(z)] for z in species[~known]})
+            have = [chemical_symbols[z] for z in self.species]
+            raise ValueError(f"{self.path}: element(s) {bad} not known to the model (species {have})")
+        return tuple(self._run(*inputs))
+
+
+def load_package(path: str | os.PathLike) -> CompiledPotential:
+    """Load a package written by :func:`export_package` (checks format, torch version and CPU)."""
+    return CompiledPotential(path)

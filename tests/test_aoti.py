@@ -1,0 +1,198 @@
+"""Compiled packages (torch.export + AOTInductor, nearsight.models.aoti) equal the ASE calculator for
+every model type, periodic (triclinic, smaller than the interaction range) and not; with ghost atoms
+and a mask they give the periodic result exactly, the way LAMMPS uses them."""
+
+from __future__ import annotations
+
+import itertools
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+
+from aoti_models import KINDS, water_model
+from nearsight import keys
+from nearsight.calculator import NearsightCalculator
+from nearsight.data.neighbours import atoms_to_graph
+from nearsight.models.aoti import (
+    check_runnable,
+    export_package,
+    load_package,
+    missing_cpu_flags,
+    read_metadata,
+)
+from nearsight.models.bpnn import BehlerParrinello
+from structures import water_box
+
+pytestmark = [pytest.mark.xdist_group("aoti"), pytest.mark.filterwarnings("ignore:the model extrapolates")]
+
+
+def triclinic_water() -> Atoms:
+    atoms = water_box(2, seed=3)
+    L = atoms.cell[0, 0]
+    atoms.set_cell([[L, 0, 0], [0.3 * L, 0.95 * L, 0], [-0.2 * L, 0.25 * L, 1.05 * L]], scale_atoms=True)
+    return atoms
+
+
+def small_cell() -> Atoms:
+    """One water molecule in a triclinic cell of 3.1-3.4 Å edges: many images of every neighbour."""
+    return Atoms(
+        "OH2",
+        positions=[[0.0, 0.0, 0.0], [0.76, 0.59, 0.0], [-0.76, 0.59, 0.05]],
+        cell=[[3.1, 0.0, 0.0], [0.6, 3.2, 0.0], [0.3, -0.4, 3.3]],
+        pbc=True,
+    )
+
+
+def cluster() -> Atoms:
+    atoms = water_box(2, seed=5)
+    atoms.pbc = False
+    atoms.cell = np.zeros((3, 3))
+    return atoms
+
+
+def run(potential, atoms: Atoms, mask=None):
+    g = atoms_to_graph(atoms, potential.cutoff, potential.dtype)
+    mask = torch.ones(len(atoms), dtype=torch.bool) if mask is None else torch.as_tensor(mask)
+    args = (
+        g[keys.POSITIONS],
+        g[keys.ATOMIC_NUMBERS],
+        g[keys.CELL][0],
+        g[keys.EDGE_INDEX],
+        g[keys.CELL_SHIFTS].to(potential.dtype),
+        mask,
+    )
+    return [t.double().numpy() for t in potential(*args)]
+
+
+def reference(model_path, atoms: Atoms):
+    atoms = atoms.copy()
+    atoms.calc = NearsightCalculator(str(model_path))
+    energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+    virial = -atoms.get_stress(voigt=False) * atoms.get_volume() if atoms.pbc.all() else None
+    return energy, forces, virial
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("structure", [triclinic_water, small_cell, cluster])
+def test_package_equals_calculator(aoti_package, kind, structure):
+    model_path, package = aoti_package(kind)
+    potential = load_package(package)
+    atoms = structure()
+    e_i, forces, virial, w_i = run(potential, atoms)
+    energy, ref_forces, ref_virial = reference(model_path, atoms)
+    assert abs(e_i.sum() - energy) < 1e-10 * max(1.0, len(atoms))
+    np.testing.assert_allclose(forces, ref_forces, atol=1e-10, rtol=0)
+    if ref_virial is not None:
+        np.testing.assert_allclose(virial, ref_virial, atol=1e-10, rtol=0)
+    np.testing.assert_allclose(w_i.sum(0), virial, atol=1e-10, rtol=0)
+    assert np.abs(forces).max() > 1e-3  # the comparison is not of zeros
+
+
+def with_ghosts(atoms: Atoms, shell: float) -> tuple[Atoms, np.ndarray]:
+    """The cell's atoms and every periodic image within ``shell`` Å of one of them, as a cluster;
+    ``owner[k]`` is the cell atom that atom k images (the first len(atoms) are the atoms)."""
+    pos, cell = atoms.positions, np.asarray(atoms.cell)
+    reach = int(np.ceil(shell / min(np.linalg.norm(cell, axis=1)))) + 1
+    images, owners = [pos], [np.arange(len(atoms))]
+    for shift in itertools.product(range(-reach, reach + 1), repeat=3):
+        if shift == (0, 0, 0):
+            continue
+        moved = pos + np.array(shift) @ cell
+        d = np.linalg.norm(moved[:, None, :] - pos[None, :, :], axis=-1).min(1)
+        keep = d < shell
+        images.append(moved[keep])
+        owners.append(np.flatnonzero(keep))
+    owner = np.concatenate(owners)
+    ghosts = Atoms(numbers=atoms.numbers[owner], positions=np.concatenate(images), pbc=False)
+    return ghosts, owner
+
+
+@pytest.mark.parametrize("kind", ["acsf", "equivariant"])
+def test_owned_atoms_with_ghosts_give_the_periodic_result(aoti_package, kind):
+    """LAMMPS's view of a periodic cell: owned atoms, ghosts out to interaction_layers × cutoff, only
+    owned energies counted and ghost forces summed onto their owners; a ghost shell one cutoff thick
+    is too thin for a two-layer model (the negative control)."""
+    model_path, package = aoti_package(kind)
+    potential = load_package(package)
+    atoms = triclinic_water()
+    energy, ref_forces, ref_virial = reference(model_path, atoms)
+    n = len(atoms)
+    layers = potential.interaction_layers
+    assert layers == (2 if kind == "equivariant" else 1)
+    for thickness, exact in [(layers, True), (1, layers == 1)]:
+        ghosts, owner = with_ghosts(atoms, thickness * potential.cutoff + 0.01)
+        mask = np.arange(len(ghosts)) < n
+        e_i, forces, virial, _ = run(potential, ghosts, mask)
+        folded = np.zeros((n, 3))
+        np.add.at(folded, owner, forces)
+        errors = (
+            abs(e_i[mask].sum() - energy),
+            np.abs(folded - ref_forces).max(),
+            np.abs(virial - ref_virial).max(),
+        )
+        if exact:
+            assert max(errors) < 1e-10, (thickness, errors)
+        else:
+            assert min(errors[:2]) > 1e-6, (thickness, errors)
+
+
+def test_float32_package(aoti_package):
+    model_path, package = aoti_package("acsf", "float32")
+    potential = load_package(package)
+    assert potential.dtype == torch.float32 and potential.metadata["dtype"] == "float32"
+    atoms = triclinic_water()
+    e_i, forces, virial, _ = run(potential, atoms)
+    energy, ref_forces, ref_virial = reference(model_path, atoms)
+    assert abs(e_i.sum() - energy) / len(atoms) < 1e-5
+    assert np.abs(forces - ref_forces).max() < 1e-4
+    assert np.abs(virial - ref_virial).max() < 1e-3
+
+
+def test_metadata_and_refusals(aoti_package, tmp_path):
+    _, package = aoti_package("equivariant")
+    meta = read_metadata(package)
+    assert meta["species"] == "1 8" and float(meta["cutoff"]) == 3.5 and meta["interaction_layers"] == "2"
+    assert meta["units"] == "metal" and meta["torch_version"] == torch.__version__
+    assert meta["inputs"] == "positions,species,cell,edge_index,shifts,mask"
+    potential = load_package(package)
+    atoms = small_cell()
+    atoms.numbers[0] = 6
+    with pytest.raises(ValueError, match=r"\['C'\] not known to the model"):
+        run(potential, atoms)
+    with pytest.raises(TypeError, match="takes 6 inputs"):
+        potential(torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="compiled by torch 1.0"):
+        check_runnable({**meta, "torch_version": "1.0"}, "x.pt2")
+    assert missing_cpu_flags("-mavx512f -mnotaflag") in (["notaflag"], ["avx512f", "notaflag"])
+    with pytest.raises(ValueError, match="notaflag missing on this one"):
+        check_runnable({**meta, "cpu_flags": "-mnotaflag", "cpu_isa": "avx512"}, "x.pt2")
+    bad = tmp_path / "bad.pt2"
+    bad.write_text("not a zip")
+    with pytest.raises(ValueError, match="bad.pt2: not an AOTInductor package"):
+        load_package(bad)
+    with zipfile.ZipFile(tmp_path / "other.pt2", "w") as z:
+        z.writestr("x/data/aotinductor/model/a_metadata.json", '{"format": "other"}')
+    with pytest.raises(ValueError, match="not a nearsight package"):
+        read_metadata(tmp_path / "other.pt2")
+    with pytest.raises(FileNotFoundError, match="missing.pt2"):
+        load_package(tmp_path / "missing.pt2")
+
+
+def test_export_refusals(tmp_path):
+    from nearsight.longrange.model import LongRangePotential
+
+    model = water_model("acsf")
+    with pytest.raises(ValueError, match="must end in .pt2"):
+        export_package(model, tmp_path / "model.so")
+    with pytest.raises(ValueError, match="float64 or float32"):
+        export_package(model, tmp_path / "model.pt2", dtype=torch.float16)
+    diabatic = BehlerParrinello([1, 8], {"r_cut": 4.0}, hidden=(4,), n_states=2)
+    with pytest.raises(ValueError, match="n_states = 2"):
+        export_package(diabatic, tmp_path / "model.pt2")
+    longrange = LongRangePotential(model, dispersion={"functional": "pbe"})
+    with pytest.raises(ValueError, match=r"long-range terms \(dispersion\)"):
+        export_package(longrange, tmp_path / "model.pt2")
+    assert not list(tmp_path.iterdir())
