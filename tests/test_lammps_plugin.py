@@ -6,6 +6,7 @@ subprocess."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,6 @@ import lammps_helpers as lh
 
 pytestmark = [
     pytest.mark.skipif(lh.lammps_missing() is not None, reason=str(lh.lammps_missing())),
-    # one xdist worker (--dist loadgroup) compiles the toy packages once for all these tests
     pytest.mark.xdist_group("lammps_plugin"),
 ]
 
@@ -26,26 +26,33 @@ pytestmark = [
 @pytest.fixture(scope="session")
 def toy(tmp_path_factory) -> SimpleNamespace:
     """The plugin (built by scripts/build_lammps_plugin.sh) and the toy packages: one float64
-    (LJ + two-hop) and one float32 (the same model), compiled in parallel while the plugin builds."""
-    root = tmp_path_factory.mktemp("nearsight_toy_packages")
+    (LJ + two-hop) and one float32 (the same model), compiled in parallel while the plugin builds.
+    Under pytest-xdist the workers share one build (a file lock in the run's base temp dir)."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "nearsight-lammps-toy"
+    root.mkdir(parents=True, exist_ok=True)
     paths = {"float64": root / "toy64.pt2", "float32": root / "toy32.pt2"}
-    compiles = {
-        dtype: subprocess.Popen(
-            [sys.executable, str(Path(lh.__file__)), str(path), dtype],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for dtype, path in paths.items()
-    }
-    build = subprocess.run(["bash", str(lh.BUILD_SCRIPT)], capture_output=True, text=True, check=False)
-    outputs = {dtype: proc.communicate(timeout=600)[0] for dtype, proc in compiles.items()}
+    with FileLock(str(root / "build.lock")):
+        compiles = {
+            dtype: subprocess.Popen(
+                [sys.executable, str(Path(lh.__file__)), str(path), dtype],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for dtype, path in paths.items()
+            if not path.exists()
+        }
+        build = subprocess.run(["bash", str(lh.BUILD_SCRIPT)], capture_output=True, text=True, check=False)
+        outputs = {dtype: proc.communicate(timeout=600)[0] for dtype, proc in compiles.items()}
     assert build.returncode == 0, f"plugin build failed:\n{build.stdout}\n{build.stderr}"
     for dtype, proc in compiles.items():
         assert proc.returncode == 0 and paths[dtype].exists(), (
             f"{dtype} toy package failed:\n{outputs[dtype]}"
         )
-    return SimpleNamespace(plugin=lh.PLUGIN, f64=paths["float64"], f32=paths["float32"], dir=root)
+    return SimpleNamespace(plugin=lh.PLUGIN, f64=paths["float64"], f32=paths["float32"])
 
 
 # --- Lennard-Jones argon: the plugin equals pair_style lj/cut --------------------------------
