@@ -138,7 +138,7 @@ def test_nve_conserves_energy(toy, tmp_path):
         "timestep 0.001\n"
         "fix nve all nve\n"
         "thermo_style custom step pe ke etotal\n"
-        "thermo_modify norm no\n"
+        "thermo_modify norm no format float %.12g\n"
         "thermo 10\n"
         "run 300\n"
     )
@@ -147,7 +147,8 @@ def test_nve_conserves_energy(toy, tmp_path):
     assert len(rows) == 31
     etot, ke = rows[:, 3], rows[:, 2]
     assert ke.min() > 0.1 and np.ptp(rows[:, 1]) > 0.05  # atoms move and exchange energy
-    assert np.abs(etot - etot[0]).max() < 2e-3 * ke.mean(), etot - etot[0]
+    # 1 fs Verlet: the total energy wanders by ~1e-5 eV, 1e-5 of the kinetic energy
+    assert np.abs(etot - etot[0]).max() < 1e-4 * ke.mean(), etot - etot[0]
 
 
 def thermo_rows(stdout: str, header: str) -> np.ndarray:
