@@ -180,6 +180,9 @@ bool cpu_supports_isa(const std::string &isa_words, const std::string &flags, st
   missing.clear();
   std::string isa;
   std::istringstream(isa_words) >> isa;    // "avx512 avx512_vnni" -> "avx512"
+  // inductor's name for "no vector ISA" (vectorisation off): generic code runs anywhere
+  const std::string norm = normalise_feature(isa);
+  if (norm == "invalidvecisa" || norm == "none" || norm == "default" || norm == "generic") isa.clear();
   auto add = [&missing](const std::string &what) { missing += (missing.empty() ? "" : " ") + what; };
   if (!isa.empty()) {
 #if defined(__x86_64__) || defined(__i386__)

@@ -343,8 +343,11 @@ def test_clear_errors(toy, tmp_path, case, units, newton, element, message):
 
 
 def test_edited_metadata_still_runs(toy, tmp_path):
-    """The zip rewrite used by the error tests leaves a loadable package."""
-    package = lh.with_metadata(toy.f64, tmp_path / "copy.pt2", nearsight_version="toy-copy")
+    """The zip rewrite used by the error tests leaves a loadable package; a package without a
+    vector ISA (inductor's INVALID_VEC_ISA, vectorisation off) runs on any CPU."""
+    package = lh.with_metadata(
+        toy.f64, tmp_path / "copy.pt2", nearsight_version="toy-copy", cpu_isa="INVALID_VEC_ISA", cpu_flags=""
+    )
     proc = lh.run_lammps(
         ERROR_SYSTEM.format(units="metal", newton="on", plugin=toy.plugin, package=package, element="Ar"),
         tmp_path,
