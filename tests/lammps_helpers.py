@@ -267,6 +267,19 @@ def write_fcc_data(
     return path
 
 
+def thermo_rows(stdout: str, header: str) -> np.ndarray:
+    """The rows of the thermo table that follows ``header`` in LAMMPS's output."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split() == header.split()) + 1
+    rows = []
+    for line in lines[start:]:
+        try:
+            rows.append([float(v) for v in line.split()])
+        except ValueError:
+            break
+    return np.array(rows)
+
+
 def read_dump(path: Path) -> np.ndarray:
     """A one-frame custom dump (sorted by id) as an array of its columns."""
     return np.loadtxt(path, skiprows=9, ndmin=2)

@@ -143,24 +143,12 @@ def test_nve_conserves_energy(toy, tmp_path):
         "run 300\n"
     )
     proc = lh.run_lammps(script, tmp_path)
-    rows = thermo_rows(proc.stdout, "Step PotEng KinEng TotEng")
+    rows = lh.thermo_rows(proc.stdout, "Step PotEng KinEng TotEng")
     assert len(rows) == 31
     etot, ke = rows[:, 3], rows[:, 2]
     assert ke.min() > 0.1 and np.ptp(rows[:, 1]) > 0.05  # atoms move and exchange energy
     # 1 fs Verlet: the total energy wanders by ~1e-5 eV, 1e-5 of the kinetic energy
     assert np.abs(etot - etot[0]).max() < 1e-4 * ke.mean(), etot - etot[0]
-
-
-def thermo_rows(stdout: str, header: str) -> np.ndarray:
-    lines = stdout.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.split() == header.split()) + 1
-    rows = []
-    for line in lines[start:]:
-        try:
-            rows.append([float(v) for v in line.split()])
-        except ValueError:
-            break
-    return np.array(rows)
 
 
 # --- two-layer message passing: any decomposition gives the one-process result ----------------

@@ -301,10 +301,10 @@ class ACSF(Descriptor):
         stay in cache, and under autograd large graphs checkpoint their chunks (memory linear
         in the number of atoms with a small constant, not in the number of triplets).
         """
-        if is_tracing():  # export: one chunk; edges beyond the angular cutoff add exact zeros
-            return self._angular_chunk(vectors, r, centres, element[neighbours], n_atoms)
         keep = torch.nonzero(r < self.r_cut_angular).squeeze(-1)  # edges inside the angular cutoff
         vectors, r, centres, neighbours = vectors[keep], r[keep], centres[keep], neighbours[keep]
+        if is_tracing():  # export: one chunk (the kept edges' count is a size the package reads at run time)
+            return self._angular_chunk(vectors, r, centres, element[neighbours], n_atoms)
         counts = torch.bincount(centres, minlength=n_atoms)
         triplets = (counts * (counts - 1) // 2).tolist()
         ends = torch.cumsum(counts, 0).tolist()

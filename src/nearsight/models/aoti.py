@@ -149,7 +149,7 @@ def cpu_isa(configs: dict) -> tuple[str, str]:
 
     with config.patch({k: v for k, v in configs.items() if k.startswith("cpp.")}):
         isa = pick_vec_isa()
-    return (str(isa).split()[0], isa.build_arch_flags()) if str(isa) else ("", "")
+    return (str(isa).split()[0], isa.build_arch_flags()) if isa else ("", "")
 
 
 def compile_options(optimise: bool) -> dict:
