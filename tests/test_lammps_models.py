@@ -174,3 +174,19 @@ run 20000
     print(f"NVE drift {drift:.2e} eV/atom/ps over {time_ps[-1]:.1f} ps")
     assert abs(drift) < 1e-5, drift
     assert ke.mean() > 0.3 * 1.5 * len(atoms) * 0.02585  # it moved (300 K starts at 1.5 N kT)
+
+
+def test_nvt_water_example_runs(plugin, aoti_package, tmp_path):
+    """examples/lammps/in.water_nvt, as the README runs it (a few steps, 2 ranks)."""
+    from ase.io import write
+
+    _, package = aoti_package("acsf")
+    atoms = water_box(3, seed=2)
+    write(tmp_path / "water.data", atoms, format="lammps-data", specorder=["O", "H"], masses=True)
+    example = (lh.ROOT / "examples" / "lammps" / "in.water_nvt").read_text()
+    variables = f"variable plugin index {plugin}\nvariable model index {package}\nvariable steps index 20\n"
+    proc = lh.run_lammps(variables + example, tmp_path, nprocs=2, timeout=300)
+    rows = lh.thermo_rows(proc.stdout, "Step Time Temp PotEng KinEng TotEng Press Density")
+    assert rows[0, 0] == 0 and rows[-1, 0] == 20
+    assert np.isfinite(rows).all() and 100 < rows[0, 2] < 500
+    assert (tmp_path / "water_nvt.dump").exists()

@@ -76,15 +76,13 @@ def element_indices(z_to_index: torch.Tensor, numbers: torch.Tensor, species: Se
 
 
 def _per_element(nets: nn.ModuleList, x: torch.Tensor, element: torch.Tensor, n_out: int) -> torch.Tensor:
-    """``[n_atoms, n_out]``: each atom through its element's network (traced for export: every
-    network on every atom, each atom keeping its own element's row; no data-dependent shapes)."""
-    if is_tracing():
-        rows = [net(x) * (element == k).to(x.dtype)[:, None] for k, net in enumerate(nets)]
-        return torch.stack(rows).sum(0)
+    """``[n_atoms, n_out]``: each atom through its element's network (traced for export, an element
+    without atoms is not skipped: no branch depends on the data)."""
+    traced = is_tracing()
     out = x.new_zeros((x.shape[0], n_out))
     for k, net in enumerate(nets):
         idx = torch.nonzero(element == k).squeeze(-1)
-        if idx.numel():
+        if traced or idx.numel():
             out = out.index_put((idx,), net(x[idx]))
     return out
 
