@@ -91,6 +91,19 @@ def test_package_equals_calculator(aoti_package, kind, structure):
     assert np.abs(forces).max() > 1e-3  # the comparison is not of zeros
 
 
+def test_large_neighbour_list(aoti_package):
+    """More than 32 767 edges, also within the angular cutoff (inductor's default sort works on int16
+    indices and, compiled for dynamic sizes, assumes fewer)."""
+    model_path, package = aoti_package("acsf")
+    atoms = water_box(10, seed=1)  # 3000 atoms
+    angular = atoms_to_graph(atoms, 3.5)[keys.EDGE_INDEX].shape[1]
+    assert angular > 40000
+    e_i, forces, _, _ = run(load_package(package), atoms)
+    energy, ref_forces, _ = reference(model_path, atoms)
+    assert abs(e_i.sum() - energy) / len(atoms) < 1e-10
+    np.testing.assert_allclose(forces, ref_forces, atol=1e-10, rtol=0)
+
+
 def with_ghosts(atoms: Atoms, shell: float) -> tuple[Atoms, np.ndarray]:
     """The cell's atoms and every periodic image within ``shell`` Å of one of them, as a cluster;
     ``owner[k]`` is the cell atom that atom k images (the first len(atoms) are the atoms)."""

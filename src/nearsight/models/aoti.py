@@ -155,7 +155,9 @@ def cpu_isa(configs: dict) -> tuple[str, str]:
 def compile_options(optimise: bool) -> dict:
     """Inductor options: thread count read at run time (LAMMPS sets it per MPI rank); optimised C++
     with the CPU's widest vector instructions, or unoptimised scalar code that compiles fast."""
-    options: dict = {"cpp.dynamic_threads": True}
+    # int32 sort indices: with the default int16 ones inductor's sort assumes (and checks at run
+    # time) fewer than 32 767 edges, which LAMMPS's ghost shells exceed at a few hundred atoms
+    options: dict = {"cpp.dynamic_threads": True, "triton.decompose_sort_ops": True}
     if not optimise:
         options.update({"aot_inductor.debug_compile": True, "cpp.simdlen": 1})
     return options

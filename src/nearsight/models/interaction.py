@@ -301,6 +301,37 @@ class Interaction(ExactConstants):
             out.append(mix(A, w_a[b], onehot, self.mix_a))
         return out
 
+    def element_tensors(self, C: int) -> list[torch.Tensor]:
+        """Per parity group, the element weights contracted with the coupling tensors once per call:
+        ``T [Z, C, K, M_group]`` (K distinct monomials, M_group the group's output components)."""
+        Z = self.n_elements
+        T_groups: list[torch.Tensor] = []
+        q = 0
+        for g in range(len(self.group_irreps)):
+            K = self.group_k[g]
+            T: list[torch.Tensor] = []
+            for _ in range(len(self.group_irreps[g])):
+                U = self.U_all[self.u_offsets[q] : self.u_offsets[q + 1]].view(self.sc_h[q], K * self.sc_m[q])
+                W = self.sc_weights[:, self.h_offsets[q] : self.h_offsets[q + 1]]  # [Z, H, C]
+                T.append(torch.matmul(W.transpose(1, 2), U).view(Z, C, K, self.sc_m[q]))
+                q += 1
+            T_groups.append(torch.cat(T, 3))
+        return T_groups
+
+    def monomials(self, A_c: torch.Tensor, pairs: torch.Tensor, g: int) -> torch.Tensor:
+        """The distinct monomials of group ``g`` ``[C, m, K]`` from A ``[C, m, a_dim]`` and its pair
+        products ``[C, m, n_pairs]``."""
+        o = self.mono_offsets[g]
+        monos = [A_c.index_select(2, self.mono_index[o[0] : o[1]])]
+        if self.correlation >= 2:
+            monos.append(pairs.index_select(2, self.mono_index[o[1] : o[2]]))
+        if self.correlation >= 3:
+            monos.append(
+                pairs.index_select(2, self.mono_index[o[2] : o[3]])
+                * A_c.index_select(2, self.mono_index[o[3] : o[4]])
+            )
+        return torch.cat(monos, 2)
+
     def traced_symmetric_product(self, A: torch.Tensor, onehot: torch.Tensor) -> list[torch.Tensor]:
         """:meth:`symmetric_product` without per-element index sets or chunks (what ``torch.export``
         traces): every atom's monomials against all elements' ``T``, each atom keeping its own."""
@@ -308,26 +339,11 @@ class Interaction(ExactConstants):
         At = A.permute(2, 0, 1)  # [C, n, a_dim]
         pairs = At.index_select(2, self.pair_a) * At.index_select(2, self.pair_b)
         out: list[torch.Tensor] = []
-        q = 0
+        T_groups = self.element_tensors(C)
         for g in range(len(self.group_irreps)):
             K, M = self.group_k[g], sum(self.group_dims[g])
-            T: list[torch.Tensor] = []
-            for _ in range(len(self.group_irreps[g])):
-                U = self.U_all[self.u_offsets[q] : self.u_offsets[q + 1]].view(self.sc_h[q], K * self.sc_m[q])
-                W = self.sc_weights[:, self.h_offsets[q] : self.h_offsets[q + 1]]  # [Z, H, C]
-                T.append(torch.matmul(W.transpose(1, 2), U).view(Z, C, K, self.sc_m[q]))
-                q += 1
-            T_all = torch.cat(T, 3).permute(1, 2, 0, 3).reshape(C, K, Z * M)  # [C, K, Z·M]
-            o = self.mono_offsets[g]
-            monos = [At.index_select(2, self.mono_index[o[0] : o[1]])]
-            if self.correlation >= 2:
-                monos.append(pairs.index_select(2, self.mono_index[o[1] : o[2]]))
-            if self.correlation >= 3:
-                monos.append(
-                    pairs.index_select(2, self.mono_index[o[2] : o[3]])
-                    * At.index_select(2, self.mono_index[o[3] : o[4]])
-                )
-            res = torch.bmm(torch.cat(monos, 2), T_all).view(C, n, Z, M)
+            T_all = T_groups[g].permute(1, 2, 0, 3).reshape(C, K, Z * M)  # [C, K, Z·M]
+            res = torch.bmm(self.monomials(At, pairs, g), T_all).view(C, n, Z, M)
             res = (res * onehot[None, :, :, None]).sum(2)  # [C, n, M]: each atom's own element
             out.extend(res.permute(1, 2, 0).split(self.group_dims[g], 1))  # [n, 2L+1, C]
         return [out[k] for k in self.out_order]
@@ -342,17 +358,7 @@ class Interaction(ExactConstants):
         C = A.shape[2]
         Z = self.n_elements
         At = A.permute(2, 0, 1).contiguous()  # [C, n, a_dim]
-        T_groups: list[list[torch.Tensor]] = []
-        q = 0
-        for g in range(len(self.group_irreps)):
-            K = self.group_k[g]
-            T: list[torch.Tensor] = []
-            for _ in range(len(self.group_irreps[g])):
-                U = self.U_all[self.u_offsets[q] : self.u_offsets[q + 1]].view(self.sc_h[q], K * self.sc_m[q])
-                W = self.sc_weights[:, self.h_offsets[q] : self.h_offsets[q + 1]]  # [Z, H, C]
-                T.append(torch.matmul(W.transpose(1, 2), U).view(Z, C, K, self.sc_m[q]))
-                q += 1
-            T_groups.append(torch.cat(T, 3).unbind(0))  # per element [C, K, M_group]
+        T_groups = [T.unbind(0) for T in self.element_tensors(C)]  # per group, per element [C, K, M_group]
         n_pairs = self.pair_a.shape[0]
         chunk = max(1, self.chunk_elements // (C * (n_pairs + sum(self.group_k))))
         results: list[list[torch.Tensor]] = [[] for _ in range(len(self.group_irreps))]
@@ -369,16 +375,7 @@ class Interaction(ExactConstants):
             for A_c in A_e.split(chunk, 1):
                 pairs = A_c.index_select(2, self.pair_a) * A_c.index_select(2, self.pair_b)
                 for g in range(len(self.group_irreps)):
-                    o = self.mono_offsets[g]
-                    monos = [A_c.index_select(2, self.mono_index[o[0] : o[1]])]
-                    if self.correlation >= 2:
-                        monos.append(pairs.index_select(2, self.mono_index[o[1] : o[2]]))
-                    if self.correlation >= 3:
-                        monos.append(
-                            pairs.index_select(2, self.mono_index[o[2] : o[3]])
-                            * A_c.index_select(2, self.mono_index[o[3] : o[4]])
-                        )
-                    mono = torch.cat(monos, 2)  # [C, m, K]
+                    mono = self.monomials(A_c, pairs, g)  # [C, m, K]
                     results[g].append(torch.bmm(mono, T_groups[g][e]))  # [C, m, M_group]
         out: list[torch.Tensor] = []
         for g in range(len(self.group_irreps)):
