@@ -295,8 +295,14 @@ void Model::compute(int64_t n, const double *positions, const int64_t *species, 
     return at::from_blob(data, shape, src).to(dst, false, true);
   };
 
+  // neighbour_slots: only its length counts, the largest number of edges of one centre (>= 1),
+  // the width of the padded neighbour lists of message-passing models
+  std::vector<int64_t> per_centre(n, 0);
+  int64_t slots = 1;
+  for (int64_t e = 0; e < n_edges; ++e) slots = std::max(slots, ++per_centre[edge_index[e]]);
+
   std::vector<at::Tensor> inputs;
-  inputs.reserve(6);
+  inputs.reserve(7);
   inputs.push_back(as_input(const_cast<double *>(positions), {n, 3}, f64, real));
   inputs.push_back(as_input(const_cast<int64_t *>(species), {n}, i64, i64.device(dev)));
   inputs.push_back(as_input(const_cast<double *>(cell), {3, 3}, f64, real));
@@ -304,6 +310,7 @@ void Model::compute(int64_t n, const double *positions, const int64_t *species, 
   inputs.push_back(at::zeros({n_edges, 3}, real));
   inputs.push_back(as_input(const_cast<uint8_t *>(mask), {n}, at::TensorOptions().dtype(at::kByte),
                             at::TensorOptions().dtype(at::kBool).device(dev)));
+  inputs.push_back(at::zeros({slots}, i64.device(dev)));
 
   std::vector<at::Tensor> out = impl_->loader->run(inputs);
   if (out.size() < 4)

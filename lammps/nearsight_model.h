@@ -4,10 +4,11 @@
    one translation unit.  Errors are thrown as std::runtime_error with a message
    meant for the user; the pair style turns them into LAMMPS errors.
 
-   Package interface ("nearsight-aoti-1"), inputs in this order:
+   Package interface ("nearsight-aoti-2"), inputs in this order:
      positions [N,3] (dtype), species [N] int64 (atomic numbers), cell [3,3] (dtype),
      edge_index [2,E] int64 (row 0 centre i, row 1 neighbour j), shifts [E,3] (dtype),
-     mask [N] bool (true = the atom's energy counts)
+     mask [N] bool (true = the atom's energy counts), neighbour_slots [S] int64 (values
+     unused; S >= the largest number of edges of one centre)
    outputs: atomic_energies [N] eV, forces [N,3] eV/A (for every atom, ghosts too),
      virial [3,3] eV = -sum_e r_e (x) dE/dr_e, atomic_virial [N,3,3] eV. */
 
@@ -23,7 +24,7 @@
 namespace nearsight {
 
 // the package format this plugin understands
-inline constexpr const char *PACKAGE_FORMAT = "nearsight-aoti-1";
+inline constexpr const char *PACKAGE_FORMAT = "nearsight-aoti-2";
 
 // what the metadata of a package says, parsed
 struct PackageInfo {

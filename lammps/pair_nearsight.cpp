@@ -251,8 +251,9 @@ void PairNearsight::compute(int eflag, int vflag)
   double **f = atom->f;
   const int *type = atom->type;
 
-  // edges: every ordered pair closer than the cutoff, around owned and ghost centres
-  const int ncentres = list->inum + list->gnum;
+  // edges: every ordered pair closer than the cutoff, around owned and ghost centres; a one-layer
+  // (descriptor) model needs only the owned atoms' environments, so only their edges
+  const int ncentres = info->interaction_layers > 1 ? list->inum + list->gnum : list->inum;
   const int *ilist = list->ilist;
   const int *numneigh = list->numneigh;
   int **firstneigh = list->firstneigh;

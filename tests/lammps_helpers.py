@@ -54,7 +54,7 @@ def toy_energy_fn():
     s6c = (SIGMA / CUTOFF) ** 6
     phi_cut = 4 * EPSILON * (s6c * s6c - s6c)
 
-    def fn(positions, species, cell, edge_index, shifts, mask):
+    def fn(positions, species, cell, edge_index, shifts, mask, neighbour_slots):
         i, j = edge_index[0], edge_index[1]  # [E]
         n = positions.shape[0]
         with torch.enable_grad():
@@ -126,13 +126,14 @@ def build_toy_package(path: Path, dtype_name: str = "float64") -> Path:
         torch.stack([torch.arange(e) % n, (torch.arange(e) + 2) % n]),
         torch.zeros(e, 3, dtype=dtype),
         torch.ones(n, dtype=torch.bool),
+        torch.zeros(2, dtype=torch.int64),
     )
     graph = make_fx(toy_energy_fn(), tracing_mode="symbolic")(*args)
-    atoms, edges = Dim("atoms", min=2), Dim("edges", min=2)
-    dynamic = ({0: atoms}, {0: atoms}, None, {1: edges}, {0: edges}, {0: atoms})
+    atoms, edges, slots = Dim("atoms", min=2), Dim("edges", min=2), Dim("slots", min=1)
+    dynamic = ({0: atoms}, {0: atoms}, None, {1: edges}, {0: edges}, {0: atoms}, {0: slots})
     program = torch.export.export(graph, args, dynamic_shapes=dynamic)
     metadata = {
-        "format": "nearsight-aoti-1",
+        "format": "nearsight-aoti-2",
         "nearsight_version": "toy",
         "torch_version": torch.__version__,
         "species": "18 36",

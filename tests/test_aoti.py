@@ -169,7 +169,8 @@ def test_metadata_and_refusals(aoti_package, tmp_path):
     meta = read_metadata(package)
     assert meta["species"] == "1 8" and float(meta["cutoff"]) == 3.5 and meta["interaction_layers"] == "2"
     assert meta["units"] == "metal" and meta["torch_version"] == torch.__version__
-    assert meta["inputs"] == "positions,species,cell,edge_index,shifts,mask"
+    assert meta["inputs"] == "positions,species,cell,edge_index,shifts,mask,neighbour_slots"
+    assert meta["format"] == "nearsight-aoti-2"
     potential = load_package(package)
     atoms = small_cell()
     atoms.numbers[0] = 6

@@ -110,6 +110,9 @@ HEAD = declare("head", "graph", (), "1", dtype="int")
 # ------------------------------------------------------------ derived inputs
 EDGE_VECTORS = declare("edge_vectors", "edge", (3,), "Å")  # [n_edges, 3] float, Å, r_ij (computed in torch)
 EDGE_LENGTHS = declare("edge_lengths", "edge", (), "Å")  # [n_edges] float, Å
+# [n_slots] (values unused): n_slots >= the largest number of edges of one centre; given to a traced
+# model (nearsight.models.aoti) as a size, so its padded neighbour lists have a shape export can trace
+NEIGHBOUR_SLOTS = "neighbour_slots"
 
 # ----------------------------------------------------------------- outputs
 ENERGY = "energy"

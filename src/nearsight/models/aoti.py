@@ -7,12 +7,15 @@ deprecated.
     potential = load_package("model.pt2")                    # checks format, torch, CPU
     e_i, forces, virial, w_i = potential(positions, species, cell, edge_index, shifts, mask)
 
-The package computes, for one structure given with its neighbour list,
+The package computes, for one structure given with its neighbour list (``CompiledPotential`` adds
+the last input),
 
     inputs:  positions [N, 3] (Å), species [N] (Z, int64), cell [3, 3] (Å, rows),
              edge_index [2, E] (int64; all ordered pairs i ≠ j with r_ij < cutoff, centre first),
              shifts [E, 3] (integer cell shifts as floats: r_ij = R_j − R_i + shifts @ cell),
-             mask [N] (bool: the atoms whose energy counts)
+             mask [N] (bool: the atoms whose energy counts), neighbour_slots [S] (int64, values
+             unused: S >= the largest number of edges of one centre, the width of the padded
+             neighbour lists of message-passing models)
     outputs: atomic_energies [N] (eV), forces [N, 3] = −∂E/∂R (eV/Å, every atom, masked or not),
              virial [3, 3] = −Σ_e r_e ⊗ ∂E/∂r_e (eV), atomic_virial [N, 3, 3] (half of each edge's
              term to each end),
@@ -43,8 +46,8 @@ from torch import nn
 
 from .. import __version__, keys
 
-FORMAT = "nearsight-aoti-1"
-INPUTS = ("positions", "species", "cell", "edge_index", "shifts", "mask")
+FORMAT = "nearsight-aoti-2"  # 2: the neighbour_slots input
+INPUTS = ("positions", "species", "cell", "edge_index", "shifts", "mask", "neighbour_slots")
 OUTPUTS = ("atomic_energies", "forces", "virial", "atomic_virial")
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -65,6 +68,7 @@ class PackagedForceField(nn.Module):
         edge_index: torch.Tensor,
         shifts: torch.Tensor,
         mask: torch.Tensor,
+        neighbour_slots: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         # edges grouped by centre (the descriptors enumerate angular triplets per centre)
         order = torch.argsort(edge_index[0], stable=True)
@@ -82,6 +86,7 @@ class PackagedForceField(nn.Module):
             keys.EDGE_INDEX: edge_index,
             keys.CELL_SHIFTS: shifts,
             keys.EDGE_VECTORS: vectors,
+            keys.NEIGHBOUR_SLOTS: neighbour_slots,
         }
         atomic = self.model(graph)[keys.ATOMIC_ENERGIES]  # [N]
         energy = torch.where(mask, atomic, torch.zeros_like(atomic)).sum()
@@ -138,7 +143,16 @@ def _example(model: nn.Module, dtype: torch.dtype, device: torch.device) -> tupl
         g[keys.EDGE_INDEX].to(device),
         g[keys.CELL_SHIFTS].to(device, dtype),
         torch.ones(len(atoms), dtype=torch.bool, device=device),
+        neighbour_slots(g[keys.EDGE_INDEX].to(device), len(atoms)),
     )
+
+
+def neighbour_slots(edge_index: torch.Tensor, n_atoms: int) -> torch.Tensor:
+    """The ``neighbour_slots`` input: an int64 tensor as long as the largest number of edges of one
+    centre (at least 1); only its length is read."""
+    counts = torch.bincount(edge_index[0], minlength=n_atoms)
+    width = max(1, int(counts.max()) if counts.numel() else 1)
+    return torch.zeros(width, dtype=torch.int64, device=edge_index.device)
 
 
 def cpu_isa(configs: dict) -> tuple[str, str]:
@@ -220,8 +234,8 @@ def export_package(
         p.requires_grad_(False)
     args = _example(model, dtype, torch.device(device))
     traced = make_fx(wrapper, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*args)
-    n, e = Dim("n_atoms", min=1), Dim("n_edges", min=1)
-    dynamic = ({0: n}, {0: n}, None, {1: e}, {0: e}, {0: n})
+    n, e, slots = Dim("n_atoms", min=1), Dim("n_edges", min=1), Dim("n_slots", min=1)
+    dynamic = ({0: n}, {0: n}, None, {1: e}, {0: e}, {0: n}, {0: slots})
     program = torch.export.export(traced, args, dynamic_shapes=dynamic, strict=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part.pt2")
@@ -310,9 +324,11 @@ class CompiledPotential:
         self._run = torch._inductor.aoti_load_package(str(self.path))
 
     def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if len(inputs) != len(INPUTS):
+        """The outputs for ``positions, species, cell, edge_index, shifts, mask`` (the last input,
+        ``neighbour_slots``, is made here from the edges)."""
+        if len(inputs) != len(INPUTS) - 1:
             raise TypeError(
-                f"{self.path}: takes {len(INPUTS)} inputs ({', '.join(INPUTS)}), got {len(inputs)}"
+                f"{self.path}: takes {len(INPUTS) - 1} inputs ({', '.join(INPUTS[:-1])}), got {len(inputs)}"
             )
         species = inputs[1]
         known = torch.isin(species, torch.tensor(self.species, device=species.device))
@@ -322,7 +338,7 @@ class CompiledPotential:
             bad = sorted({chemical_symbols[int(z)] for z in species[~known]})
             have = [chemical_symbols[z] for z in self.species]
             raise ValueError(f"{self.path}: element(s) {bad} not known to the model (species {have})")
-        return tuple(self._run(*inputs))
+        return tuple(self._run(*inputs, neighbour_slots(inputs[3], species.shape[0])))
 
 
 def load_package(path: str | os.PathLike) -> CompiledPotential:

@@ -315,13 +315,17 @@ class EquivariantPotential(ExactConstants):
         return Y, bessel * env[:, None]
 
     @staticmethod
-    def neighbour_layout(centres: torch.Tensor, n_atoms: int) -> tuple[torch.Tensor, int]:
-        """Index ``[n_atoms * n_nb]`` of each atom's edges, padded with ``n_edges`` (a dummy row)."""
+    def neighbour_layout(centres: torch.Tensor, n_atoms: int, n_slots: int = -1) -> tuple[torch.Tensor, int]:
+        """Index ``[n_atoms * n_nb]`` of each atom's edges, padded with ``n_edges`` (a dummy row);
+        ``n_nb`` is the largest neighbour count, or ``n_slots`` when given (traced for export: a
+        size of the inputs; the caller guarantees it is at least the largest count)."""
         E = centres.shape[0]
-        counts = torch.bincount(centres, minlength=n_atoms)
-        n_nb = 0
-        if E > 0:
-            n_nb = int(counts.max())
+        counts = torch.zeros(n_atoms, dtype=torch.int64, device=centres.device).index_add_(
+            0, centres, torch.ones_like(centres)
+        )
+        n_nb = n_slots
+        if n_slots < 0:
+            n_nb = int(counts.max()) if E > 0 else 0
         order = torch.argsort(centres, stable=True)
         start = torch.cumsum(counts, 0) - counts
         sorted_c = centres[order]
@@ -356,17 +360,13 @@ class EquivariantPotential(ExactConstants):
         traced = False  # export traces per-edge messages, no padding
         if not torch.jit.is_scripting():
             traced = is_tracing()
-        if traced:
-            Y, radial = self._edges(vectors)
-            G_in, nbr = Y, edge_index
-        else:
-            # padded neighbour lists: the dummy edge lies beyond the cutoff, so its radial weights are 0
-            pad, n_nb = self.neighbour_layout(edge_index[0], n)
-            dummy = vectors.new_zeros(1, 3)
-            dummy[0, 0] = 2.0 * self.cutoff
-            Y, radial = self._edges(torch.cat([vectors, dummy]).index_select(0, pad))
-            G_in = Y.view(n, n_nb, Y.shape[1])
-            nbr = torch.cat([edge_index[1], edge_index[1].new_zeros(1)]).index_select(0, pad)
+        # padded neighbour lists: the dummy edge lies beyond the cutoff, so its radial weights are 0
+        n_slots = graph[keys.NEIGHBOUR_SLOTS].shape[0] if traced else -1
+        pad, n_nb = self.neighbour_layout(edge_index[0], n, n_slots)
+        dummy = torch.cat([vectors.new_full((1, 1), 2.0 * self.cutoff), vectors.new_zeros(1, 2)], 1)
+        Y, radial = self._edges(torch.cat([vectors, dummy]).index_select(0, pad))
+        G_in = Y.view(n, n_nb, Y.shape[1])
+        nbr = torch.cat([edge_index[1], edge_index[1].new_zeros(1)]).index_select(0, pad)
         onehot = torch.nn.functional.one_hot(element, len(self.species)).to(vectors.dtype)
         h = [self.embedding.index_select(0, element)[:, None, :]]  # [n, 1, C] 0e
         feats: list[list[torch.Tensor]] = []
@@ -376,11 +376,10 @@ class EquivariantPotential(ExactConstants):
             if self.electronic is not None:  # (Q, M) into the 0e block, h[0] [n, 1, C]
                 h[0] = h[0] + self.electronic(h[0][:, 0], graph, t)[:, None, :]
             hidden = layer.radial.hidden(radial)
+            A = [a * inv_nb for a in layer.convolution(h, G_in, hidden, nbr, onehot, chunked=not traced)]
             if traced:
-                A = [a * inv_nb for a in layer.edge_convolution(h, G_in, hidden, nbr, onehot)]
                 B = layer.traced_symmetric_product(torch.cat(A, 1), onehot)
             else:
-                A = [a * inv_nb for a in layer.convolution(h, G_in, hidden, nbr, onehot)]
                 B = layer.symmetric_product(torch.cat(A, 1), element)
             h_new = layer.update(B, h, onehot)
             scalars = h_new[layer.scalar_index][:, 0]

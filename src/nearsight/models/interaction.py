@@ -228,6 +228,7 @@ class Interaction(ExactConstants):
         hidden: torch.Tensor,
         nbr: torch.Tensor,
         onehot: torch.Tensor,
+        chunked: bool = True,
     ) -> list[torch.Tensor]:
         """A per block ``[n_atoms, 2L+1, C]`` (channels last).
 
@@ -246,12 +247,15 @@ class Interaction(ExactConstants):
         for i in range(len(h)):
             ups.append(torch.matmul(h[i], w_up[i]))
         up = torch.cat(ups, 1)  # [n, D, C]
-        per_atom = max(1, n_nb * (self.n_paths + sum(self.block_k)) * C)
-        chunk = max(1, min(n, self.chunk_elements // per_atom))
-        # split, not slices: a slice's backward writes a zero tensor of the whole input per slice
-        G_chunks = G_in.split(chunk)
-        hid_chunks = hidden.split(chunk * n_nb)
-        nbr_chunks = nbr.split(chunk * n_nb)
+        if chunked:
+            per_atom = max(1, n_nb * (self.n_paths + sum(self.block_k)) * C)
+            chunk = max(1, min(n, self.chunk_elements // per_atom))
+            # split, not slices: a slice's backward writes a zero tensor of the whole input per slice
+            G_chunks = G_in.split(chunk)
+            hid_chunks = hidden.split(chunk * n_nb)
+            nbr_chunks = nbr.split(chunk * n_nb)
+        else:  # traced for export: one piece (the number of chunks would depend on the sizes)
+            G_chunks, hid_chunks, nbr_chunks = [G_in], [hidden], [nbr]
         blocks: list[list[torch.Tensor]] = [[] for _ in range(len(self.a_irreps))]
         for c in range(len(G_chunks)):
             G_c = G_chunks[c]
@@ -271,34 +275,6 @@ class Interaction(ExactConstants):
         out: list[torch.Tensor] = []
         for b in range(len(blocks)):
             out.append(mix(torch.cat(blocks[b], 0), w_a[b], onehot, self.mix_a))
-        return out
-
-    def edge_convolution(
-        self,
-        h: list[torch.Tensor],
-        Y: torch.Tensor,
-        hidden: torch.Tensor,
-        edge_index: torch.Tensor,
-        onehot: torch.Tensor,
-    ) -> list[torch.Tensor]:
-        """A per block ``[n_atoms, 2L+1, C]`` from per-edge messages summed onto their centres: the
-        shape-static form of :meth:`convolution` that ``torch.export`` traces (no padded neighbour
-        lists, no chunks).  ``Y`` ``[E, sh_dim]``, ``hidden`` ``[E, h]``, ``edge_index`` ``[2, E]``."""
-        n, E, C = onehot.shape[0], Y.shape[0], self.channels
-        w_up = self.w_up.unbind(0)
-        up = torch.cat([torch.matmul(h[i], w_up[i]) for i in range(len(h))], 1)  # [n, D, C]
-        hj = up.index_select(0, edge_index[1]).split(self.in_dims, 1)  # per irrep [E, 2l+1, C]
-        Rs = self.radial.out(hidden).view(E, self.n_paths, C).split(1, 1)  # per path [E, 1, C]
-        w_a = self.w_a.unbind(0)
-        out: list[torch.Tensor] = []
-        for b in range(len(self.a_irreps)):
-            dim = 2 * self.a_irreps[b][0] + 1
-            z = torch.cat([Rs[p] * hj[i] for p, i in self.block_paths[b]], 1)  # [E, k, C]
-            cg = self.cg[:, self.cg_offsets[b] : self.cg_offsets[b + 1]]
-            G = torch.matmul(Y, cg).view(E, self.block_k[b], dim)  # [E, k, 2L+1]
-            message = torch.bmm(G.transpose(1, 2), z)  # [E, 2L+1, C]
-            A = message.new_zeros(n, dim, C).index_add(0, edge_index[0], message)
-            out.append(mix(A, w_a[b], onehot, self.mix_a))
         return out
 
     def element_tensors(self, C: int) -> list[torch.Tensor]:
