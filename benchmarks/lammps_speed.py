@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -93,16 +92,25 @@ fix nve all nve
 thermo {steps}
 run {steps}
 """
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    proc = lh.run_lammps(script, case, nprocs=ranks, timeout=3600)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    (case / "in.lammps").write_text(script)
+    cmd = [str(lh.lmp_binary()), "-in", "in.lammps", "-log", "log.lammps", "-nocite"]
+    if ranks > 1:
+        cmd = [str(lh.mpirun_binary()), "-np", str(ranks), *cmd]
+    # a fresh Python parent per run, so that ru_maxrss of its children is this run's largest rank
+    wrapper = (
+        "import resource, subprocess, sys; p = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+        "sys.stdout.write(p.stdout); sys.stderr.write(p.stderr); "
+        "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(p.returncode)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", wrapper, *cmd], cwd=case, env=lh.lammps_env(), capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"LAMMPS failed in {case}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     line = next(x for x in proc.stdout.splitlines() if x.startswith("Loop time of"))
     seconds = float(line.split()[3])
-    return {
-        "seconds": seconds,
-        "atom_steps_per_s": steps * n_atoms / seconds,
-        "peak_rss_MB": max(peak, before) / 1024,
-    }
+    peak_kb = int(next(x for x in proc.stdout.splitlines() if x.startswith("PEAK_RSS_KB")).split()[1])
+    return {"seconds": seconds, "atom_steps_per_s": steps * n_atoms / seconds, "peak_rss_MB": peak_kb / 1024}
 
 
 def ase_case(system: str, n_atoms: int, model_path: Path, steps: int) -> dict:
