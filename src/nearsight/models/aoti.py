@@ -174,7 +174,10 @@ def compile_options(optimise: bool) -> dict:
     options: dict = {"cpp.dynamic_threads": True, "triton.decompose_sort_ops": True}
     if not optimise:
         options.update({"aot_inductor.debug_compile": True, "cpp.simdlen": 1})
-    return options
+    from torch._inductor import config
+
+    known = config.get_config_copy()
+    return {k: v for k, v in options.items() if k in known}  # (older torch lacks some)
 
 
 def package_metadata(model: nn.Module, dtype: torch.dtype, device: str, options: dict) -> dict[str, str]:
