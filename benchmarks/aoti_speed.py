@@ -69,7 +69,7 @@ def main() -> None:
 
     from nearsight import keys
     from nearsight.data.neighbours import atoms_to_graph
-    from nearsight.models.aoti import export_package, load_package
+    from nearsight.models.aoti import export_package, graph_inputs, load_package
     from nearsight.models.forcefield import ForceField
 
     torch.set_num_threads(1)
@@ -88,14 +88,7 @@ def main() -> None:
             compile_s = time.perf_counter() - t
         potential = load_package(package)
         graph = atoms_to_graph(atoms, float(model.cutoff), dtype)
-        inputs = (
-            graph[keys.POSITIONS],
-            graph[keys.ATOMIC_NUMBERS],
-            graph[keys.CELL][0],
-            graph[keys.EDGE_INDEX],
-            graph[keys.CELL_SHIFTS].to(dtype),
-            torch.ones(len(atoms), dtype=torch.bool),
-        )
+        inputs = graph_inputs(graph, dtype)
         ff = ForceField(model)
         for p in ff.parameters():
             p.requires_grad_(False)

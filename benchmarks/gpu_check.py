@@ -31,20 +31,11 @@ def timed(fn, repeats: int = 10) -> float:
 
 
 def inputs_of(atoms, cutoff, dtype):
-    from nearsight import keys
     from nearsight.data.neighbours import atoms_to_graph
+    from nearsight.models.aoti import graph_inputs
 
-    g = atoms_to_graph(atoms, cutoff, dtype)
-    g = {k: v.cuda() if torch.is_tensor(v) else v for k, v in g.items()}
-    args = (
-        g[keys.POSITIONS],
-        g[keys.ATOMIC_NUMBERS],
-        g[keys.CELL][0],
-        g[keys.EDGE_INDEX],
-        g[keys.CELL_SHIFTS].to(dtype),
-        torch.ones(len(atoms), dtype=torch.bool, device="cuda"),
-    )
-    return g, args
+    g = {k: v.cuda() for k, v in atoms_to_graph(atoms, cutoff, dtype).items()}
+    return g, graph_inputs(g, dtype)
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from nearsight.data.neighbours import atoms_to_graph
 from nearsight.models.aoti import (
     check_runnable,
     export_package,
+    graph_inputs,
     load_package,
     missing_cpu_flags,
     read_metadata,
@@ -55,15 +56,7 @@ def cluster() -> Atoms:
 
 def run(potential, atoms: Atoms, mask=None):
     g = atoms_to_graph(atoms, potential.cutoff, potential.dtype)
-    mask = torch.ones(len(atoms), dtype=torch.bool) if mask is None else torch.as_tensor(mask)
-    args = (
-        g[keys.POSITIONS],
-        g[keys.ATOMIC_NUMBERS],
-        g[keys.CELL][0],
-        g[keys.EDGE_INDEX],
-        g[keys.CELL_SHIFTS].to(potential.dtype),
-        mask,
-    )
+    args = graph_inputs(g, potential.dtype, None if mask is None else torch.as_tensor(mask))
     return [t.double().numpy() for t in potential(*args)]
 
 

@@ -9,7 +9,7 @@ from ase import Atoms
 
 from nearsight.descriptors import SOAP, build_descriptor
 from nearsight.descriptors import soap as soap_module
-from nearsight.descriptors.soap import real_solid_harmonics
+from nearsight.descriptors.solid_harmonics import real_solid_harmonics
 from nearsight.models.bpnn import BehlerParrinello
 from nearsight.models.io import load_model, save_model
 from nearsight.testing import (

@@ -40,18 +40,17 @@ chunks, so no ``[n_edges, n_max, (l_max+1)²]`` array ever exists at once.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 from .. import keys
 from ..nn import buffer_value, is_tracing
 from .base import Descriptor, atomic_numbers_of
+from .radial_basis import DECAY, gto_basis, polynomial_basis
+from .solid_harmonics import real_solid_harmonics, solid_harmonics_lm_first
 
-_DECAY = 1e-3  # DScribe: GTOs decay to this at their radii; Gaussian padding threshold
 # Per-edge working set of one chunk, in scalars.  Kept well below glibc's largest mmap
 # threshold (32 MiB): larger blocks are mapped and unmapped on every allocation, and the
 # page faults cost more than the arithmetic.
@@ -59,152 +58,6 @@ _CHUNK_ELEMENTS = 1 << 20
 # Above this much per-edge work in all (scalars), chunks are checkpointed under autograd
 # (recomputed in the backward pass) so memory stays bounded; below it, kept.
 _CHECKPOINT_ELEMENTS = 1 << 25
-
-
-def gto_basis(r_cut: float, n_max: int, l_max: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exponents ``alpha [l_max+1, n_max]`` and orthonormalising ``beta [l_max+1, n_max, n_max]``."""
-    from scipy.linalg import inv, sqrtm
-    from scipy.special import gamma
-
-    radii = np.linspace(1.0, r_cut, n_max)
-    alphas = np.zeros((l_max + 1, n_max))
-    betas = np.zeros((l_max + 1, n_max, n_max))
-    for l in range(l_max + 1):
-        a = -np.log(_DECAY / radii**l) / radii**2
-        overlap = 0.5 * gamma(l + 1.5) * (a[:, None] + a[None, :]) ** (-l - 1.5)
-        b = sqrtm(inv(overlap))
-        if np.iscomplexobj(b):
-            raise ValueError(
-                f"the GTO basis (r_cut={r_cut}, n_max={n_max}, l={l}) cannot be orthonormalised in "
-                "real numbers; lower n_max or raise r_cut"
-            )
-        alphas[l], betas[l] = a, b
-    return alphas, betas
-
-
-def gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gauss-Legendre nodes and weights on [-1, 1], Newton-polished in extended precision so
-    the nodes are correctly rounded (the polynomial basis is ill-conditioned enough for
-    one-ulp differences in the nodes to show)."""
-    x = np.polynomial.legendre.leggauss(n)[0].astype(np.longdouble)
-
-    def legendre(x):
-        p0, p1 = np.ones_like(x), x.copy()
-        for k in range(2, n + 1):
-            p0, p1 = p1, ((2 * k - 1) * x * p1 - (k - 1) * p0) / k
-        return p1, n * (x * p1 - p0) / (x * x - 1)
-
-    for _ in range(3):
-        p, dp = legendre(x)
-        x = x - p / dp
-    _, dp = legendre(x)
-    return x.astype(np.float64), (2 / ((1 - x * x) * dp * dp)).astype(np.float64)
-
-
-def polynomial_basis(r_cut: float, n_max: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Quadrature nodes ``r [100]``, weights ``[100]`` (on [-1, 1]) and basis values ``g [n_max, 100]``."""
-    from scipy.linalg import sqrtm
-
-    # Overlaps ∫ (r_c - r)^(a+2) (r_c - r)^(b+2) r² dr, evaluated term by term as DScribe does:
-    # the matrix is ill-conditioned for large n_max, so its rounding decides the basis.
-    overlap = np.zeros((n_max, n_max))
-    for a in range(1, n_max + 1):
-        for b in range(1, n_max + 1):
-            overlap[a - 1, b - 1] = (2 * r_cut ** (7 + a + b)) / ((5 + a + b) * (6 + a + b) * (7 + a + b))
-    betas = sqrtm(np.linalg.inv(overlap))
-    if np.iscomplexobj(betas):
-        raise ValueError(
-            f"the polynomial basis (r_cut={r_cut}, n_max={n_max}) cannot be orthonormalised in "
-            "real numbers; lower n_max"
-        )
-    x, weights = gauss_legendre(100)
-    r = r_cut * 0.5 * (x + 1.0)
-    values = np.stack([(r_cut - np.clip(r, 0.0, r_cut)) ** (k + 2) for k in range(1, n_max + 1)])
-    return r, weights, betas @ values
-
-
-def real_solid_harmonics(vec: torch.Tensor, l_max: int, dim: int = -1) -> torch.Tensor:
-    """``r^l Y_lm(r̂)`` for orthonormal real spherical harmonics, ``[..., (l_max+1)²]`` (the
-    harmonics axis inserted at ``dim`` of the output).
-
-    Columns run l = 0..l_max and, within l, m = -l..l (sine terms for m < 0).
-    """
-    flat = solid_harmonics_lm_first(vec.reshape(-1, 3).T, l_max)  # [LM, P]
-    out = flat.T.reshape(*vec.shape[:-1], flat.shape[0])
-    return out if dim in (-1, out.ndim - 1) else out.movedim(-1, dim)
-
-
-def _harmonic_constants(l_max: int, dtype: torch.dtype, device: str) -> list[tuple[torch.Tensor, ...]]:
-    """Per l >= 1: recurrence factors a [l, 1], b [l-1, 1] and the norms of m = 0..l [l+1, 1]
-    (cached, except while traced for export: a traced graph's tensors must not outlive it)."""
-    if is_tracing():
-        return _harmonic_constants_fresh(l_max, dtype, device)
-    return _harmonic_constants_cached(l_max, dtype, device)
-
-
-def _harmonic_constants_fresh(l_max: int, dtype: torch.dtype, device: str) -> list[tuple[torch.Tensor, ...]]:
-    out = []
-    for l in range(1, l_max + 1):
-        m = np.arange(l)
-        a = (2 * l - 1) / (l - m)
-        b = (l + m[:-1] - 1) / (l - m[:-1])
-        norm = np.array(
-            [
-                math.sqrt((2 * l + 1) / (4 * math.pi) * math.factorial(l - k) / math.factorial(l + k))
-                for k in range(l + 1)
-            ]
-        )
-        norm[1:] *= math.sqrt(2.0)
-        out.append(
-            tuple(torch.as_tensor(v, dtype=dtype, device=device)[:, None] for v in (a, b, norm))
-            + (float(np.prod(np.arange(1, 2 * l, 2))),)  # (2l-1)!!
-        )
-    return out
-
-
-_harmonic_constants_cached = functools.lru_cache(maxsize=32)(_harmonic_constants_fresh)
-
-
-def solid_harmonics_lm_first(xyz: torch.Tensor, l_max: int, m_order: bool = True) -> torch.Tensor:
-    """``r^l Y_lm`` of points ``xyz [3, P]`` as ``[(l_max+1)², P]`` (order as above; with
-    ``m_order=False`` the sine terms of each l run m = -1..-l instead, which saves a flip
-    per l where only sums over m matter, as in the power spectrum).
-
-    With F_lm = r^l P_l^m(cos θ) e^{imφ} = Q_lm(z, r²) (x + iy)^m, the polynomials Q follow
-    the recurrence of the regular solid harmonics, vectorised over m,
-
-        Q_mm = (2m-1)!!,   (l-m) Q_lm = (2l-1) z Q_{l-1,m} - (l+m-1) r² Q_{l-2,m},
-
-    and (x + iy)^m comes from complex products: no division by r, few tensor operations
-    (which matters under double backward).  The points run along the last, contiguous axis,
-    so every operation broadcasts over a long inner axis (fast) rather than a short one.
-    """
-    x, y, z = xyz[0:1], xyz[1:2], xyz[2:3]  # [1, P]
-    rows = [torch.full_like(x, math.sqrt(1.0 / (4.0 * math.pi)))]
-    if l_max == 0:
-        return rows[0]
-    r2 = x * x + y * y + z * z
-    xy = torch.complex(x[0], y[0])
-    powers = [xy]
-    for _ in range(1, l_max):
-        powers.append(powers[-1] * xy)
-    re_im = torch.view_as_real(torch.stack(powers))  # [l_max, P, 2]: (x + iy)^m, m = 1..l_max
-    cos_m = torch.cat([torch.ones_like(x), re_im[..., 0]])  # [l_max + 1, P], m = 0..l_max
-    sin_m = re_im[..., 1]  # m = 1..l_max
-    q_prev2, q_prev = None, torch.ones_like(x)  # Q_00
-    for l, (a, b, norm, double_factorial) in enumerate(
-        _harmonic_constants(l_max, xyz.dtype, str(xyz.device)), 1
-    ):
-        up = (a * z) * q_prev  # [l, P], m = 0..l-1
-        if q_prev2 is not None:
-            up = torch.cat([up[:-1] - (b * r2) * q_prev2, up[-1:]])
-        q = torch.cat([up, torch.full_like(x, double_factorial)])  # Q_l: [l+1, P]
-        nq = norm * q
-        sines = nq[1:] * sin_m[:l]
-        rows.append(sines.flip(0) if m_order else sines)
-        rows.append(nq * cos_m[: l + 1])
-        q_prev2, q_prev = q_prev, q
-    return torch.cat(rows)
 
 
 def _weighting(weighting: dict | None) -> dict:
@@ -279,7 +132,7 @@ class SOAP(Descriptor):
         self.r_cut, self.n_max, self.l_max = float(r_cut), int(n_max), int(l_max)
         self.sigma, self.rbf, self.periodic = float(sigma), rbf, bool(periodic)
         self.eta = 1.0 / (2.0 * self.sigma**2)
-        self.padding = self.sigma * math.sqrt(-2.0 * math.log(_DECAY))
+        self.padding = self.sigma * math.sqrt(-2.0 * math.log(DECAY))
         n_lm = (self.l_max + 1) ** 2
         lm_to_l = torch.tensor([l for l in range(self.l_max + 1) for _ in range(2 * l + 1)])
         self.register_buffer("lm_to_l", lm_to_l, persistent=False)

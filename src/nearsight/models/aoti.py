@@ -135,15 +135,26 @@ def _example(model: nn.Module, dtype: torch.dtype, device: torch.device) -> tupl
     atoms.rattle(0.05, seed=1)
     species = list(model.species)
     atoms.numbers = [species[k % len(species)] for k in range(len(atoms))]
-    g = atoms_to_graph(atoms, float(model.cutoff), dtype)
+    g = {k: v.to(device) for k, v in atoms_to_graph(atoms, float(model.cutoff), dtype).items()}
+    inputs = graph_inputs(g, dtype)
+    return (*inputs, neighbour_slots(inputs[3], len(atoms)))
+
+
+def graph_inputs(
+    graph: dict[str, torch.Tensor], dtype: torch.dtype, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, ...]:
+    """The inputs a :class:`CompiledPotential` takes, from a one-structure graph
+    (:func:`nearsight.data.neighbours.atoms_to_graph`): every atom's energy counts unless ``mask``."""
+    positions = graph[keys.POSITIONS]
+    if mask is None:
+        mask = torch.ones(positions.shape[0], dtype=torch.bool, device=positions.device)
     return (
-        g[keys.POSITIONS].to(device),
-        g[keys.ATOMIC_NUMBERS].to(device),
-        g[keys.CELL][0].to(device),
-        g[keys.EDGE_INDEX].to(device),
-        g[keys.CELL_SHIFTS].to(device, dtype),
-        torch.ones(len(atoms), dtype=torch.bool, device=device),
-        neighbour_slots(g[keys.EDGE_INDEX].to(device), len(atoms)),
+        positions,
+        graph[keys.ATOMIC_NUMBERS],
+        graph[keys.CELL][0],
+        graph[keys.EDGE_INDEX],
+        graph[keys.CELL_SHIFTS].to(dtype),
+        torch.as_tensor(mask, device=positions.device),
     )
 
 
@@ -263,7 +274,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         raise FileNotFoundError(f"{path}: no such package")
     try:
         with zipfile.ZipFile(path) as z:
-            names = [m for m in z.namelist() if m.endswith("_metadata.json") or m.endswith("metadata.json")]
+            names = [m for m in z.namelist() if m.endswith("metadata.json")]
             meta: dict[str, str] = {}
             for name in names:
                 meta.update(json.loads(z.read(name)))
@@ -307,7 +318,7 @@ def missing_cpu_flags(flags: str) -> list[str]:
         if line.startswith("flags") or line.startswith("Features"):
             have.update(line.split(":", 1)[1].split())
             break
-    aliases = {"avx512vnni": "avx512_vnni", "avx512bf16": "avx512_bf16", "fma": "fma"}
+    aliases = {"avx512vnni": "avx512_vnni", "avx512bf16": "avx512_bf16"}  # compiler vs /proc/cpuinfo names
     return [f for f in wanted if f not in have and aliases.get(f, f) not in have]
 
 
