@@ -150,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=surface_hop_command)
 
     add_export_parser(sub)
+    from .crystal import add_crystal_parsers
+
+    add_crystal_parsers(sub)
+    from .phonons import add_phonons_parser
+
+    add_phonons_parser(sub)
     _add_common_options(parser, sub)
     return parser
 
