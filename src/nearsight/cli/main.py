@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=surface_hop_command)
 
     add_export_parser(sub)
+    from .vibrations import add_vibration_parsers
+
+    add_vibration_parsers(sub)
     from .crystal import add_crystal_parsers
 
     add_crystal_parsers(sub)
