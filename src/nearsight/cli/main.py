@@ -9,6 +9,10 @@ nearsight demo CONFIG.yaml             # train, evaluate on held-out data, MD, t
 nearsight active-learn CONFIG.yaml [--resume] [--allow-python-oracle]  # committee + QM oracle loop
 nearsight surface-hop CONFIG.yaml [--output-dir DIR] [--resume | --overwrite]  # FSSH swarms
 nearsight export MODEL.pt OUT.pt2 [--dtype float32] [--quick]   # AOTInductor package for LAMMPS
+nearsight relax | eos | elastic CRYSTAL MODEL [MODEL ...]   # relaxation, E(V) and B, C_ij (committee: ± σ)
+nearsight phonons CRYSTAL MODEL [MODEL ...]        # phonopy: bands, DOS, thermal properties, plots
+nearsight vibrations MOLECULE MODEL [MODEL ...]    # harmonic frequencies, IR intensities, thermochemistry
+nearsight spectrum TRAJECTORY --kind vdos|ir       # VDOS / IR spectrum from MD velocities or dipoles
 
 Errors reach the user as one line, ``nearsight COMMAND: error: MESSAGE``, and exit status 2;
 ``--traceback`` (or ``NEARSIGHT_TRACEBACK=1``) shows the Python traceback instead.  Heavy
@@ -22,11 +26,14 @@ import argparse
 import os
 import sys
 
+from .crystal import add_crystal_parsers
 from .evaluate import evaluate_command
 from .export import add_export_parser
 from .md import md_command
+from .phonons import add_phonons_parser
 from .surface_hop import surface_hop_command
 from .train import active_learn_command, train_command
+from .vibrations import add_vibration_parsers
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -150,15 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=surface_hop_command)
 
     add_export_parser(sub)
-    from .vibrations import add_vibration_parsers
-
-    add_vibration_parsers(sub)
-    from .crystal import add_crystal_parsers
-
     add_crystal_parsers(sub)
-    from .phonons import add_phonons_parser
-
     add_phonons_parser(sub)
+    add_vibration_parsers(sub)
     _add_common_options(parser, sub)
     return parser
 
