@@ -246,3 +246,16 @@ def test_trajectory_files_and_the_cli(polar_molecule, tmp_path, capsys):
         spectrum_from_trajectory(bare, "vdos")
     with pytest.raises(ValueError, match="charge head"):
         spectrum_from_trajectory(bare, "ir", timestep_fs=1.0)
+
+
+def test_md_trajectories_record_their_time(tmp_path):
+    """``run_md`` writes each frame's time (info["time_fs"]), so a spectrum needs no --timestep-fs."""
+    from ase.calculators.emt import EMT
+
+    from nearsight.simulate.md import run_md
+
+    path = tmp_path / "md.traj"
+    run_md(bulk("Cu", cubic=True).repeat(2), EMT(), steps=40, timestep_fs=2.0, trajectory=path, interval=4)
+    frames = read(path, ":")
+    assert [f.info["time_fs"] for f in frames] == pytest.approx([8.0 * i for i in range(len(frames))])
+    assert spectrum_from_trajectory(path, "vdos").timestep_fs == pytest.approx(8.0)

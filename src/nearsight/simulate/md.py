@@ -175,7 +175,12 @@ def run_md(
     if trajectory is not None:
         Path(trajectory).parent.mkdir(parents=True, exist_ok=True)
         traj = Trajectory(str(trajectory), "w", atoms)
-        dyn.attach(traj.write, interval=interval)
+
+        def write_frame() -> None:  # each frame's time, so spectra need no --timestep-fs
+            atoms.info["time_fs"] = dyn.get_time() / units.fs
+            traj.write()
+
+        dyn.attach(write_frame, interval=interval)
         handles.append(traj)
     if logfile is not None:
         Path(logfile).parent.mkdir(parents=True, exist_ok=True)
