@@ -4,7 +4,7 @@ nearsight train CONFIG.yaml [--resume | --overwrite]  # last line of output: the
 nearsight train CONFIG.yaml --members K  # a committee: one model path per line
 torchrun --nproc_per_node N -m nearsight train CONFIG.yaml   # data-parallel
 nearsight evaluate MODEL [MODEL ...] DATA --json OUT.json [--plot parity.png]
-nearsight md STRUCTURE MODEL [MODEL ...] --steps N [--ensemble nve|langevin] ...
+nearsight md STRUCTURE MODEL [MODEL ...] --steps N [--ensemble nve|langevin|npt] [--pressure-bar P] ...
 nearsight demo CONFIG.yaml             # train, evaluate on held-out data, MD, table, plot
 nearsight active-learn CONFIG.yaml [--resume] [--allow-python-oracle]  # committee + QM oracle loop
 nearsight surface-hop CONFIG.yaml [--output-dir DIR] [--resume | --overwrite]  # FSSH swarms
@@ -13,6 +13,7 @@ nearsight relax | eos | elastic CRYSTAL MODEL [MODEL ...]   # relaxation, E(V) a
 nearsight phonons CRYSTAL MODEL [MODEL ...]        # phonopy: bands, DOS, thermal properties, plots
 nearsight vibrations MOLECULE MODEL [MODEL ...]    # harmonic frequencies, IR intensities, thermochemistry
 nearsight spectrum TRAJECTORY --kind vdos|ir       # VDOS / IR spectrum from MD velocities or dipoles
+nearsight neb INITIAL FINAL MODEL [--images 7]     # nudged elastic band (ASE): barriers, saddle, plot
 
 Errors reach the user as one line, ``nearsight COMMAND: error: MESSAGE``, and exit status 2;
 ``--traceback`` (or ``NEARSIGHT_TRACEBACK=1``) shows the Python traceback instead.  Heavy
@@ -29,7 +30,8 @@ import sys
 from .crystal import add_crystal_parsers
 from .evaluate import evaluate_command
 from .export import add_export_parser
-from .md import md_command
+from .md import add_md_parser
+from .neb import add_neb_parser
 from .phonons import add_phonons_parser
 from .surface_hop import surface_hop_command
 from .train import active_learn_command, train_command
@@ -95,42 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_label_keys(p)
     p.set_defaults(func=evaluate_command)
 
-    p = sub.add_parser("md", help="molecular dynamics with a model (ASE integrators)")
-    p.add_argument("structure", help="any file ASE reads")
-    p.add_argument("model", nargs="+", help="a model file; several: a committee (mean forces)")
-    p.add_argument("--index", default="0", help="frame of the structure file (default 0)")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--timestep-fs", type=float, default=0.5)
-    p.add_argument("--temperature-K", type=float, default=300.0)
-    p.add_argument("--ensemble", default="nve", choices=["nve", "langevin"])
-    p.add_argument("--friction-per-fs", type=float, default=0.01)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--trajectory", default="md.traj")
-    p.add_argument("--log", default="md.log")
-    p.add_argument("--interval", type=int, default=10, help="write every N steps")
-    p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (where the model runs)")
-    p.add_argument(
-        "--init-velocities",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="draw Maxwell-Boltzmann velocities at --temperature-K (default: only if the frame has none; "
-        "--no-init-velocities keeps the frame's, zero if it has none)",
-    )
-    p.add_argument("--progress-every", type=int, default=100, help="print a progress line every N steps")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.add_argument(
-        "--min-distance",
-        type=float,
-        default=0.1,
-        help="stop with an error when two atoms come closer than this (Å; 0: no check)",
-    )
-    p.add_argument(
-        "--stop-on-extrapolation",
-        action="store_true",
-        help="stop (exit status 3) at the first step with atoms outside the training data",
-    )
-    p.set_defaults(func=md_command)
+    add_md_parser(sub)
 
     p = sub.add_parser("demo", help="train, evaluate, run MD and plot on a config's data")
     p.add_argument("config", nargs="?", default="examples/ethanol_bpnn.yaml")
@@ -160,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_crystal_parsers(sub)
     add_phonons_parser(sub)
     add_vibration_parsers(sub)
+    add_neb_parser(sub)
     _add_common_options(parser, sub)
     return parser
 

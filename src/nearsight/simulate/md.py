@@ -1,10 +1,14 @@
 """Molecular dynamics through ASE's integrators.
 
 NVE with velocity Verlet, NVT with Langevin (``fixcm=False``: the thermostat samples the
-canonical distribution, as ASE >= 3.28 recommends); a trajectory (ASE ``.traj``) and a text
-log are written as the run goes.  The total-energy drift, the slope of a least-squares line
-through E_tot(t) in eV/atom/ps, is measured for NVE only (a thermostat exchanges energy, so
-it means nothing there: ``MDResult.drift_ev_per_atom_ps`` is NaN for Langevin).
+canonical distribution, as ASE >= 3.28 recommends), NPT with the Martyna-Tobias-Klein barostat
+and Nosé-Hoover chains (``"npt"``: isotropic, the volume fluctuates; ``"npt-aniso"``: the whole
+cell; see :mod:`nearsight.simulate.npt` for the equations and why MTK); a trajectory (ASE
+``.traj``) and a text log are written as the run goes.  The drift, the slope of a least-squares
+line through the conserved energy in eV/atom/ps, is measured for NVE (E_tot) and NPT (the MTK
+invariant H' = E_tot + P_ext V + barostat and chain energies); Langevin exchanges energy with a
+bath and has no conserved quantity, so ``MDResult.drift_ev_per_atom_ps`` is NaN there.  NPT runs
+also record the volume, cell and instantaneous pressure at every step.
 
 Velocities: a start structure that carries momenta (a frame of an MD trajectory) keeps them;
 one without draws Maxwell-Boltzmann velocities at ``temperature_K`` (``init_velocities=True``
@@ -29,6 +33,13 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 
 from ..guards import CloseAtomsError, ExtrapolationError, NonFiniteOutputError
+from .npt import (
+    NPT_ENSEMBLES,
+    NPTLogger,
+    instantaneous_pressure_bar,
+    make_npt_dynamics,
+    require_npt_structure,
+)
 
 try:
     from ase.md.velocitydistribution import thermalize_momenta
@@ -52,13 +63,20 @@ class MDResult:
     extrapolating_atoms: np.ndarray | None = None
     stopped: str | None = None  # why the run stopped before ``steps`` (None: it ran them all)
     velocities_initialised: bool = True  # False: the start structure's own velocities were used
+    # NPT only (None otherwise), every step:
+    volume: np.ndarray | None = None  # [n_samples] Å³
+    cell: np.ndarray | None = None  # [n_samples, 3, 3] Å, rows a, b, c
+    pressure_bar: np.ndarray | None = None  # [n_samples] bar, instantaneous (virial + kinetic)
+    conserved_energy: np.ndarray | None = None  # [n_samples] eV, the MTK invariant H'
 
     @property
     def drift_ev_per_atom_ps(self) -> float:
-        """Slope of a linear fit of the total energy, eV/atom/ps (NaN unless NVE)."""
-        if self.ensemble != "nve" or len(self.time_ps) < 2:
+        """Slope of a linear fit of the conserved energy (E_tot in NVE, H' in NPT), eV/atom/ps;
+        NaN for Langevin."""
+        conserved = self.total_energy if self.ensemble == "nve" else self.conserved_energy
+        if conserved is None or len(self.time_ps) < 2:
             return float("nan")
-        slope = np.polyfit(self.time_ps, self.total_energy, 1)[0]
+        slope = np.polyfit(self.time_ps, conserved, 1)[0]
         return float(slope / self.n_atoms)
 
     @property
@@ -79,13 +97,22 @@ def has_velocities(atoms: Atoms) -> bool:
 
 
 def progress_line(
-    step: int, time_ps: float, temperature: float, epot: float, etot: float, extrapolating: int | None
+    step: int,
+    time_ps: float,
+    temperature: float,
+    epot: float,
+    etot: float,
+    extrapolating: int | None,
+    volume: float | None = None,
 ) -> str:
-    """One line of MD progress: step, time (ps), T (K), E_pot and E_tot (eV)[, extrapolating atoms]."""
+    """One line of MD progress: step, time (ps), T (K), E_pot and E_tot (eV)[, V (Å³)]
+    [, extrapolating atoms]."""
     line = (
         f"step {step:>9d}  t {time_ps:10.4f} ps  T {temperature:9.1f} K  "
         f"Epot {epot:14.6f} eV  Etot {etot:14.6f} eV"
     )
+    if volume is not None:
+        line += f"  V {volume:12.4f} Å³"
     return line if extrapolating is None else f"{line}  extrapolating atoms {extrapolating}"
 
 
@@ -113,8 +140,17 @@ def run_md(
     progress: Callable[[str], None] | None = None,
     progress_interval: int = 100,
     stop_on_extrapolation: bool = False,
+    pressure_bar: float | None = None,
+    barostat_time_fs: float | None = None,
+    thermostat_time_fs: float | None = None,
 ) -> MDResult:
     """Run ``steps`` MD steps on a copy of ``atoms`` and record the energies at every step.
+
+    ``ensemble``: "nve", "langevin" (``friction_per_fs``), "npt" or "npt-aniso" (MTK barostat at
+    ``pressure_bar``, default 1 bar, with time constants ``barostat_time_fs`` (default 1000
+    timesteps) and ``thermostat_time_fs`` (default 100 timesteps), see :mod:`nearsight.simulate.npt`;
+    the structure must be periodic in three directions; these three arguments are refused for the
+    other ensembles).
 
     ``init_velocities``: None (default) draws Maxwell-Boltzmann velocities at ``temperature_K``
     only if ``atoms`` has no (non-zero) momenta, True always, False never.  ``progress`` is
@@ -124,8 +160,25 @@ def run_md(
     """
     import time
 
-    if ensemble not in ("nve", "langevin"):
-        raise ValueError(f"ensemble must be 'nve' or 'langevin', got {ensemble!r}")
+    npt = ensemble in NPT_ENSEMBLES
+    if ensemble not in ("nve", "langevin", *NPT_ENSEMBLES):
+        raise ValueError(f"ensemble must be 'nve', 'langevin', 'npt' or 'npt-aniso', got {ensemble!r}")
+    if npt:
+        require_npt_structure(atoms, calculator)
+    else:
+        given = [
+            name
+            for name, value in (
+                ("pressure_bar", pressure_bar),
+                ("barostat_time_fs", barostat_time_fs),
+                ("thermostat_time_fs", thermostat_time_fs),
+            )
+            if value is not None
+        ]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} act on NPT only (ensemble 'npt' or 'npt-aniso'), not {ensemble!r}"
+            )
     if steps < 0 or timestep_fs <= 0 or interval < 1 or progress_interval < 1:
         raise ValueError(
             "need steps >= 0, timestep_fs > 0, interval >= 1, progress_interval >= 1; got "
@@ -147,6 +200,16 @@ def run_md(
     dt = timestep_fs * units.fs
     if ensemble == "nve":
         dyn = VelocityVerlet(atoms, timestep=dt)
+    elif npt:
+        dyn = make_npt_dynamics(
+            atoms,
+            timestep_fs=timestep_fs,
+            temperature_K=temperature_K,
+            pressure_bar=1.0 if pressure_bar is None else pressure_bar,
+            barostat_time_fs=barostat_time_fs,
+            thermostat_time_fs=thermostat_time_fs,
+            anisotropic=ensemble == "npt-aniso",
+        )
     else:
         dyn = Langevin(
             atoms,
@@ -157,6 +220,7 @@ def run_md(
             rng=rng,
         )
     times, epots, energies, temps, extrapolating = [], [], [], [], []
+    volumes, cells, pressures, conserved = [], [], [], []
 
     def record() -> None:
         epot = atoms.get_potential_energy()
@@ -166,9 +230,15 @@ def run_md(
         temps.append(atoms.get_temperature())
         n = atoms.calc.results.get("extrapolating_atoms")
         extrapolating.append(None if n is None else int(n))
+        if npt:
+            volumes.append(atoms.get_volume())
+            cells.append(atoms.cell.array.copy())
+            pressures.append(instantaneous_pressure_bar(atoms))
+            conserved.append(dyn.get_conserved_energy())
         step = len(times) - 1
         if progress is not None and step % progress_interval == 0:
-            progress(progress_line(step, times[-1], temps[-1], epot, energies[-1], extrapolating[-1]))
+            volume = volumes[-1] if npt else None
+            progress(progress_line(step, times[-1], temps[-1], epot, energies[-1], extrapolating[-1], volume))
 
     dyn.attach(record, interval=1)
     handles = []
@@ -184,7 +254,10 @@ def run_md(
         handles.append(traj)
     if logfile is not None:
         Path(logfile).parent.mkdir(parents=True, exist_ok=True)
-        logger = MDLogger(dyn, atoms, str(logfile), header=True, stress=False, peratom=True, mode="w")
+        if npt:
+            logger = NPTLogger(dyn, atoms, str(logfile), mode="w")
+        else:
+            logger = MDLogger(dyn, atoms, str(logfile), header=True, stress=False, peratom=True, mode="w")
         dyn.attach(logger, interval=interval)
         handles.append(logger)
     stopped = None
@@ -215,4 +288,8 @@ def run_md(
         extrapolating_atoms=np.asarray(reported, dtype=np.int64) if len(reported) == len(times) else None,
         stopped=stopped,
         velocities_initialised=bool(init_velocities),
+        volume=np.asarray(volumes) if npt else None,
+        cell=np.asarray(cells).reshape(-1, 3, 3) if npt else None,
+        pressure_bar=np.asarray(pressures) if npt else None,
+        conserved_energy=np.asarray(conserved) if npt else None,
     )
