@@ -14,6 +14,7 @@ nearsight phonons CRYSTAL MODEL [MODEL ...]        # phonopy: bands, DOS, therma
 nearsight vibrations MOLECULE MODEL [MODEL ...]    # harmonic frequencies, IR intensities, thermochemistry
 nearsight spectrum TRAJECTORY --kind vdos|ir       # VDOS / IR spectrum from MD velocities or dipoles
 nearsight neb INITIAL FINAL MODEL [--images 7]     # nudged elastic band (ASE): barriers, saddle, plot
+nearsight pimd STRUCTURE MODEL --beads 32 ...      # path-integral MD with i-PI (centroid-virial K, g(r))
 
 Errors reach the user as one line, ``nearsight COMMAND: error: MESSAGE``, and exit status 2;
 ``--traceback`` (or ``NEARSIGHT_TRACEBACK=1``) shows the Python traceback instead.  Heavy
@@ -33,6 +34,7 @@ from .export import add_export_parser
 from .md import add_md_parser
 from .neb import add_neb_parser
 from .phonons import add_phonons_parser
+from .pimd import add_pimd_parser
 from .surface_hop import surface_hop_command
 from .train import active_learn_command, train_command
 from .vibrations import add_vibration_parsers
@@ -128,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_phonons_parser(sub)
     add_vibration_parsers(sub)
     add_neb_parser(sub)
+    add_pimd_parser(sub)
     _add_common_options(parser, sub)
     return parser
 
