@@ -15,6 +15,7 @@ nearsight vibrations MOLECULE MODEL [MODEL ...]    # harmonic frequencies, IR in
 nearsight spectrum TRAJECTORY --kind vdos|ir       # VDOS / IR spectrum from MD velocities or dipoles
 nearsight neb INITIAL FINAL MODEL [--images 7]     # nudged elastic band (ASE): barriers, saddle, plot
 nearsight pimd STRUCTURE MODEL --beads 32 ...      # path-integral MD with i-PI (centroid-virial K, g(r))
+nearsight mlmm SYSTEM MODEL --ml-atoms ...         # a nearsight region in an OpenMM force field (TIP3P water)
 
 Errors reach the user as one line, ``nearsight COMMAND: error: MESSAGE``, and exit status 2;
 ``--traceback`` (or ``NEARSIGHT_TRACEBACK=1``) shows the Python traceback instead.  Heavy
@@ -32,6 +33,7 @@ from .crystal import add_crystal_parsers
 from .evaluate import evaluate_command
 from .export import add_export_parser
 from .md import add_md_parser
+from .mlmm import add_mlmm_parser
 from .neb import add_neb_parser
 from .phonons import add_phonons_parser
 from .pimd import add_pimd_parser
@@ -131,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_vibration_parsers(sub)
     add_neb_parser(sub)
     add_pimd_parser(sub)
+    add_mlmm_parser(sub)
     _add_common_options(parser, sub)
     return parser
 
