@@ -122,6 +122,13 @@ PackageInfo read_package_info(const std::string &path)
   info.cpu_isa = opt("cpu_isa");
   info.cpu_flags = opt("cpu_flags");
   info.long_range = opt("long_range");
+  std::istringstream inputs(opt("inputs"));
+  std::string name;
+  while (std::getline(inputs, name, ','))
+    if (strip(name).rfind("layer_centres_", 0) == 0) ++info.layer_inputs;
+  if (info.layer_inputs != 0 && info.layer_inputs != info.interaction_layers)
+    throw std::runtime_error("model package " + path + " takes " + std::to_string(info.layer_inputs) +
+                             " layer_centres inputs for " + layers + " interaction layers");
   return info;
 }
 
@@ -281,7 +288,8 @@ Model::Model(const std::string &path, const PackageInfo &info, const std::string
 Model::~Model() = default;
 
 void Model::compute(int64_t n, const double *positions, const int64_t *species, const double *cell,
-                    int64_t n_edges, const int64_t *edge_index, const uint8_t *mask, bool want_atomic_virial,
+                    int64_t n_edges, const int64_t *edge_index, const uint8_t *mask,
+                    const std::vector<std::vector<int64_t>> &layer_centres, bool want_atomic_virial,
                     Result &result)
 {
   c10::NoGradGuard no_grad;
@@ -302,7 +310,7 @@ void Model::compute(int64_t n, const double *positions, const int64_t *species, 
   for (int64_t e = 0; e < n_edges; ++e) slots = std::max(slots, ++per_centre[edge_index[e]]);
 
   std::vector<at::Tensor> inputs;
-  inputs.reserve(7);
+  inputs.reserve(7 + layer_centres.size());
   inputs.push_back(as_input(const_cast<double *>(positions), {n, 3}, f64, real));
   inputs.push_back(as_input(const_cast<int64_t *>(species), {n}, i64, i64.device(dev)));
   inputs.push_back(as_input(const_cast<double *>(cell), {3, 3}, f64, real));
@@ -311,6 +319,9 @@ void Model::compute(int64_t n, const double *positions, const int64_t *species, 
   inputs.push_back(as_input(const_cast<uint8_t *>(mask), {n}, at::TensorOptions().dtype(at::kByte),
                             at::TensorOptions().dtype(at::kBool).device(dev)));
   inputs.push_back(at::zeros({slots}, i64.device(dev)));
+  for (const auto &centres : layer_centres)
+    inputs.push_back(as_input(const_cast<int64_t *>(centres.data()), {static_cast<int64_t>(centres.size())},
+                              i64, i64.device(dev)));
 
   std::vector<at::Tensor> out = impl_->loader->run(inputs);
   if (out.size() < 4)

@@ -4,11 +4,13 @@
    one translation unit.  Errors are thrown as std::runtime_error with a message
    meant for the user; the pair style turns them into LAMMPS errors.
 
-   Package interface ("nearsight-aoti-2"), inputs in this order:
+   Package interface ("nearsight-aoti-3"), inputs in this order:
      positions [N,3] (dtype), species [N] int64 (atomic numbers), cell [3,3] (dtype),
      edge_index [2,E] int64 (row 0 centre i, row 1 neighbour j), shifts [E,3] (dtype),
      mask [N] bool (true = the atom's energy counts), neighbour_slots [S] int64 (values
-     unused; S >= the largest number of edges of one centre)
+     unused; S >= the largest number of edges of one centre), and for a model of T > 1
+     message-passing layers layer_centres_0 ... layer_centres_{T-1} [n_t] int64 (the atoms
+     layer t updates: those within T-1-t hops of an owned atom; metadata "inputs" lists them)
    outputs: atomic_energies [N] eV, forces [N,3] eV/A (for every atom, ghosts too),
      virial [3,3] eV = -sum_e r_e (x) dE/dr_e, atomic_virial [N,3,3] eV. */
 
@@ -24,7 +26,7 @@
 namespace nearsight {
 
 // the package format this plugin understands
-inline constexpr const char *PACKAGE_FORMAT = "nearsight-aoti-2";
+inline constexpr const char *PACKAGE_FORMAT = "nearsight-aoti-3";
 
 // what the metadata of a package says, parsed
 struct PackageInfo {
@@ -32,6 +34,7 @@ struct PackageInfo {
   std::vector<int> species;                  // atomic numbers the model knows
   double cutoff = 0.0;                       // Angstrom
   int interaction_layers = 1;                // message-passing layers (ghost cutoff = layers * cutoff)
+  int layer_inputs = 0;                      // layer_centres_<t> inputs (interaction_layers, or 0)
   std::string dtype;                         // "float64" or "float32"
   std::string device;                        // "cpu" or "cuda"
   std::string torch_version;                 // torch.__version__ of the exporting Python
@@ -74,9 +77,11 @@ class Model {
   Model &operator=(const Model &) = delete;
 
   // one evaluation; positions [n*3] and cell [9] in Angstrom, edge_index [2*n_edges]
-  // (all centres first, then all neighbours), mask [n] (1 = energy counts)
+  // (all centres first, then all neighbours), mask [n] (1 = energy counts), layer_centres
+  // (one index list per layer when the package takes them, else empty)
   void compute(int64_t n, const double *positions, const int64_t *species, const double *cell,
-               int64_t n_edges, const int64_t *edge_index, const uint8_t *mask, bool want_atomic_virial,
+               int64_t n_edges, const int64_t *edge_index, const uint8_t *mask,
+               const std::vector<std::vector<int64_t>> &layer_centres, bool want_atomic_virial,
                Result &result);
 
   const std::string &device() const { return device_; }

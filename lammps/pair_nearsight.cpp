@@ -251,23 +251,53 @@ void PairNearsight::compute(int eflag, int vflag)
   double **f = atom->f;
   const int *type = atom->type;
 
-  // edges: every ordered pair closer than the cutoff, around owned and ghost centres; a one-layer
-  // (descriptor) model needs only the owned atoms' environments, so only their edges
-  const int ncentres = info->interaction_layers > 1 ? list->inum + list->gnum : list->inum;
+  // edges: every ordered pair closer than the cutoff around the atoms some layer updates. A one-layer
+  // (descriptor) model needs only the owned atoms' environments. A model of T layers needs the
+  // features of layer t only on atoms within T-1-t hops (edges) of an owned atom; a package that
+  // takes layer_centres gets those atom lists and edges around the atoms within T-1 hops, an older
+  // one edges around every atom
+  const int layers = info->interaction_layers;
+  const bool by_hops = layers > 1 && info->layer_inputs == layers;
   const int *ilist = list->ilist;
   const int *numneigh = list->numneigh;
   int **firstneigh = list->firstneigh;
   const double cutsq_model = cutoff * cutoff;
+  auto within_cutoff = [&](int i, int j) {
+    const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
+    return dx * dx + dy * dy + dz * dz < cutsq_model;
+  };
+  std::vector<int> centres;
+  if (by_hops) {
+    depth.assign(nall, layers);
+    std::vector<int> frontier(ilist, ilist + list->inum);
+    for (int i : frontier) depth[i] = 0;
+    centres = frontier;
+    for (int k = 0; k + 1 < layers; ++k) {
+      std::vector<int> next;
+      for (int i : frontier) {
+        const int *jlist = firstneigh[i];
+        for (int jj = 0; jj < numneigh[i]; ++jj) {
+          const int j = jlist[jj] & NEIGHMASK;
+          if (depth[j] > k + 1 && within_cutoff(i, j)) {
+            depth[j] = k + 1;
+            next.push_back(j);
+          }
+        }
+      }
+      centres.insert(centres.end(), next.begin(), next.end());
+      frontier.swap(next);
+    }
+  } else {
+    const int ncentres = layers > 1 ? list->inum + list->gnum : list->inum;
+    centres.assign(ilist, ilist + ncentres);
+  }
   centre.clear();
   neighbour.clear();
-  for (int ii = 0; ii < ncentres; ++ii) {
-    const int i = ilist[ii];
-    const double xi = x[i][0], yi = x[i][1], zi = x[i][2];
+  for (int i : centres) {
     const int *jlist = firstneigh[i];
     for (int jj = 0; jj < numneigh[i]; ++jj) {
       const int j = jlist[jj] & NEIGHMASK;
-      const double dx = x[j][0] - xi, dy = x[j][1] - yi, dz = x[j][2] - zi;
-      if (dx * dx + dy * dy + dz * dz < cutsq_model) {
+      if (within_cutoff(i, j)) {
         centre.push_back(i);
         neighbour.push_back(j);
       }
@@ -299,10 +329,10 @@ void PairNearsight::compute(int eflag, int vflag)
     mask[i] = i < nlocal ? 1 : 0;
   }
 
-  // packages are exported with at least two atoms and two edges (torch.export
-  // specialises sizes 0 and 1); pad with a pair of masked dummy atoms far away,
-  // which only see each other and change nothing else
-  if (n < 2 || centre.size() < 2) {
+  // packages are exported with at least two atoms, two edges and two atoms per layer
+  // (torch.export specialises sizes 0 and 1); pad with a pair of masked dummy atoms far
+  // away, which only see each other and change nothing else
+  if (n < 2 || centre.size() < 2 || (by_hops && nlocal < 2)) {
     const double far = 10.0 * ghost_layers() * cutoff + 100.0;
     for (int d = 0; d < 2; ++d) {
       for (int k = 0; k < 3; ++k) pos[3 * (n + d) + k] = top[k] + far;
@@ -314,8 +344,16 @@ void PairNearsight::compute(int eflag, int vflag)
     neighbour.push_back(n + 1);
     centre.push_back(n + 1);
     neighbour.push_back(n);
+    if (by_hops) {
+      depth.push_back(0);
+      depth.push_back(0);
+    }
     n += 2;
   }
+  layer_centres.assign(by_hops ? layers : 0, {});
+  for (int t = 0; t < static_cast<int>(layer_centres.size()); ++t)
+    for (int64_t i = 0; i < n; ++i)
+      if (depth[i] <= layers - 1 - t) layer_centres[t].push_back(i);
 
   const int64_t nedges = static_cast<int64_t>(centre.size());
   edge_index.resize(2 * nedges);
@@ -327,7 +365,7 @@ void PairNearsight::compute(int eflag, int vflag)
   const double cell[9] = {h[0], 0.0, 0.0, h[5], h[1], 0.0, h[4], h[3], h[2]};
 
   try {
-    model->compute(n, pos.data(), species.data(), cell, nedges, edge_index.data(), mask.data(),
+    model->compute(n, pos.data(), species.data(), cell, nedges, edge_index.data(), mask.data(), layer_centres,
                    vflag_atom != 0, *result);
   } catch (const std::exception &e) {
     error->one(FLERR, "pair_style nearsight: evaluating {} on {} atoms and {} edges failed: {}", package_path,

@@ -67,6 +67,8 @@ class PairNearsight : public Pair {
   std::vector<int64_t> species;
   std::vector<uint8_t> mask;
   std::vector<int64_t> centre, neighbour, edge_index;
+  std::vector<int> depth;                              // hops from the nearest owned atom
+  std::vector<std::vector<int64_t>> layer_centres;     // the atoms each layer updates
 };
 
 }    // namespace LAMMPS_NS

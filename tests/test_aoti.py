@@ -20,6 +20,7 @@ from nearsight.models.aoti import (
     check_runnable,
     export_package,
     graph_inputs,
+    layer_centres_of,
     load_package,
     missing_cpu_flags,
     read_metadata,
@@ -54,9 +55,15 @@ def cluster() -> Atoms:
     return atoms
 
 
-def run(potential, atoms: Atoms, mask=None):
+def run(potential, atoms: Atoms, mask=None, by_hops: bool = False):
+    """The package's outputs; ``by_hops``: as the LAMMPS plugin calls a message-passing package, each
+    layer updating only atoms within layers − 1 − t hops of a masked one, edges only around those."""
     g = atoms_to_graph(atoms, potential.cutoff, potential.dtype)
     args = graph_inputs(g, potential.dtype, None if mask is None else torch.as_tensor(mask))
+    if by_hops:
+        centres = layer_centres_of(args[3], args[5], potential.interaction_layers)
+        keep = torch.isin(args[3][0], centres[0])
+        args = (*args[:3], args[3][:, keep], args[4][keep], args[5], *centres)
     return [t.double().numpy() for t in potential(*args)]
 
 
@@ -119,7 +126,8 @@ def with_ghosts(atoms: Atoms, shell: float) -> tuple[Atoms, np.ndarray]:
 @pytest.mark.parametrize("kind", ["acsf", "equivariant"])
 def test_owned_atoms_with_ghosts_give_the_periodic_result(aoti_package, kind):
     """LAMMPS's view of a periodic cell: owned atoms, ghosts out to interaction_layers × cutoff, only
-    owned energies counted and ghost forces summed onto their owners; a ghost shell one cutoff thick
+    owned energies counted and ghost forces summed onto their owners, with every atom updated or (as
+    the plugin does) each layer only within reach of the owned atoms; a ghost shell one cutoff thick
     is too thin for a two-layer model (the negative control)."""
     model_path, package = aoti_package(kind)
     potential = load_package(package)
@@ -128,10 +136,14 @@ def test_owned_atoms_with_ghosts_give_the_periodic_result(aoti_package, kind):
     n = len(atoms)
     layers = potential.interaction_layers
     assert layers == (2 if kind == "equivariant" else 1)
-    for thickness, exact in [(layers, True), (1, layers == 1)]:
+    for thickness, exact, by_hops in [
+        (layers, True, False),
+        (layers, True, layers > 1),
+        (1, layers == 1, False),
+    ]:
         ghosts, owner = with_ghosts(atoms, thickness * potential.cutoff + 0.01)
         mask = np.arange(len(ghosts)) < n
-        e_i, forces, virial, _ = run(potential, ghosts, mask)
+        e_i, forces, virial, _ = run(potential, ghosts, mask, by_hops)
         folded = np.zeros((n, 3))
         np.add.at(folded, owner, forces)
         errors = (
@@ -162,8 +174,9 @@ def test_metadata_and_refusals(aoti_package, tmp_path):
     meta = read_metadata(package)
     assert meta["species"] == "1 8" and float(meta["cutoff"]) == 3.5 and meta["interaction_layers"] == "2"
     assert meta["units"] == "metal" and meta["torch_version"] == torch.__version__
-    assert meta["inputs"] == "positions,species,cell,edge_index,shifts,mask,neighbour_slots"
-    assert meta["format"] == "nearsight-aoti-2"
+    base = "positions,species,cell,edge_index,shifts,mask,neighbour_slots"
+    assert meta["inputs"] == base + ",layer_centres_0,layer_centres_1"  # one per message-passing layer
+    assert meta["format"] == "nearsight-aoti-3"
     potential = load_package(package)
     atoms = small_cell()
     atoms.numbers[0] = 6

@@ -242,3 +242,45 @@ def test_torchscript_export_matches(tmp_path):
     torch.testing.assert_close(out[keys.FORCES], ref[keys.FORCES], atol=1e-12, rtol=0)
     with pytest.raises(torch.jit.Error, match="element the model was not trained on"):
         ts(*args[:1], torch.full_like(args[1], 6), *args[2:], g[keys.CELL_SHIFTS])
+
+
+def test_layer_centres_give_the_owned_energies_of_the_full_graph():
+    """The LAMMPS plugin's ghost handling in Python (nearsight.models.receptive): layer t updates only
+    the atoms within layers − 1 − t hops of the owned ones (keys.LAYER_CENTRES), edges only around
+    layer 0's; the owned atoms' energies and their gradients equal the full graph's to round-off."""
+    from nearsight.models.aoti import layer_centres_of
+
+    model = tiny([1, 8], seed=3, num_layers=2)
+    atoms = water_box(5)
+    atoms.pbc = False
+    centre = atoms.positions.mean(0)
+    atoms = atoms[np.argsort(np.linalg.norm(atoms.positions - centre, axis=1))]
+    owned = torch.zeros(len(atoms), dtype=torch.bool)
+    owned[torch.randperm(40, generator=torch.Generator().manual_seed(0))[:12]] = True  # not a prefix
+
+    def energies(centres=None):
+        g = atoms_to_graph(atoms, model.cutoff, torch.float64)
+        if centres is not None:
+            keep = torch.isin(g[keys.EDGE_INDEX][0], centres[0])  # edges only around layer 0's atoms
+            g[keys.EDGE_INDEX], g[keys.CELL_SHIFTS] = g[keys.EDGE_INDEX][:, keep], g[keys.CELL_SHIFTS][keep]
+            for t, c in enumerate(centres):
+                g[f"{keys.LAYER_CENTRES}_{t}"] = c
+        positions = g[keys.POSITIONS].requires_grad_(True)
+        g[keys.EDGE_VECTORS] = edge_vectors(
+            positions, g[keys.CELL], g[keys.BATCH], g[keys.EDGE_INDEX], g[keys.CELL_SHIFTS]
+        )
+        e = model(g)[keys.ATOMIC_ENERGIES]
+        (grad,) = torch.autograd.grad(e[owned].sum(), positions)
+        return e, grad, g
+
+    full, grad_full, g = energies()
+    centres = layer_centres_of(g[keys.EDGE_INDEX], owned, model.num_layers)
+    assert torch.equal(centres[-1], owned.nonzero()[:, 0])
+    assert owned.sum() < len(centres[0]) < len(atoms) / 2  # most atoms are never updated
+    part, grad_part, _ = energies(centres)
+    assert torch.all(part[~owned] == 0)
+    torch.testing.assert_close(part[owned], full[owned], rtol=0, atol=1e-12)
+    torch.testing.assert_close(grad_part, grad_full, rtol=0, atol=1e-12)
+    # one hop short: layer 0 without the atoms one hop out of the owned ones changes the energies
+    short = [centres[1], centres[1]]
+    assert (energies(short)[0][owned] - full[owned]).abs().max() > 1e-6

@@ -113,6 +113,11 @@ EDGE_LENGTHS = declare("edge_lengths", "edge", (), "Å")  # [n_edges] float, Å
 # [n_slots] (values unused): n_slots >= the largest number of edges of one centre; given to a traced
 # model (nearsight.models.aoti) as a size, so its padded neighbour lists have a shape export can trace
 NEIGHBOUR_SLOTS = "neighbour_slots"
+# "layer_centres_<t>" [n_t] int64, one per message-passing layer t (optional): the atoms layer t
+# updates (each layer's set inside the one before; the last layer's are the atoms whose energies are
+# wanted, the others get energy 0); edges are needed only around layer 0's. The LAMMPS plugin gives
+# them so that ghosts far from its own atoms are not updated (nearsight.models.receptive)
+LAYER_CENTRES = "layer_centres"
 
 # ----------------------------------------------------------------- outputs
 ENERGY = "energy"

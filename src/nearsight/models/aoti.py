@@ -15,7 +15,9 @@ the last input),
              shifts [E, 3] (integer cell shifts as floats: r_ij = R_j − R_i + shifts @ cell),
              mask [N] (bool: the atoms whose energy counts), neighbour_slots [S] (int64, values
              unused: S >= the largest number of edges of one centre, the width of the padded
-             neighbour lists of message-passing models)
+             neighbour lists of message-passing models), and for a model of T > 1 message-passing
+             layers layer_centres_0 … layer_centres_{T−1} (int64 index tensors: the atoms each layer
+             updates, :mod:`nearsight.models.receptive`; ``CompiledPotential`` passes every atom)
     outputs: atomic_energies [N] (eV), forces [N, 3] = −∂E/∂R (eV/Å, every atom, masked or not),
              virial [3, 3] = −Σ_e r_e ⊗ ∂E/∂r_e (eV), atomic_virial [N, 3, 3] (half of each edge's
              term to each end),
@@ -46,7 +48,7 @@ from torch import nn
 
 from .. import __version__, keys
 
-FORMAT = "nearsight-aoti-2"  # 2: the neighbour_slots input
+FORMAT = "nearsight-aoti-3"  # 2: the neighbour_slots input; 3: layer_centres_<t> of message passing
 INPUTS = ("positions", "species", "cell", "edge_index", "shifts", "mask", "neighbour_slots")
 OUTPUTS = ("atomic_energies", "forces", "virial", "atomic_virial")
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -69,6 +71,7 @@ class PackagedForceField(nn.Module):
         shifts: torch.Tensor,
         mask: torch.Tensor,
         neighbour_slots: torch.Tensor,
+        *layer_centres: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         # edges grouped by centre (the descriptors enumerate angular triplets per centre)
         order = torch.argsort(edge_index[0], stable=True)
@@ -88,6 +91,8 @@ class PackagedForceField(nn.Module):
             keys.EDGE_VECTORS: vectors,
             keys.NEIGHBOUR_SLOTS: neighbour_slots,
         }
+        for t, centres in enumerate(layer_centres):
+            graph[f"{keys.LAYER_CENTRES}_{t}"] = centres
         atomic = self.model(graph)[keys.ATOMIC_ENERGIES]  # [N]
         energy = torch.where(mask, atomic, torch.zeros_like(atomic)).sum()
         (g,) = torch.autograd.grad(energy, [vectors])  # ∂E/∂r_e [E, 3]
@@ -119,6 +124,13 @@ def _check_exportable(model: nn.Module) -> None:
         )
 
 
+def package_inputs(model: nn.Module) -> tuple[str, ...]:
+    """The input names of ``model``'s package: :data:`INPUTS`, then one ``layer_centres_<t>`` per
+    message-passing layer of a model with more than one."""
+    layers = interaction_layers(model)
+    return INPUTS + (tuple(f"{keys.LAYER_CENTRES}_{t}" for t in range(layers)) if layers > 1 else ())
+
+
 def interaction_layers(model: nn.Module) -> int:
     """How many neighbour shells an atom's energy reaches: 1 for descriptor models, the number of
     message-passing layers for the equivariant model (the ghost shell LAMMPS needs, in cutoffs)."""
@@ -137,7 +149,9 @@ def _example(model: nn.Module, dtype: torch.dtype, device: torch.device) -> tupl
     atoms.numbers = [species[k % len(species)] for k in range(len(atoms))]
     g = {k: v.to(device) for k, v in atoms_to_graph(atoms, float(model.cutoff), dtype).items()}
     inputs = graph_inputs(g, dtype)
-    return (*inputs, neighbour_slots(inputs[3], len(atoms)))
+    n_layers = len(package_inputs(model)) - len(INPUTS)  # sizes 7, 6, …: none equal to another size
+    centres = [torch.arange(len(atoms) - 1 - t, device=device) for t in range(n_layers)]
+    return (*inputs, neighbour_slots(inputs[3], len(atoms)), *centres)
 
 
 def graph_inputs(
@@ -164,6 +178,19 @@ def neighbour_slots(edge_index: torch.Tensor, n_atoms: int) -> torch.Tensor:
     counts = torch.bincount(edge_index[0], minlength=n_atoms)
     width = max(1, int(counts.max()) if counts.numel() else 1)
     return torch.zeros(width, dtype=torch.int64, device=edge_index.device)
+
+
+def layer_centres_of(edge_index: torch.Tensor, owned: torch.Tensor, layers: int) -> list[torch.Tensor]:
+    """The ``keys.LAYER_CENTRES`` inputs for the energies of the ``owned`` atoms (a bool mask) of a
+    model of ``layers`` message-passing layers, as the LAMMPS plugin makes them: layer t updates the
+    atoms within layers − 1 − t hops (edges) of an owned atom."""
+    depth = torch.full(owned.shape, layers, dtype=torch.int64, device=owned.device)
+    depth[owned] = 0
+    centre, neighbour = edge_index[0], edge_index[1]
+    for k in range(layers - 1):
+        reached = neighbour[depth[centre] == k]
+        depth[reached] = torch.minimum(depth[reached], torch.full_like(reached, k + 1))
+    return [(depth <= layers - 1 - t).nonzero()[:, 0] for t in range(layers)]
 
 
 def cpu_isa(configs: dict) -> tuple[str, str]:
@@ -208,7 +235,7 @@ def package_metadata(model: nn.Module, dtype: torch.dtype, device: str, options:
         "cpu_flags": flags,
         "machine": platform.machine(),
         "long_range": "",
-        "inputs": ",".join(INPUTS),
+        "inputs": ",".join(package_inputs(model)),
         "outputs": ",".join(OUTPUTS),
     }
 
@@ -249,7 +276,8 @@ def export_package(
     args = _example(model, dtype, torch.device(device))
     traced = make_fx(wrapper, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*args)
     n, e, slots = Dim("n_atoms", min=1), Dim("n_edges", min=1), Dim("n_slots", min=1)
-    dynamic = ({0: n}, {0: n}, None, {1: e}, {0: e}, {0: n}, {0: slots})
+    centres = [{0: Dim(f"n_centres_{t}", min=1)} for t in range(len(args) - len(INPUTS))]
+    dynamic = ({0: n}, {0: n}, None, {1: e}, {0: e}, {0: n}, {0: slots}, *centres)
     program = torch.export.export(traced, args, dynamic_shapes=dynamic, strict=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part.pt2")
@@ -338,12 +366,15 @@ class CompiledPotential:
         self._run = torch._inductor.aoti_load_package(str(self.path))
 
     def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The outputs for ``positions, species, cell, edge_index, shifts, mask`` (the last input,
-        ``neighbour_slots``, is made here from the edges)."""
-        if len(inputs) != len(INPUTS) - 1:
-            raise TypeError(
-                f"{self.path}: takes {len(INPUTS) - 1} inputs ({', '.join(INPUTS[:-1])}), got {len(inputs)}"
-            )
+        """The outputs for ``positions, species, cell, edge_index, shifts, mask`` and, for a
+        message-passing model, optionally its ``layer_centres`` (default: every atom in every layer);
+        ``neighbour_slots`` is made here from the edges."""
+        names = self.metadata["inputs"].split(",")
+        layers = [name for name in names if name.startswith(keys.LAYER_CENTRES)]
+        base = len(INPUTS) - 1
+        if len(inputs) not in (base, base + len(layers)):
+            wanted = ", ".join(INPUTS[:-1]) + (f" [, {', '.join(layers)}]" if layers else "")
+            raise TypeError(f"{self.path}: takes the inputs {wanted}, got {len(inputs)}")
         species = inputs[1]
         known = torch.isin(species, torch.tensor(self.species, device=species.device))
         if not bool(known.all()):
@@ -352,7 +383,10 @@ class CompiledPotential:
             bad = sorted({chemical_symbols[int(z)] for z in species[~known]})
             have = [chemical_symbols[z] for z in self.species]
             raise ValueError(f"{self.path}: element(s) {bad} not known to the model (species {have})")
-        return tuple(self._run(*inputs, neighbour_slots(inputs[3], species.shape[0])))
+        centres = list(inputs[base:])
+        if layers and not centres:
+            centres = [torch.arange(species.shape[0], device=species.device)] * len(layers)
+        return tuple(self._run(*inputs[:base], neighbour_slots(inputs[3], species.shape[0]), *centres))
 
 
 def load_package(path: str | os.PathLike) -> CompiledPotential:

@@ -61,6 +61,7 @@ from .electronic import ElectronicEmbedding
 from .equivariant_spec import PRESETS, equivariant_arguments
 from .interaction import Interaction, RadialMLP, stacked_weights
 from .irreps import Irrep, irrep_name, irreps_up_to, sh_polynomials
+from .receptive import layer_centres, run_on_centres
 from .reference import switch, switched
 
 __all__ = ["PRESETS", "EquivariantPotential", "build_equivariant", "equivariant_arguments"]
@@ -353,6 +354,12 @@ class EquivariantPotential(ExactConstants):
     def run(self, graph: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
         """Atomic energies ``[n]`` (diabatic models: the readout columns ``[n, S + P]``, unscaled) and,
         per layer, the A blocks then the h irreps ``[n, 2l+1, C]``."""
+        if torch.jit.is_scripting():
+            pass  # (TorchScript export: every atom)
+        else:
+            restricted = self._run_on_centres(graph)
+            if restricted is not None:  # the LAMMPS plugin's own atoms and their receptive field
+                return restricted, []
         element = self.elements(graph[keys.ATOMIC_NUMBERS])
         vectors = graph[keys.EDGE_VECTORS]
         edge_index = graph[keys.EDGE_INDEX]
@@ -399,6 +406,15 @@ class EquivariantPotential(ExactConstants):
         if isolated:  # an isolated atom at E0_Z (files before it: e_Z)
             energy = switched(self.isolated_energy[element], switch(graph, self.cutoff), energy)
         return energy, feats
+
+    @torch.jit.unused
+    def _run_on_centres(self, graph: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The energies of ``keys.LAYER_CENTRES`` (nearsight.models.receptive), or None: the graph has
+        none, or every atom's features are needed (a charge head, several states, charge and spin)."""
+        if self.charge_readout is not None or self.n_states > 1 or self.electronic is not None:
+            return None
+        centres = layer_centres(graph, self.num_layers)
+        return None if centres is None else run_on_centres(self, graph, centres)
 
     @torch.jit.unused
     def _isolated_reference(self) -> bool:
