@@ -16,6 +16,7 @@ nearsight spectrum TRAJECTORY --kind vdos|ir       # VDOS / IR spectrum from MD 
 nearsight neb INITIAL FINAL MODEL [--images 7]     # nudged elastic band (ASE): barriers, saddle, plot
 nearsight pimd STRUCTURE MODEL --beads 32 ...      # path-integral MD with i-PI (centroid-virial K, g(r))
 nearsight mlmm SYSTEM MODEL --ml-atoms ...         # a nearsight region in an OpenMM force field (TIP3P water)
+nearsight umbrella | metad CONFIG.yaml [--resume]  # free energies: umbrella sampling + MBAR, WT metadynamics
 
 Errors reach the user as one line, ``nearsight COMMAND: error: MESSAGE``, and exit status 2;
 ``--traceback`` (or ``NEARSIGHT_TRACEBACK=1``) shows the Python traceback instead.  Heavy
@@ -37,6 +38,7 @@ from .mlmm import add_mlmm_parser
 from .neb import add_neb_parser
 from .phonons import add_phonons_parser
 from .pimd import add_pimd_parser
+from .sampling import add_sampling_parsers
 from .surface_hop import surface_hop_command
 from .train import active_learn_command, train_command
 from .vibrations import add_vibration_parsers
@@ -134,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_neb_parser(sub)
     add_pimd_parser(sub)
     add_mlmm_parser(sub)
+    add_sampling_parsers(sub)
     _add_common_options(parser, sub)
     return parser
 
