@@ -54,14 +54,16 @@ def structure(system: str, n_atoms: int):
 
 
 def package_for(kind: str, system: str, work: Path) -> tuple[Path, Path]:
-    from nearsight.models.aoti import export_package
+    from nearsight.models.aoti import export_package, read_metadata
     from nearsight.models.io import save_model
 
     model_path, package = work / f"{kind}_{system}.pt", work / f"{kind}_{system}_float32.pt2"
     model = build_model(kind, SPECIES[system]).float().eval()
     if not model_path.exists():
         save_model(model, model_path)
-    if not package.exists():
+    try:
+        read_metadata(package)  # a package of an older format is compiled again
+    except (FileNotFoundError, ValueError):
         export_package(model, package, dtype="float32")
     return model_path, package
 
