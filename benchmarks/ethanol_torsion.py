@@ -40,7 +40,11 @@ def unbiased(model: str, ps: float, seed: int, bins: np.ndarray, temperature_K: 
     atoms.calc = NearsightCalculator(model)
     phi = Dihedral(*ATOMS)
     rng = np.random.default_rng(seed)
-    dyn = Langevin(atoms, 0.5 * units.fs, temperature_K=temperature_K, friction=0.01 / units.fs, rng=rng)
+    # fixcm=False: ASE's fixcm=True Langevin does not sample NVT for small systems (it warns; on a
+    # 4-atom torsion it flattened the barrier by 20 %); the umbrella windows use fixcm=False too
+    dyn = Langevin(
+        atoms, 0.5 * units.fs, temperature_K=temperature_K, friction=0.01 / units.fs, fixcm=False, rng=rng
+    )
     samples = []
     dyn.attach(lambda: samples.append(float(phi(atoms))), interval=4)
     dyn.run(int(ps * 2000))
