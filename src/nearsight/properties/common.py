@@ -58,7 +58,9 @@ def interaction_range(calc: Calculator) -> float | None:
     model = forcefield.model
     if getattr(model, "model_type", None) == "longrange":  # Coulomb and dispersion reach every image
         return None
-    return 2.0 * int(getattr(model, "num_layers", 1)) * float(forcefield.cutoff)
+    from ..models.aoti import interaction_layers
+
+    return 2.0 * interaction_layers(model) * float(forcefield.cutoff)
 
 
 def perpendicular_widths(cell: np.ndarray) -> np.ndarray:
