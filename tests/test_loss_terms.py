@@ -196,3 +196,26 @@ def test_loss_state_round_trips_and_reads_the_old_format():
     with pytest.raises(ValueError, match=r"loss term\(s\) \['nope'\] are not registered"):
         Loss.from_state_dict({"terms": {"nope": {"sigma": 1.0, "weight": 1.0}}})
     assert {"energy", "forces", "stress", "test_atomic_energies"} <= set(TERMS)
+
+
+def test_energy_per_atom_term_weighs_cells_of_every_size_alike():
+    """((E − E_ref)/n / σ)² per structure, so a 2-atom and a 100-atom cell with the same error per
+    atom add the same loss; σ defaults to the spread of the per-atom residual energies."""
+    from nearsight.training.loss import EnergyPerAtomTerm, build_loss
+
+    rng = np.random.default_rng(3)
+    sizes = (2, 9, 100)
+    frames = [
+        Frame(numbers=[14] * n, positions=rng.uniform(0, 20, size=(n, 3)), cell=np.zeros((3, 3)), pbc=False,
+              energy=-5.0 * n + 0.01 * k * n)
+        for k, n in enumerate(sizes)
+    ]  # fmt: skip
+    batch = collate([frame_to_graph(f, 1.0, torch.float64) for f in frames])
+    error_per_atom = 0.02
+    pred = {keys.ENERGY: batch[keys.label_key(keys.ENERGY)] + error_per_atom * batch[keys.N_ATOMS].double()}
+    term = EnergyPerAtomTerm(sigma=0.01, weight=2.0)
+    per_structure = term(pred, batch)
+    assert per_structure.tolist() == pytest.approx([2.0 * (error_per_atom / 0.01) ** 2] * 3, rel=1e-12)
+    loss = build_loss({"loss": {"energy_per_atom": {"sigma": None, "weight": 1.0}}}, frames,
+                      {"reference_energies": {14: -5.0}})  # fmt: skip
+    assert loss.sigma_energy_per_atom == pytest.approx(np.std([0.0, 0.01, 0.02]), rel=1e-12)

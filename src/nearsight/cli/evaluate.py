@@ -54,7 +54,7 @@ def evaluate_files(model_path: str | list[str], data: str, args: argparse.Namesp
 
     from ..data.validate import validate_frames
     from ..models.io import load_model
-    from ..training.metrics import compute_metrics, parity_plot, predict, write_json
+    from ..training.metrics import compute_metrics_by_type, parity_plot, predict, write_json
     from ..uncertainty import predict_committee
 
     dtype = getattr(torch, args.dtype)
@@ -67,7 +67,7 @@ def evaluate_files(model_path: str | list[str], data: str, args: argparse.Namesp
         preds = predict(models[0], frames, batch_size=args.batch_size, dtype=dtype)
     else:
         preds = predict_committee(models, frames, batch_size=args.batch_size, dtype=dtype)
-    metrics = compute_metrics(frames, preds)
+    metrics = compute_metrics_by_type(frames, preds)  # and per config_type where there are several
     metrics.update(model=str(paths[0]) if len(paths) == 1 else [str(p) for p in paths])
     if len(models) > 1:
         metrics["committee_size"] = len(models)
@@ -99,7 +99,7 @@ def format_metrics(rows: dict[str, dict]) -> str:
             f"{cell(m, 'forces_mae', 'forces', 10, 2)}{cell(m, 'forces_rmse', 'forces', 10, 2)}"
         )
         if "stress_mae" in m:
-            lines[-1] += f"   stress MAE {1e3 * m['stress_mae']:.3f} meV/Å³"
+            lines[-1] += f"   stress MAE {1e3 * m['stress_mae']:.3f} meV/Å³ = {m['stress_mae_GPa']:.3f} GPa"
         if "charges_mae" in m:
             lines[-1] += f"   charges MAE {1e3 * m['charges_mae']:.1f} me"
         if "dipole_mae" in m:
@@ -110,7 +110,9 @@ def format_metrics(rows: dict[str, dict]) -> str:
 def evaluate_command(args: argparse.Namespace) -> int:
     metrics = evaluate_files(args.model, args.data, args)
     print(metrics["labels"])
-    print(format_metrics({Path(args.data).name: metrics}))
+    rows = {Path(args.data).name: metrics}
+    rows.update({f"  {name}": m for name, m in metrics.get("by_config_type", {}).items()})
+    print(format_metrics(rows))
     if "committee_size" in metrics:
         print(
             f"committee mean of {metrics['committee_size']} models; "

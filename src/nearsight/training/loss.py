@@ -7,7 +7,7 @@ over the N structures k of a batch, with per-frame weights w_k, and per term t i
 squared error over the components the term compares.  The built-in terms give the seed's
 energy + force (+ stress) loss:
 
-    energy   (E_k − E_k^ref)² / σ_E²
+    energy   (E_k − E_k^ref)² / σ_E²       (or energy_per_atom: ((E_k − E_k^ref)/n_k)² / σ_e²)
     forces   (1/(3 n_k)) Σ_i ‖F_k,i − F_k,i^ref‖² / σ_F²
     stress   λ_S (1/9) ‖σ_k − σ_k^ref‖² / σ_S²
 
@@ -141,6 +141,31 @@ class EnergyTerm(LossTerm):
     @classmethod
     def default_sigma(cls, frames: Sequence[Frame], stats: dict) -> float:
         return float(max(stats["energy_std"], 1e-6))
+
+
+@register_loss_term
+class EnergyPerAtomTerm(EnergyTerm):
+    """((E − E^ref)/n)² / σ_e²: the energy error per atom, so that cells of 2 and of 100+ atoms
+    weigh alike (``training.loss: {energy_per_atom: {}, forces: {}, stress: {weight: ...}}`` in
+    place of ``energy``).  σ_e defaults to the spread of the per-atom energies about the
+    per-element reference energies (eV/atom)."""
+
+    name = "energy_per_atom"
+
+    def __call__(self, pred: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        n_atoms = batch[keys.N_ATOMS].to(batch[self.label_key].dtype)
+        error = (self.prediction(pred) - batch[self.label_key]) / n_atoms
+        return self.weight * (error / self.sigma) ** 2
+
+    @classmethod
+    def default_sigma(cls, frames: Sequence[Frame], stats: dict) -> float:
+        ref = stats.get("reference_energies") or {}
+        residuals = [
+            (f.energy - sum(ref.get(int(z), 0.0) for z in f.numbers)) / f.n_atoms
+            for f in frames
+            if f.energy is not None
+        ]
+        return float(max(np.std(residuals), 1e-6)) if len(residuals) > 1 else 1.0
 
 
 @register_loss_term

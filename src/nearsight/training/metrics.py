@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import keys
+from .. import keys, units
 from .._files import atomic_write
 from ..data.frame import Frame
 from ..data.neighbours import collate, frame_to_graph
@@ -73,7 +73,8 @@ def _mae_rmse(diff: np.ndarray) -> tuple[float, float]:
 
 
 def compute_metrics(frames: Sequence[Frame], predictions: Sequence[dict]) -> dict:
-    """MAE/RMSE of energy (per structure and per atom), forces (per component), stress."""
+    """MAE/RMSE of energy (per structure and per atom), forces (per component), stress (eV/Å³ and
+    GPa)."""
     de, de_atom, df, ds = [], [], [], []
     for frame, pred in zip(frames, predictions):
         if frame.energy is not None:
@@ -87,8 +88,9 @@ def compute_metrics(frames: Sequence[Frame], predictions: Sequence[dict]) -> dic
     m["energy_mae"], m["energy_rmse"] = _mae_rmse(np.asarray(de))
     m["energy_per_atom_mae"], m["energy_per_atom_rmse"] = _mae_rmse(np.asarray(de_atom))
     m["forces_mae"], m["forces_rmse"] = _mae_rmse(np.concatenate(df) if df else np.zeros(0))
-    if ds:
+    if ds:  # eV/Å³, and GPa as materials users read it
         m["stress_mae"], m["stress_rmse"] = _mae_rmse(np.concatenate(ds))
+        m["stress_mae_GPa"], m["stress_rmse_GPa"] = m["stress_mae"] / units.GPa, m["stress_rmse"] / units.GPa
     m["n_energy"], m["n_forces"], m["n_stress"] = len(de), len(df), len(ds)
     for name in ("charges", "dipole"):  # labels of charge-predicting models: e per atom, e·Å per component
         diffs = [

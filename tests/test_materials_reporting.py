@@ -1,0 +1,105 @@
+"""What a materials user reads (issue 23): the per-atom energy loss trains on cells of different
+sizes, stress errors in GPa beside eV/Å³, and errors per ``config_type`` in ``nearsight evaluate``
+and in ``training_summary.json``."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
+
+from crystal_helpers import stillinger_weber_si
+from nearsight import units
+from nearsight.cli.main import main
+from nearsight.training.config import validate_config
+from nearsight.training.trainer import Trainer
+
+
+def silicon_cells(path: Path, seed: int) -> Path:
+    """Stillinger-Weber labelled Si cells of two config types: rattled bulk (8 atoms) and strained
+    primitive-ish cells (16 atoms), with energies, forces and stress."""
+    rng = np.random.default_rng(seed)
+    calc = stillinger_weber_si()
+    frames = []
+    for k in range(12):
+        if k % 2:
+            atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+            atoms.info["config_type"] = "bulk"
+        else:
+            atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat((2, 1, 1))
+            strain = np.eye(3) + np.diag(rng.uniform(-0.03, 0.03, 3))
+            atoms.set_cell(atoms.cell @ strain, scale_atoms=True)
+            atoms.info["config_type"] = "strained"
+        atoms.rattle(0.05, seed=int(rng.integers(1 << 30)))
+        atoms.calc = calc
+        e, f, s = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+        atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f, stress=s)
+        frames.append(atoms)
+    write(path, frames)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("si")
+    train = silicon_cells(tmp / "train.extxyz", 0)
+    test = silicon_cells(tmp / "test.extxyz", 1)
+    config = {
+        "seed": 0,
+        "output_dir": str(tmp / "run"),
+        "data": {"train": str(train), "valid_fraction": 0.25},
+        "model": {
+            "cutoff": 3.8,
+            "n_radial": 4,
+            "n_angular_eta": 1,
+            "n_angle_sections": 2,
+            "n_angular_shifts": 2,
+            "hidden": [8],
+        },  # fmt: skip
+        "training": {
+            "epochs": 3,
+            "batch_size": 3,
+            "lr": 0.01,
+            "log_every": 100,
+            "loss": {"energy_per_atom": {}, "forces": {}, "stress": {"weight": 1.0}},
+        },
+    }
+    lines: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # least-squares reference energies of one element
+        model = Trainer(validate_config(config), log=lines.append).train()
+    assert any("energy_per_atom (σ" in line for line in lines)  # the term and its σ are logged
+    return model, test
+
+
+def test_evaluate_reports_stress_in_gpa_and_errors_per_config_type(trained, tmp_path, capsys):
+    model, test = trained
+    out = tmp_path / "metrics.json"
+    assert main(["evaluate", str(model), str(test), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    metrics = json.loads(out.read_text())
+    assert metrics["stress_mae_GPa"] == pytest.approx(metrics["stress_mae"] / units.GPa, rel=1e-12)
+    assert f"{metrics['stress_mae_GPa']:.3f} GPa" in printed
+    by_type = metrics["by_config_type"]
+    assert set(by_type) == {"bulk", "strained"}
+    assert by_type["bulk"]["n_frames"] == by_type["strained"]["n_frames"] == 6
+    # the per-type errors make up the whole: frame-weighted per-atom energy MAE
+    whole = sum(m["energy_per_atom_mae"] * m["n_frames"] for m in by_type.values()) / 12
+    assert whole == pytest.approx(metrics["energy_per_atom_mae"], rel=1e-12)
+    rows = [
+        line for line in printed.splitlines() if line.startswith("  bulk") or line.startswith("  strained")
+    ]
+    assert len(rows) == 2
+
+
+def test_training_summary_has_gpa_and_config_types(trained):
+    model, _ = trained
+    summary = json.loads((model.parent / "training_summary.json").read_text())
+    valid = summary["valid_metrics"]
+    assert valid["stress_mae_GPa"] == pytest.approx(valid["stress_mae"] / units.GPa, rel=1e-12)
