@@ -1,7 +1,7 @@
 """CPU cost of one training step of a config's model, against the batch size.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/training_step.py \
-        [--config examples/ethanol_equivariant.yaml] [--batch-sizes 1 5 10 20 40] [--profile 5]
+        [--config examples/ethanol_equivariant.yaml] [--batch-sizes 1 5 10 20 40] [--profile 5] [--own-data]
 
 One step = the energy + forces loss on a batch of the first training frames, its gradient
 (double backward through the forces) and the optimizer step, as ``Trainer.gradient_step``
@@ -32,10 +32,10 @@ from nearsight.training.config import load_config  # noqa: E402
 from nearsight.training.trainer import Trainer  # noqa: E402
 
 
-def step_trainer(config_path: Path, batch_size: int, out_dir: str) -> Trainer:
+def step_trainer(config_path: Path, batch_size: int, out_dir: str, own_data: bool = False) -> Trainer:
     cfg = load_config(config_path)
     ethanol = shared_data_dir() / "ethanol"
-    if (ethanol / "train.xyz").is_file():
+    if (ethanol / "train.xyz").is_file() and not own_data:
         cfg["data"].update(
             train=str(ethanol / "train.xyz"),
             test=None,
@@ -67,19 +67,22 @@ def main(argv=None) -> int:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 5, 10, 20, 40])
     p.add_argument("--steps", type=int, default=30, help="timed steps per batch size")
     p.add_argument("--profile", type=int, default=None, metavar="B", help="profile at batch size B")
+    p.add_argument(
+        "--own-data", action="store_true", help="train on the config's data, not rMD17 ethanol (e.g. silicon)"
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         print(f"{'batch':>6}{'CPU ms/step':>13}{'ms/frame':>10}")
         for b in args.batch_sizes:
-            dt = time_steps(step_trainer(args.config, b, tmp), b, args.steps)
+            dt = time_steps(step_trainer(args.config, b, tmp, args.own_data), b, args.steps)
             rows.append({"batch_size": b, "cpu_ms_per_step": round(1e3 * dt, 2)})
             print(f"{b:>6}{1e3 * dt:>13.1f}{1e3 * dt / b:>10.2f}")
         if args.profile:
             from torch.profiler import ProfilerActivity, profile
 
-            trainer = step_trainer(args.config, args.profile, tmp)
+            trainer = step_trainer(args.config, args.profile, tmp, args.own_data)
             time_steps(trainer, args.profile, 1)
             with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
                 time_steps(trainer, args.profile, 10)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms, units
 
+from ..progress import Bar, NoBar, progress_bar
 from ..qm import LabelStore, Oracle, label_structures
 from ..qm.oracles import geometry_hash
 from ..uncertainty import EnsembleCalculator, atomic_write, calibration_report
@@ -235,11 +236,25 @@ def run_active_learning(
     per iteration: labels, oracle calls, failures, test errors, calibration, timings).
     ``stop_after`` (tests): return after the named stage (e.g. ``"1:explore"``).
     ``allow_python_oracle``: allow an oracle of ``type: python`` (imports and runs user code).
+    On a terminal a bar shows the iteration and its stage (:mod:`nearsight.progress`).
     """
+    log = log or (lambda m: print(m, flush=True))
+    with progress_bar(total=int(cfg["max_iterations"]), desc="active learning", unit="iteration") as bar:
+        return _run(cfg, resume, bar.wrap(log), stop_after, allow_python_oracle, bar)
+
+
+def _run(
+    cfg: dict,
+    resume: bool,
+    log: Callable[[str], None],
+    stop_after: str | None,
+    allow_python: bool,
+    bar: Bar | NoBar,
+) -> dict:
+    """:func:`run_active_learning` with its log and bar."""
     import ase.io
     import torch
 
-    log = log or (lambda m: print(m, flush=True))
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     root = Path(cfg["output_dir"])
     state_path = root / "state.json"
@@ -247,7 +262,7 @@ def run_active_learning(
         raise FileExistsError(
             f"{state_path} exists: pass --resume to continue that run, or use another output_dir"
         )
-    oracle = make_oracle(cfg["oracle"], allow_python=allow_python_oracle)  # before anything is written
+    oracle = make_oracle(cfg["oracle"], allow_python=allow_python)  # before anything is written
     root.mkdir(parents=True, exist_ok=True)
     if not state_path.is_file():
         atomic_write(root / "config.json", lambda fh: json.dump(cfg, fh, indent=1))
@@ -291,15 +306,19 @@ def run_active_learning(
         }
 
     if not state.done("seed"):
+        bar.set_description("active learning: seed labels")
         info = label(seeds, 0, "seed")
         log(f"seeds: {info}")
         state.mark("seed", seed_labelling=info)
     it = len(state.data["history"])
+    bar.update(it)
     while state.data["status"] == "running":
         it_dir = root / f"iter_{it:03d}"
         tag = f"{it}:"
+        stage = lambda name, it=it: bar.set_description(f"active learning {it}: {name}")  # noqa: E731
         record = state.data.get("current", {"iteration": it})
         if not state.done(tag + "train"):
+            stage("retrain" if it else "train")
             t0 = time.perf_counter()
             paths = _train(cfg, it, root, store, oracle, log)
             record.update(
@@ -316,14 +335,17 @@ def run_active_learning(
         ]
         calc = EnsembleCalculator(paths, on_extrapolation="ignore")  # exploring leaves the data: σ triggers
         if test and not state.done(tag + "evaluate"):
+            stage("evaluate")
             record.update(test=evaluate_committee(calc, test))
             log(f"iteration {it}: test force MAE {record['test']['forces_mae']:.4f} eV/Å")
             state.mark(tag + "evaluate", current=record)
         if not state.done(tag + "explore"):
+            stage("explore")
             t0 = time.perf_counter()
             starts = training_frames(store, oracle)
             seed_starts = [a for a in starts if a.info.get("iteration") == 0] or starts
             result = _explore(cfg, it, calc, seed_starts, log)
+            stage("select")
             sig = np.array([a.info["sigma"] for a in result["candidates"]])
             chosen = select_diverse(result["candidates"], sig, int(cfg["select"]["batch_size"]))
             _write_xyz(it_dir / "candidates.xyz", result["candidates"])
@@ -346,6 +368,7 @@ def run_active_learning(
             log(f"iteration {it}: no trajectory triggered in {cfg['explore']['steps']} steps: converged")
             break
         if not state.done(tag + "label"):
+            stage("label")
             selected = _read_xyz(it_dir / "selected.xyz")
             record.update(labelling=label(selected, it + 1, "committee"))
             log(f"iteration {it}: labelled {record['labelling']}")
@@ -354,6 +377,7 @@ def run_active_learning(
         if stop_after == tag + "label":
             return state.data
         it += 1
+        bar.update()
         if it >= int(cfg["max_iterations"]):
             state.mark("stop", status="max_iterations")
     _history_csv(root / "history.csv", state.data["history"])

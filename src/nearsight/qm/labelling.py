@@ -40,6 +40,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from nearsight.progress import progress_bar
 from nearsight.qm.oracles import Label, Oracle, describe, geometry_hash
 
 __all__ = ["LabelStore", "LabellingResult", "label_hash", "label_structures"]
@@ -341,7 +342,13 @@ def label_structures(
         duplicates,
     )
 
+    enabled = None if todo else False  # no bar when everything is in the store
+    bar = progress_bar(total=total, desc=f"labelling ({oracle.name})", unit="structure", enabled=enabled)
+    warn = bar.wrap(log.warning)  # the warnings print above the bar
+    n_failed = 0
+
     def record(key: str, label: Label) -> None:
+        nonlocal n_failed
         i = todo[key]
         store.write(
             structures[i],
@@ -351,15 +358,18 @@ def label_structures(
         )
         result_by_key[key] = label
         if not label.ok:
-            log.warning("structure %d: %s", i, label.error)
+            n_failed += 1
+            warn("structure %d: %s", i, label.error)
+        bar.set_postfix(failed=n_failed, refresh=False)
+        bar.update()
         if progress is not None:
             progress(len(result_by_key), total, label)
 
-    if todo:
-        if n_workers == 0:
+    with bar:
+        if todo and n_workers == 0:
             for key, i in todo.items():
                 record(key, _call_with_timeout(oracle, structures[i], timeout_s))
-        else:
+        elif todo:
             from nearsight.qm._workers import WorkerPool
 
             tasks = [(key, structures[i]) for key, i in todo.items()]

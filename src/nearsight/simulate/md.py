@@ -33,6 +33,7 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 
 from ..guards import CloseAtomsError, ExtrapolationError, NonFiniteOutputError
+from ..progress import progress_bar
 from .npt import (
     NPT_ENSEMBLES,
     NPTLogger,
@@ -105,8 +106,8 @@ def progress_line(
     extrapolating: int | None,
     volume: float | None = None,
 ) -> str:
-    """One line of MD progress: step, time (ps), T (K), E_pot and E_tot (eV)[, V (Å³)]
-    [, extrapolating atoms]."""
+    """One line of MD progress: step, time (ps), T (K), E_pot and E_tot (eV), then V (Å³) and
+    the number of extrapolating atoms where given."""
     line = (
         f"step {step:>9d}  t {time_ps:10.4f} ps  T {temperature:9.1f} K  "
         f"Epot {epot:14.6f} eV  Etot {etot:14.6f} eV"
@@ -236,6 +237,9 @@ def run_md(
             pressures.append(instantaneous_pressure_bar(atoms))
             conserved.append(dyn.get_conserved_energy())
         step = len(times) - 1
+        if step:
+            bar.set_postfix(T=f"{temps[-1]:.1f} K", E=f"{energies[-1]:.6g} eV", refresh=False)
+            bar.update()
         if progress is not None and step % progress_interval == 0:
             volume = volumes[-1] if npt else None
             progress(progress_line(step, times[-1], temps[-1], epot, energies[-1], extrapolating[-1], volume))
@@ -261,6 +265,9 @@ def run_md(
         dyn.attach(logger, interval=interval)
         handles.append(logger)
     stopped = None
+    bar = progress_bar(total=steps, desc=f"MD {ensemble}", unit="step")
+    if progress is not None:
+        progress = bar.wrap(progress)  # the lines print above the bar
     start = time.perf_counter()
     try:
         for _ in dyn.irun(steps):
@@ -273,6 +280,7 @@ def run_md(
     except (CloseAtomsError, NonFiniteOutputError, ExtrapolationError) as exc:
         raise _at_step(exc, len(times), timestep_fs) from exc
     finally:
+        bar.close()
         for h in handles:
             h.close()
     reported = [n for n in extrapolating if n is not None]

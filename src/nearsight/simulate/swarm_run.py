@@ -33,6 +33,7 @@ import torch
 
 from .._files import atomic_write
 from ..nonadiabatic.eigen import adiabatic_energies, adiabatic_states
+from ..progress import progress_bar
 from .surface_hopping import SurfaceHopping, Swarm
 
 AU_TIME_FS = 0.02418884326585747  # fs per atomic unit of time
@@ -281,54 +282,62 @@ def run_swarms(
     done = ck["done"]
     _write_tables(out, done, times, problem.scattering)
     n_swarms = math.ceil(trajectories / swarm_size)
-    for s in range(done["swarms"], n_swarms):
-        size = min(swarm_size, trajectories - s * swarm_size)
-        fssh = SurfaceHopping(
-            problem.potential, problem.masses, timestep_au, frustrated, decoherence, seed=seed + s
-        )
-        run = ck["running"]
-        if run is not None and run["swarm"] == s:
-            swarm = Swarm(**{k: run[k] for k in ("q", "p", "amplitudes", "active", "time", "hops", "frustrated", "forces")})  # fmt: skip
-            fssh.generator.set_state(run["generator"])
-            k, rec_active, rec_electronic, traj_hops = run["step"], run["rec_active"], run["rec_electronic"], run["traj_hops"]  # fmt: skip
-        else:
-            q, p = problem.sample(size, fssh.generator)
-            swarm, k = fssh.start(q, p, state), 0
-            rec_active, rec_electronic, traj_hops = (
-                zeros.clone(),
-                zeros.clone(),
-                torch.zeros(size, dtype=torch.long),
+    bar = progress_bar(
+        total=n_swarms * steps, initial=done["swarms"] * steps, desc="surface hopping", unit="step"
+    )
+    progress = None if progress is None else bar.wrap(progress)  # the lines print above the bar
+    with bar:
+        for s in range(done["swarms"], n_swarms):
+            size = min(swarm_size, trajectories - s * swarm_size)
+            fssh = SurfaceHopping(
+                problem.potential, problem.masses, timestep_au, frustrated, decoherence, seed=seed + s
             )
-            _record(fssh, swarm, rec_active[0], rec_electronic[0])
-        while k < steps:
-            before = swarm.active.clone()
-            fssh.step(swarm)
-            traj_hops += (swarm.active != before).long()
-            k += 1
-            if k in rows:
-                _record(fssh, swarm, rec_active[rows[k]], rec_electronic[rows[k]])
-            if k % checkpoint_every == 0 and k < steps:
-                ck["running"] = {
-                    "swarm": s, "step": k, "q": swarm.q, "p": swarm.p, "amplitudes": swarm.amplitudes,
-                    "active": swarm.active, "time": swarm.time, "hops": swarm.hops, "frustrated": swarm.frustrated,
-                    "forces": swarm.forces, "generator": fssh.generator.get_state(), "rec_active": rec_active,
-                    "rec_electronic": rec_electronic, "traj_hops": traj_hops,
-                }  # fmt: skip
-                _save(out, ck)
-            if callback is not None:
-                callback(s, k)
-        done.update(
-            swarms=s + 1, active=done["active"] + rec_active, electronic=done["electronic"] + rec_electronic,
-            final_state=torch.cat([done["final_state"], swarm.active]), final_q=torch.cat([done["final_q"], swarm.q]),
-            hops=torch.cat([done["hops"], traj_hops]), total_hops=done["total_hops"] + swarm.hops,
-            frustrated=done["frustrated"] + swarm.frustrated,
-        )  # fmt: skip
-        ck["running"] = None
-        _save(out, ck)
-        _write_tables(out, done, times, problem.scattering)
-        if progress is not None:
-            final = ", ".join(f"{float(v):.3f}" for v in done["active"][-1] / done["final_state"].numel())
-            progress(f"swarm {s + 1}/{n_swarms} done ({done['final_state'].numel()} trajectories): active populations {final}")  # fmt: skip
+            run = ck["running"]
+            if run is not None and run["swarm"] == s:
+                swarm = Swarm(**{k: run[k] for k in ("q", "p", "amplitudes", "active", "time", "hops", "frustrated", "forces")})  # fmt: skip
+                fssh.generator.set_state(run["generator"])
+                k, rec_active, rec_electronic, traj_hops = run["step"], run["rec_active"], run["rec_electronic"], run["traj_hops"]  # fmt: skip
+            else:
+                q, p = problem.sample(size, fssh.generator)
+                swarm, k = fssh.start(q, p, state), 0
+                rec_active, rec_electronic, traj_hops = (
+                    zeros.clone(),
+                    zeros.clone(),
+                    torch.zeros(size, dtype=torch.long),
+                )
+                _record(fssh, swarm, rec_active[0], rec_electronic[0])
+            bar.set_postfix(swarm=f"{s + 1}/{n_swarms}", refresh=False)
+            bar.update(k)  # the steps a resumed swarm had done
+            while k < steps:
+                before = swarm.active.clone()
+                fssh.step(swarm)
+                traj_hops += (swarm.active != before).long()
+                k += 1
+                bar.update()
+                if k in rows:
+                    _record(fssh, swarm, rec_active[rows[k]], rec_electronic[rows[k]])
+                if k % checkpoint_every == 0 and k < steps:
+                    ck["running"] = {
+                        "swarm": s, "step": k, "q": swarm.q, "p": swarm.p, "amplitudes": swarm.amplitudes,
+                        "active": swarm.active, "time": swarm.time, "hops": swarm.hops, "frustrated": swarm.frustrated,
+                        "forces": swarm.forces, "generator": fssh.generator.get_state(), "rec_active": rec_active,
+                        "rec_electronic": rec_electronic, "traj_hops": traj_hops,
+                    }  # fmt: skip
+                    _save(out, ck)
+                if callback is not None:
+                    callback(s, k)
+            done.update(
+                swarms=s + 1, active=done["active"] + rec_active, electronic=done["electronic"] + rec_electronic,
+                final_state=torch.cat([done["final_state"], swarm.active]), final_q=torch.cat([done["final_q"], swarm.q]),
+                hops=torch.cat([done["hops"], traj_hops]), total_hops=done["total_hops"] + swarm.hops,
+                frustrated=done["frustrated"] + swarm.frustrated,
+            )  # fmt: skip
+            ck["running"] = None
+            _save(out, ck)
+            _write_tables(out, done, times, problem.scattering)
+            if progress is not None:
+                final = ", ".join(f"{float(v):.3f}" for v in done["active"][-1] / done["final_state"].numel())
+                progress(f"swarm {s + 1}/{n_swarms} done ({done['final_state'].numel()} trajectories): active populations {final}")  # fmt: skip
     result = _result(done, times, problem.scattering)
     summary = {
         "settings": settings, "trajectories": int(result.final_state.numel()), "time_au": float(times[-1]),

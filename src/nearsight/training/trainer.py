@@ -32,6 +32,7 @@ import torch
 from ..data.neighbours import collate
 from ..models.forcefield import ForceField
 from ..models.io import load_model, save_model
+from ..progress import progress_bar
 from .checkpoint import (
     CheckpointError,
     comparable_config,
@@ -295,9 +296,16 @@ class Trainer:
         self.records.start(loop["global_step"], fresh=self.checkpoint is None, epoch=loop["epoch"])
         self.clock = time.process_time if t["time_limit_clock"] == "cpu" else time.perf_counter
         start = self.clock() - loop["elapsed_s"]
+        log, enabled = self.log, None if self.dist.is_main else False
+        self.bar = progress_bar(
+            total=t["epochs"], initial=loop["epoch"] - 1, desc="training", unit="epoch", enabled=enabled
+        )
+        self.log = self.bar.wrap(log)  # the lines print above the bar
         try:
             reason = self._loop(loop, gen, start)
         finally:
+            self.log = log
+            self.bar.close()
             self.records.close()
         loop["elapsed_s"] = self.clock() - start
         self.save_checkpoint(loop, gen)
@@ -347,6 +355,8 @@ class Trainer:
             elapsed = self.dist.max(self.clock() - start)  # every rank stops after the same epoch
             out_of_time = t["max_time_minutes"] is not None and elapsed > 60 * t["max_time_minutes"]
             train_loss = loop["running"] / max(loop["seen"], 1)
+            self.bar.set_postfix(loss=f"{train_loss:.3e}", lr=f"{self.optim.lr:.2e}", refresh=False)
+            self.bar.update()
             loop.update(epoch=epoch + 1, step_in_epoch=0, order=None, running=0.0, seen=0)
             if epoch % t["valid_every"] and epoch != t["epochs"] and not out_of_time:
                 continue
@@ -377,6 +387,7 @@ class Trainer:
         if lowered and t["plateau_rollback"] and 0 < loop["best_epoch"] < epoch:
             self._roll_back(epoch, loop["best_epoch"])
         lr = self.optim.lr
+        self.bar.set_postfix(valid=f"{v_loss:.3e}", lr=f"{lr:.2e}")
         self.records.row(epoch, loop["global_step"], train_loss, v_loss, m, lr, elapsed)
         if epoch % t["log_every"] == 0 or improved and epoch == 1:
             self.log(epoch_line(epoch, train_loss, v_loss, m, lr, elapsed, improved))
