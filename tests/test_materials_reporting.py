@@ -103,3 +103,34 @@ def test_training_summary_has_gpa_and_config_types(trained):
     summary = json.loads((model.parent / "training_summary.json").read_text())
     valid = summary["valid_metrics"]
     assert valid["stress_mae_GPa"] == pytest.approx(valid["stress_mae"] / units.GPa, rel=1e-12)
+
+
+def test_log_names_its_clock_and_reports_per_atom_energy_and_gpa(trained):
+    import csv
+
+    model, _ = trained
+    with open(model.parent / "training_log.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert "wall_time_s" in rows[0] and "time_s" not in rows[0]  # the run measured wall time
+    assert all(
+        float(r["valid_stress_mae_GPa"]) > 0 and float(r["valid_energy_per_atom_mae"]) > 0 for r in rows
+    )
+
+
+def test_a_log_of_older_columns_is_rewritten_on_resume(tmp_path):
+    import csv
+
+    from nearsight.training.log import TrainingLog
+
+    old = tmp_path / "training_log.csv"
+    old.write_text("epoch,step,train_loss,valid_loss,valid_energy_mae,valid_forces_mae,lr,time_s,valid_loss_energy\n"
+                   "1,3,0.5,0.4,0.01,0.1,0.001,2.0,0.3\n2,6,0.4,0.3,0.01,0.1,0.001,4.0,0.2\n")  # fmt: skip
+    log = TrainingLog(tmp_path, ["energy"], tensorboard=False, enabled=True, clock="cpu")
+    log.start(6, fresh=False, epoch=2)  # the resumed run writes epoch 2 again
+    log.row(2, 6, 0.4, 0.3, {"energy_mae": 0.01, "energy_per_atom_mae": 0.001, "forces_mae": 0.1,
+                             "loss_energy": 0.2}, 0.001, 4.5)  # fmt: skip
+    with open(old, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert rows[0]["valid_forces_mae"] == "0.1" and rows[0]["cpu_time_s"] == "2.0"
+    assert rows[1]["cpu_time_s"] == "4.5" and rows[1]["valid_stress_mae_GPa"] == ""

@@ -15,23 +15,38 @@ BASE_FIELDS = [
     "train_loss",
     "valid_loss",
     "valid_energy_mae",
+    "valid_energy_per_atom_mae",
     "valid_forces_mae",
+    "valid_stress_mae_GPa",
     "lr",
-    "time_s",
 ]
+"""The first columns of ``training_log.csv``; then the time column, named for the clock the run
+measures (``cpu_time_s`` with ``training.time_limit_clock: cpu``, else ``wall_time_s``), then
+``valid_loss_<term>`` for each loss term."""
+
+_METRICS = {"valid_energy_mae": "energy_mae", "valid_energy_per_atom_mae": "energy_per_atom_mae",
+            "valid_forces_mae": "forces_mae", "valid_stress_mae_GPa": "stress_mae_GPa"}  # fmt: skip
+
+
+def time_column(clock: str) -> str:
+    """The CSV column of elapsed time for ``training.time_limit_clock`` ``cpu`` or ``wall``."""
+    return "cpu_time_s" if clock == "cpu" else "wall_time_s"
 
 
 class TrainingLog:
     """The CSV log and TensorBoard writer of a run in ``out_dir``.
 
-    Columns: :data:`BASE_FIELDS`, then ``valid_loss_<term>`` for each loss term (its share of
-    the validation loss).
+    Columns: :data:`BASE_FIELDS`, the time by ``clock`` (:func:`time_column`), then
+    ``valid_loss_<term>`` for each loss term (its share of the validation loss).  A validation
+    without stress labels leaves ``valid_stress_mae_GPa`` empty.
     """
 
-    def __init__(self, out_dir: Path, terms: Sequence[str], tensorboard: bool, enabled: bool) -> None:
+    def __init__(
+        self, out_dir: Path, terms: Sequence[str], tensorboard: bool, enabled: bool, clock: str = "wall"
+    ) -> None:
         self.path = out_dir / "training_log.csv"
         self.out_dir = out_dir
-        self.fields = BASE_FIELDS + [f"valid_loss_{name}" for name in terms]
+        self.fields = BASE_FIELDS + [time_column(clock)] + [f"valid_loss_{name}" for name in terms]
         self.terms = list(terms)
         self.tensorboard = tensorboard
         self.enabled = enabled
@@ -49,8 +64,10 @@ class TrainingLog:
         if fresh or not self.path.is_file():
             with open(self.path, "w", newline="") as fh:
                 csv.writer(fh).writerow(self.fields)
-        elif epoch is not None:
-            self.drop_rows_from(epoch)
+        else:
+            self._adopt_header()
+            if epoch is not None:
+                self.drop_rows_from(epoch)
         if self.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -59,6 +76,25 @@ class TrainingLog:
                     "training.tensorboard needs the tensorboard package: pip install 'nearsight[tensorboard]'"
                 ) from exc
             self.writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=step or None)
+
+    def _adopt_header(self) -> None:
+        """A log written with other columns (an older version, or ``time_s``) is rewritten with
+        this run's columns, values kept by name, so resumed rows line up with the header."""
+        with open(self.path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames == self.fields:
+                return
+            rows = list(reader)
+        clock_column = self.fields[len(BASE_FIELDS)]
+        for row in rows:  # a log from before the column was named for its clock: the same run's clock
+            if "time_s" in row and clock_column not in row:
+                row[clock_column] = row["time_s"]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, self.fields, extrasaction="ignore", restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+        tmp.replace(self.path)
 
     def drop_rows_from(self, epoch: int) -> int:
         """Remove the rows of epochs ``>= epoch`` (and malformed rows) from the CSV, atomically;
@@ -86,22 +122,16 @@ class TrainingLog:
         """One row of the CSV log (and its TensorBoard scalars)."""
         if not self.enabled:
             return
-        values = [
-            epoch,
-            step,
-            train_loss,
-            valid_loss,
-            metrics["energy_mae"],
-            metrics["forces_mae"],
-            lr,
-            elapsed,
-        ]
-        values += [metrics[f"loss_{name}"] for name in self.terms]
+        values = [epoch, step, train_loss, valid_loss]
+        values += [metrics.get(key, "") for key in list(_METRICS.values())]
+        values += [lr, elapsed] + [metrics[f"loss_{name}"] for name in self.terms]
         with open(self.path, "a", newline="") as fh:
             csv.writer(fh).writerow(values)
         if self.writer is not None:
-            for name, value in zip(self.fields[2:7] + self.fields[8:], values[2:7] + values[8:]):
-                self.writer.add_scalar(name, value, step)
+            skip = {"epoch", "step", self.fields[len(BASE_FIELDS)]}
+            for name, value in zip(self.fields, values):
+                if name not in skip and value != "":
+                    self.writer.add_scalar(name, value, step)
             self.writer.flush()
 
     def close(self) -> None:
@@ -112,10 +142,13 @@ class TrainingLog:
 
 def epoch_line(epoch: int, train_loss: float, valid_loss: float, metrics: dict, lr: float, elapsed: float,
                improved: bool) -> str:  # fmt: skip
-    """The console line of a validated epoch."""
+    """The console line of a validated epoch: validation errors (energy per structure and per
+    atom, forces, and stress in GPa where the validation frames carry it)."""
+    stress = f"  S MAE {metrics['stress_mae_GPa']:.3f} GPa" if "stress_mae_GPa" in metrics else ""
     return (
         f"epoch {epoch:5d}  loss {train_loss:.4e}  valid {valid_loss:.4e}  "
-        f"E MAE {1000 * metrics['energy_mae']:.2f} meV  F MAE {1000 * metrics['forces_mae']:.2f} meV/Å  "
+        f"E MAE {1000 * metrics['energy_mae']:.2f} meV ({1000 * metrics['energy_per_atom_mae']:.2f} meV/atom)  "
+        f"F MAE {1000 * metrics['forces_mae']:.2f} meV/Å{stress}  "
         f"lr {lr:.2e}  {elapsed:.0f}s{'  *' if improved else ''}"
     )
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from .. import units
 from ..data.neighbours import collate
 from ..models.forcefield import ForceField
 from ..models.io import load_model, save_model
@@ -141,7 +142,10 @@ class Trainer:
             f"features {n_features}  parameters {n_params}" + (f" ({frozen} frozen)" if frozen else "")
         )
         terms = ", ".join(
-            f"{n} (σ {_numbers(x.sigma)}, λ {x.weight:g})" for n, x in self.loss_fn.terms.items()
+            f"{n} (σ {_numbers(x.sigma)}"
+            + (f" eV/Å³ = {x.sigma / units.GPa:.3g} GPa" if n == "stress" else "")
+            + f", λ {x.weight:g})"
+            for n, x in self.loss_fn.terms.items()
         )
         self.log(f"loss terms: {terms}; energy scale {stats['energy_scale']:.4g} eV; reference energies "
                  f"{self.reference_energies}")  # fmt: skip
@@ -281,7 +285,7 @@ class Trainer:
                 for stale in self.out_dir.glob(f".{name}.*.tmp"):
                     stale.unlink(missing_ok=True)
         self.records = TrainingLog(
-            self.out_dir, list(self.loss_fn.terms), t["tensorboard"], self.dist.is_main
+            self.out_dir, list(self.loss_fn.terms), t["tensorboard"], self.dist.is_main, t["time_limit_clock"]
         )
         if self.checkpoint is not None:
             loop = restore_training_state(self.checkpoint, self.optim, gen, str(self.checkpoint_path))
