@@ -87,3 +87,26 @@ def test_accuracy_matched_nearsight_side_is_the_example_model():
         torch.set_default_dtype(before[0])
         torch.set_num_threads(before[1])
     assert row["n_atoms"] == 9 and row["finite"] and row["seconds"] > 0
+
+
+def test_silicon_benchmark_gives_both_codes_the_same_loss_and_model_size(tmp_path):
+    """benchmarks/si_vs_mace_training.py: the example silicon config validates, MACE's weights are
+    1/σ² of the config's energy-per-atom, force and stress terms (relative to forces), and MACE gets
+    the config's cutoff, hidden l_max, batch size and learning rate."""
+    import si_vs_mace_training as si
+
+    data = ROOT / "examples" / "data"
+    split = {"train": data / "ethanol_train300.xyz", "valid": data / "ethanol_test200.xyz"}
+    args = Namespace(seed=0, size="small", minutes=5.0, config=str(ROOT / "examples" / "si_equivariant.yaml"),
+                     mace_scheduler_patience="auto", mace_extra="")  # fmt: skip
+    cfg = si.nearsight_config(args, split, tmp_path / "ns")
+    validate_config(cfg, source="test")
+    assert cfg["training"]["max_time_minutes"] == 5.0 and cfg["training"]["time_limit_clock"] == "cpu"
+    loss = cfg["training"]["loss"]
+    w_e, w_f, w_s = si.loss_weights(cfg)
+    s_e, s_f, s_s = (loss[k]["sigma"] for k in ("energy_per_atom", "forces", "stress"))
+    assert w_f == 1.0 and w_e == pytest.approx((s_f / s_e) ** 2) and w_s == pytest.approx((s_f / s_s) ** 2)
+    argv = si.mace_arguments(args, cfg, split, tmp_path / "mace")
+    assert f"--r_max={float(cfg['model']['cutoff'])}" in argv and "--loss=stress" in argv
+    assert f"--max_L={cfg['model']['equivariant']['l_max']}" in argv
+    assert f"--batch_size={cfg['training']['batch_size']}" in argv and f"--lr={cfg['training']['lr']}" in argv
