@@ -314,20 +314,27 @@ def test_help_does_not_import_torch_and_version_prints(tmp_path):
     assert "--overwrite" in done.stdout and "--traceback" in done.stdout
 
 
-def test_readme_python_snippet_runs_on_a_molecule(tmp_path, model_path):
-    readme = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
-    snippet = next(b for b in blocks if "NearsightCalculator(path" in b)
+def test_readme_and_guide_python_snippets_run_on_a_molecule(tmp_path, model_path):
+    """The README's snippet and the Python guide's (docs/guide/python.md: the calculator and the
+    physics checks) run as written against the demo's model path."""
+    readme = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    guide = re.findall(
+        r"```python\n(.*?)```", (ROOT / "docs" / "guide" / "python.md").read_text(), flags=re.S
+    )
+    snippet = next(b for b in guide if "NearsightCalculator(path" in b)
     assert "get_stress" not in snippet
     target = tmp_path / "outputs" / "demo" / "training" / "best_model.pt"
     target.parent.mkdir(parents=True)
     shutil.copy(model_path, target)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", snippet], capture_output=True, text=True, env=env, cwd=tmp_path
-    )
-    assert done.returncode == 0, done.stderr
-    assert "rotation[molecule]" in done.stdout
+    outputs = []
+    for code in (snippet, readme[0]):
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path
+        )
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+    assert "rotation[molecule]" in outputs[0]
 
 
 def test_least_squares_reference_energies_of_one_composition_warn():

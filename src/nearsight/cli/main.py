@@ -17,6 +17,8 @@ nearsight neb INITIAL FINAL MODEL [--images 7]     # nudged elastic band (ASE): 
 nearsight pimd STRUCTURE MODEL --beads 32 ...      # path-integral MD with i-PI (centroid-virial K, g(r))
 nearsight mlmm SYSTEM MODEL --ml-atoms ...         # a nearsight region in an OpenMM force field (TIP3P water)
 nearsight umbrella | metad CONFIG.yaml [--resume]  # free energies: umbrella sampling + MBAR, WT metadynamics
+nearsight locality STRUCTURE [--method pbe | --calculator emt] [--model M] --output-dir D  # decay, cutoff
+nearsight check MODEL [STRUCTURES ...] [--nve] [--json OUT.json]  # physics checks; exit 1 if one fails
 
 Errors reach the user as one line, ``nearsight COMMAND: error: MESSAGE``, and exit status 2;
 ``--traceback`` (or ``NEARSIGHT_TRACEBACK=1``) shows the Python traceback instead.  Heavy
@@ -30,9 +32,11 @@ import argparse
 import os
 import sys
 
+from .check import add_check_parser
 from .crystal import add_crystal_parsers
 from .evaluate import evaluate_command
 from .export import add_export_parser
+from .locality import add_locality_parser
 from .md import add_md_parser
 from .mlmm import add_mlmm_parser
 from .neb import add_neb_parser
@@ -137,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_pimd_parser(sub)
     add_mlmm_parser(sub)
     add_sampling_parsers(sub)
+    add_locality_parser(sub)
+    add_check_parser(sub)
     _add_common_options(parser, sub)
     return parser
 

@@ -10,17 +10,41 @@ evaluated on a float64 copy; the caller's model is left untouched.
     print(format_report(run_all_checks(model, molecule=mol, periodic=crystal)))
 """
 
-from ._common import SCALE_FLOOR, CheckResult, Evaluation, Evaluator
-from .derivatives import check_forces, check_stress
-from .dynamics import check_nve, nve_energies
-from .locality import check_additivity, check_isolated_atom, check_supercell, check_wrapped
-from .longrange import check_long_range_additivity, long_range_terms
-from .report import format_report, run_all_checks
-from .smoothness import check_smoothness
-from .symmetry import check_permutation, check_reflection, check_rotation, check_translation
+import importlib
+
+# name -> submodule: imported on first use (PEP 562), so that ``nearsight.testing.model_check``'s
+# constants reach the command line without importing torch
+_WHERE = {
+    "SCALE_FLOOR": "_common", "CheckResult": "_common", "Evaluation": "_common", "Evaluator": "_common",
+    "check_forces": "derivatives", "check_stress": "derivatives",
+    "check_nve": "dynamics", "nve_energies": "dynamics",
+    "check_additivity": "locality", "check_isolated_atom": "locality", "check_supercell": "locality",
+    "check_wrapped": "locality",
+    "check_long_range_additivity": "longrange", "long_range_terms": "longrange",
+    "format_report": "report", "run_all_checks": "report",
+    "check_smoothness": "smoothness",
+    "check_permutation": "symmetry", "check_reflection": "symmetry", "check_rotation": "symmetry",
+    "check_translation": "symmetry",
+    "ModelCheck": "model_check", "check_model": "model_check",
+}  # fmt: skip
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
+
 
 __all__ = [
     "SCALE_FLOOR",
+    "ModelCheck",
+    "check_model",
     "CheckResult",
     "Evaluation",
     "Evaluator",
