@@ -159,3 +159,11 @@ def fit_decay(
         n_points=int(x.size),
         floor=float(floor),
     )
+
+
+def fit_or_reason(result) -> dict | str:
+    """``result.fit`` as a dict, or ``"not fitted: <why>"`` where the fit failed (too few points)."""
+    try:
+        return result.fit.to_dict()
+    except ValueError as err:
+        return f"not fitted: {err}"

@@ -33,7 +33,7 @@ import numpy as np
 from ase import Atoms
 from ase import units as ase_units
 
-from .decay import DecayFit, fit_decay
+from .decay import DecayFit, fit_decay, fit_or_reason
 from .force_response import check_centres
 
 __all__ = [
@@ -114,10 +114,7 @@ class DensityMatrixDecay:
         return self._fit
 
     def to_dict(self) -> dict:
-        try:
-            fit: dict | str = self.fit.to_dict()
-        except ValueError as err:
-            fit = f"not fitted: {err}"
+        fit = fit_or_reason(self)
         return {
             "formula": self.formula,
             "method": self.method,

@@ -36,7 +36,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
-from .decay import DecayFit, fit_decay
+from .decay import DecayFit, fit_decay, fit_or_reason
 
 __all__ = ["ForceResponse", "force_response", "forces_of", "check_centres", "reference_name"]
 
@@ -142,6 +142,13 @@ class ForceResponse:
     fit_window: tuple[float | None, float | None] = (None, None)
     _fit: DecayFit | None = field(default=None, repr=False)
 
+    @classmethod
+    def from_rows(cls, rows: Sequence[tuple[int, int, float, float, np.ndarray]], **meta) -> ForceResponse:
+        """From ``(centre, partner, distance, K, block)`` rows; ``meta``: the other fields."""
+        columns = list(zip(*rows)) if rows else [[]] * 5
+        names = ("centres", "partners", "distances", "response", "blocks")
+        return cls(**{name: np.array(values) for name, values in zip(names, columns)}, **meta)
+
     @property
     def max_distance(self) -> float:
         """The longest sampled distance, Å: beyond it the structure says nothing."""
@@ -223,10 +230,7 @@ class ForceResponse:
 
     def to_dict(self) -> dict:
         """JSON-ready summary: the pairs, the fit (or why it failed), the noise."""
-        try:
-            fit: dict | str = self.fit.to_dict()
-        except ValueError as err:
-            fit = f"not fitted: {err}"
+        fit = fit_or_reason(self)
         return {
             "formula": self.formula,
             "reference": self.reference,
@@ -312,12 +316,8 @@ def force_response(
             if j != c:
                 block = col[j].T  # dF_c/dR_j by the symmetry of the Hessian
                 rows.append((c, j, dist[j], np.linalg.norm(block, 2), block))
-    return ForceResponse(
-        centres=np.array([r[0] for r in rows]),
-        partners=np.array([r[1] for r in rows]),
-        distances=np.array([r[2] for r in rows]),
-        response=np.array([r[3] for r in rows]),
-        blocks=np.array([r[4] for r in rows]),
+    return ForceResponse.from_rows(
+        rows,
         method=f"central differences, delta = {delta:g} A",
         reference=reference_name(reference),
         noise=noise,

@@ -120,12 +120,8 @@ def model_force_response(
     name = type(forcefield.model).__name__
     if isinstance(model, (str, os.PathLike)):
         name += f" ({os.fspath(model)})"
-    return ForceResponse(
-        centres=np.array([r[0] for r in rows]),
-        partners=np.array([r[1] for r in rows]),
-        distances=np.array([r[2] for r in rows]),
-        response=np.array([r[3] for r in rows]),
-        blocks=np.array([r[4] for r in rows]),
+    return ForceResponse.from_rows(
+        rows,
         method="autograd Hessian",
         reference=name,
         noise=0.0,

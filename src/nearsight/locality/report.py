@@ -23,13 +23,6 @@ from .force_response import ForceResponse
 __all__ = ["locality_summary", "format_table", "plot_locality", "write_json"]
 
 
-def _fit_or_reason(result: ForceResponse | DensityMatrixDecay) -> dict | str:
-    try:
-        return result.fit.to_dict()
-    except ValueError as err:
-        return f"not fitted: {err}"
-
-
 def locality_summary(
     reference: ForceResponse | None = None,
     model: ForceResponse | None = None,

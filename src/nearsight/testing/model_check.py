@@ -124,36 +124,6 @@ def _name_parts(name: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- the checks
-def _unwrap(model):
-    """(module, calculator): the torch module of a model, file, ForceField or NearsightCalculator, or
-    else the ASE calculator as it is."""
-    import os
-
-    from torch import nn
-
-    from ..calculator import NearsightCalculator
-    from ..models.forcefield import ForceField
-    from ..testing import Evaluator
-
-    if isinstance(model, Evaluator):
-        return model.module, model.calculator
-    if isinstance(model, (str, os.PathLike)):
-        from ..models.io import load_model
-
-        model = load_model(model)
-    if isinstance(model, NearsightCalculator):
-        model = model.forcefield.model
-    if isinstance(model, ForceField):
-        model = model.model
-    if isinstance(model, nn.Module):
-        return model, None
-    from ase.calculators.calculator import Calculator
-
-    if isinstance(model, Calculator):
-        return None, model
-    raise TypeError(f"expected a model, model file, ForceField or ASE calculator, got {type(model).__name__}")
-
-
 def _state_calculator(module, dtype: str, state: int | None):
     """An ASE calculator of one electronic state of ``module`` in ``dtype``, seen by the checks as a
     plain calculator (with ``cutoff`` and ``species``)."""
@@ -291,15 +261,16 @@ def check_model(
     """
     import numpy as np
 
-    from ..testing import check_isolated_atom, check_nve, check_smoothness, run_all_checks
-    from ..testing._common import skipped
+    from . import Evaluator, check_isolated_atom, check_nve, check_smoothness, run_all_checks
+    from ._common import skipped
 
     unknown = sorted(set(skip) - set(CHECK_NAMES)) + sorted(set(tolerances or {}) - set(CHECK_NAMES))
     if unknown:
         raise ValueError(f"unknown check name(s) {unknown}; valid: {', '.join(CHECK_NAMES)}")
     if dtype not in ("float64", "float32"):
         raise ValueError(f"dtype must be float64 or float32, got {dtype!r}")
-    module, calculator = _unwrap(model)
+    wrapped = Evaluator.wrap(model)  # a float64 module, or the ASE calculator as it is
+    module, calculator = wrapped.module, wrapped.calculator
     exact = _evaluators(module, calculator, dtype)  # equalities: symmetry, locality, isolated atoms
     smooth = _evaluators(module, calculator, "float64") if dtype != "float64" else exact  # derivatives
     ev, n_states, skip_all = exact[0], len(exact), set(skip)
