@@ -9,23 +9,13 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 
-BASE_FIELDS = [
-    "epoch",
-    "step",
-    "train_loss",
-    "valid_loss",
-    "valid_energy_mae",
-    "valid_energy_per_atom_mae",
-    "valid_forces_mae",
-    "valid_stress_mae_GPa",
-    "lr",
-]
+_METRICS = ("energy_mae", "energy_per_atom_mae", "forces_mae", "stress_mae_GPa")
+"""Validation metrics logged, each as the column ``valid_<metric>``."""
+
+BASE_FIELDS = ["epoch", "step", "train_loss", "valid_loss", *(f"valid_{m}" for m in _METRICS), "lr"]
 """The first columns of ``training_log.csv``; then the time column, named for the clock the run
 measures (``cpu_time_s`` with ``training.time_limit_clock: cpu``, else ``wall_time_s``), then
 ``valid_loss_<term>`` for each loss term."""
-
-_METRICS = {"valid_energy_mae": "energy_mae", "valid_energy_per_atom_mae": "energy_per_atom_mae",
-            "valid_forces_mae": "forces_mae", "valid_stress_mae_GPa": "stress_mae_GPa"}  # fmt: skip
 
 
 def time_column(clock: str) -> str:
@@ -123,7 +113,7 @@ class TrainingLog:
         if not self.enabled:
             return
         values = [epoch, step, train_loss, valid_loss]
-        values += [metrics.get(key, "") for key in list(_METRICS.values())]
+        values += [metrics.get(key, "") for key in _METRICS]
         values += [lr, elapsed] + [metrics[f"loss_{name}"] for name in self.terms]
         with open(self.path, "a", newline="") as fh:
             csv.writer(fh).writerow(values)
