@@ -233,10 +233,12 @@ def main(argv=None) -> int:
     cfg = nearsight_config(args, split, ns_dir)
     budget_s = 60.0 * args.minutes
     specs = {
-        "mace": {"budget_s": budget_s, "argv": mace_arguments(args, cfg, split, mace_dir),
-                 "scheduler_patience": args.mace_scheduler_patience, "result": str(out / "mace_worker.json")},
         "nearsight": {"config": cfg, "result": str(out / "nearsight_worker.json")},
-    }  # fmt: skip
+    }
+    if args.only != "nearsight":  # MACE's arguments need an equivariant config (its l_max)
+        specs["mace"] = {"budget_s": budget_s, "argv": mace_arguments(args, cfg, split, mace_dir),
+                         "scheduler_patience": args.mace_scheduler_patience,
+                         "result": str(out / "mace_worker.json")}  # fmt: skip
     here, timeout_s = str(Path(__file__).resolve()), 4 * budget_s + 600
     python = {"mace": args.mace_python, "nearsight": sys.executable}
     jobs = []

@@ -104,6 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, help="write a parity plot (PNG)")
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--sigma-scales",
+        default=None,
+        metavar="JSON",
+        help="a committee: calibrate σ with these scales instead of fitting them here -- a JSON file "
+        '{"energy_per_atom": s, "forces": s, "stress": s} or the --json output of an earlier evaluate '
+        "(its calibration → sigma_scale), e.g. fitted on validation data and checked on test data",
+    )
     _add_label_keys(p)
     p.set_defaults(func=evaluate_command)
 

@@ -1,9 +1,15 @@
-"""Calibration of predicted σ against errors: fitted scale, miscalibration area, NLL, Spearman."""
+"""Calibration of predicted σ against errors: fitted scale, miscalibration area, NLL, Spearman;
+per quantity for a committee on labelled frames (:func:`committee_calibration`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
+from ase.stress import voigt_6_to_full_3x3_stress
 from scipy import special, stats
+
+from .. import units
 
 
 def fit_sigma_scale(errors: np.ndarray, sigmas: np.ndarray) -> float:
@@ -71,3 +77,70 @@ def _pair(errors, sigmas) -> tuple[np.ndarray, np.ndarray]:
             f"{int(bad.sum())} non-finite error(s) or σ <= 0, first at index {i}: e={e[i]}, σ={s[i]}"
         )
     return e, s
+
+
+#: The quantities of :func:`committee_calibration`, each with the unit its errors and σ are in.
+COMMITTEE_QUANTITIES = {"energy_per_atom": "eV/atom", "forces": "eV/Å", "stress": "GPa"}
+
+
+def committee_calibration(
+    frames: Sequence, preds: Sequence[dict], scales: Mapping[str, float] | None = None
+) -> dict[str, dict]:
+    """Calibration of a committee's σ against its errors on labelled frames, per quantity.
+
+    ``preds`` are the per-frame dicts of :func:`nearsight.uncertainty.predict_committee` (mean
+    ``energy``, ``forces``, ``stress`` and their ``*_std``); ``frames`` the labelled frames. The
+    quantities, each a :func:`calibration_report` of its errors and σ:
+
+    * ``energy_per_atom``: one value per frame, (E_mean − E_ref) / N against σ_E / N (eV/atom);
+    * ``forces``: one value per Cartesian force component (eV/Å);
+    * ``stress``: the nine components of the 3×3 stress of 3D-periodic frames with a stress
+      label and prediction (GPa).
+
+    A quantity without labelled data is left out. ``scales`` (quantity → σ scale, say fitted on
+    validation data) replaces the fitted scale of the quantities it names; each report also has
+    ``scale_given`` (whether it did) and ``sigma_scale_fitted`` (the maximum-likelihood scale on
+    these data either way). σ = 0 (members that agree exactly, e.g. the same model twice) is a
+    ``ValueError`` naming the quantity.
+    """
+    if len(frames) != len(preds):
+        raise ValueError(f"{len(frames)} frames but {len(preds)} predictions")
+    pairs: dict[str, tuple[list, list]] = {name: ([], []) for name in COMMITTEE_QUANTITIES}
+    for frame, pred in zip(frames, preds):
+        n = len(frame.numbers)
+        if frame.energy is not None:
+            pairs["energy_per_atom"][0].append((pred["energy"] - frame.energy) / n)
+            pairs["energy_per_atom"][1].append(pred["energy_std"] / n)
+        if frame.forces is not None:
+            pairs["forces"][0].append(np.ravel(pred["forces"] - frame.forces))
+            pairs["forces"][1].append(np.ravel(pred["forces_std"]))
+        if frame.stress is not None and "stress" in pred and "stress_std" in pred and np.all(frame.pbc):
+            stress, std = (_full_3x3(pred[k]) for k in ("stress", "stress_std"))
+            pairs["stress"][0].append((stress - _full_3x3(frame.stress)).ravel() / units.GPa)
+            pairs["stress"][1].append(std.ravel() / units.GPa)
+    report = {}
+    for name, (errors, sigmas) in pairs.items():
+        if not errors:
+            continue
+        e, s = np.hstack(errors).astype(np.float64), np.hstack(sigmas).astype(np.float64)
+        zero = s == 0
+        if zero.any():
+            i = int(np.flatnonzero(zero)[0])
+            raise ValueError(
+                f"{name}: committee σ = 0 for {int(zero.sum())} of {s.size} values (first at index {i}): "
+                "the members agree exactly there (the same model twice?), so σ cannot be calibrated"
+            )
+        given = scales.get(name) if scales else None
+        try:
+            entry = calibration_report(e, s, scale=given)
+            fitted = fit_sigma_scale(e, s)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+        report[name] = {**entry, "sigma_scale_fitted": fitted, "scale_given": given is not None}
+    return report
+
+
+def _full_3x3(stress) -> np.ndarray:
+    """A stress as 3×3 (Voigt 6, as :class:`EnsembleCalculator` reports it, or already 3×3)."""
+    a = np.asarray(stress, dtype=np.float64)
+    return voigt_6_to_full_3x3_stress(a) if a.shape == (6,) else a.reshape(3, 3)
