@@ -4,7 +4,7 @@
         --base examples/si_equivariant.yaml --minutes 10 --out runs/si_ablation_equivariant
     ... --base examples/si_bpnn.yaml --minutes 8 --out runs/si_ablation_bpnn
 
-Each variant is the base config with a few keys replaced (``--variant NAME:KEY=VALUE,KEY=VALUE``,
+Each variant is the base config with a few keys replaced (``--variant "NAME:KEY=VALUE;KEY=VALUE"``,
 dotted keys into the YAML, values parsed as YAML; without ``--variant``: the built-in set for the
 base's model type, which covers cutoff, loss weights including stress, scheduler, EMA, learning rate
 and batch size).  Every variant is trained by ``benchmarks/si_vs_mace_training.py --only nearsight``
@@ -55,15 +55,15 @@ VARIANTS = {
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
-    """``NAME:KEY=VALUE,KEY=VALUE`` (values as YAML) into a name and its overrides."""
+    """``NAME:KEY=VALUE;KEY=VALUE`` (values as YAML, so lists keep their commas) into a name and overrides."""
     import yaml
 
     name, _, rest = text.partition(":")
     overrides = {}
-    for item in filter(None, rest.split(",")):
+    for item in filter(None, (x.strip() for x in rest.split(";"))):
         key, eq, value = item.partition("=")
         if not eq or not key:
-            raise argparse.ArgumentTypeError(f"--variant {text!r}: write NAME:KEY=VALUE[,KEY=VALUE]")
+            raise argparse.ArgumentTypeError(f"--variant {text!r}: write NAME:KEY=VALUE[;KEY=VALUE]")
         overrides[key.strip()] = yaml.safe_load(value)
     if not name:
         raise argparse.ArgumentTypeError(f"--variant {text!r}: the variant needs a name before ':'")
@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     p.add_argument("--minutes", type=float, default=10.0, help="CPU-time budget of each variant")
     p.add_argument("--out", default="runs/si_ablation")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--variant", type=parse_variant, action="append", help="NAME:KEY=VALUE[,KEY=VALUE]")
+    p.add_argument("--variant", type=parse_variant, action="append", help="NAME:KEY=VALUE[;KEY=VALUE]")
     p.add_argument("--only", nargs="+", help="run only these built-in variants (names)")
     args = p.parse_args(argv)
 

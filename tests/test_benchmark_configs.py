@@ -110,3 +110,54 @@ def test_silicon_benchmark_gives_both_codes_the_same_loss_and_model_size(tmp_pat
     assert f"--r_max={float(cfg['model']['cutoff'])}" in argv and "--loss=stress" in argv
     assert f"--max_L={cfg['model']['equivariant']['l_max']}" in argv
     assert f"--batch_size={cfg['training']['batch_size']}" in argv and f"--lr={cfg['training']['lr']}" in argv
+
+
+@pytest.mark.parametrize("example", ["si_equivariant.yaml", "si_bpnn.yaml"])
+def test_every_built_in_silicon_ablation_variant_is_a_valid_config(example):
+    import si_recipe_ablation as ablation
+    import yaml
+
+    base = yaml.safe_load((ROOT / "examples" / example).read_text())
+    kind = ablation.model_type(base)
+    assert kind == ("equivariant" if "equivariant" in example else "bpnn")
+    for name, overrides in ablation.VARIANTS[kind].items():
+        cfg = ablation.apply(base, overrides)
+        validate_config(cfg, source=f"{example}:{name}")
+        for dotted, value in overrides.items():  # the change landed where it says
+            node = cfg
+            for key in dotted.split("."):
+                node = node[key]
+            assert node == value, (name, dotted)
+    assert base == yaml.safe_load((ROOT / "examples" / example).read_text())  # apply copies
+
+
+def test_silicon_ablation_variant_syntax_and_errors():
+    import argparse
+
+    import si_recipe_ablation as ablation
+
+    name, over = ablation.parse_variant("wide:model.hidden=[64, 64]; training.lr=0.003")
+    assert name == "wide" and over == {"model.hidden": [64, 64], "training.lr": 0.003}
+    assert ablation.parse_variant("plain") == ("plain", {})
+    for bad in (":training.lr=1", "x:training.lr"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            ablation.parse_variant(bad)
+    with pytest.raises(KeyError, match="no section 'nowhere'"):
+        ablation.apply({"training": {}}, {"nowhere.lr": 1.0})
+
+
+def test_silicon_md_checks_see_a_perfect_and_a_broken_crystal():
+    import numpy as np
+    import si_md_rdf
+    from ase.build import bulk
+
+    from nearsight.simulate.rdf import radial_distribution
+
+    crystal = bulk("Si", "diamond", a=5.43, cubic=True).repeat(2)
+    assert np.all(si_md_rdf.coordination(crystal) == 4)
+    r, g = radial_distribution(crystal, pair=("Si", "Si"), r_max=si_md_rdf.R_MAX, bins=si_md_rdf.BINS)
+    peak_r, peak_g = si_md_rdf.first_peak(r, g)
+    assert abs(peak_r - 5.43 * np.sqrt(3) / 4) < r[1] - r[0] and peak_g > 10
+    squeezed = crystal.copy()
+    squeezed.positions[0] = squeezed.positions[1] + [1.2, 1.2, 0.0]  # a fifth neighbour for atom 1
+    assert si_md_rdf.coordination(squeezed).max() >= 5
