@@ -16,7 +16,7 @@ from ase.io import read, write
 from nearsight import units
 from nearsight.cli.main import main
 from nearsight.data.frame import Frame
-from nearsight.uncertainty.calibration import committee_calibration
+from nearsight.uncertainty.calibration import committee_calibration, miscalibration_area
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -203,3 +203,29 @@ def test_evaluate_reports_calibration_and_applies_given_scales(committee, tmp_pa
     single = tmp_path / "single.json"
     assert main(["evaluate", models[0], str(test), "--json", str(single)]) == 0
     assert "calibration" not in json.loads(single.read_text())
+
+
+def test_the_fitted_scale_is_robust_to_a_small_committee_and_ignores_symmetry_zeros():
+    """σ from 4 members is itself noisy (χ² with 3 degrees of freedom): the maximum-likelihood scale
+    is set by the values whose σ came out small by chance, the median scale stays near the truth.
+    Stress components that are zero for every member and the label (symmetry) are left out."""
+    frames, preds = synthetic(n_frames=400, true_scale=1.0, seed=3)
+    rng = np.random.default_rng(4)
+    for frame, pred in zip(frames, preds):
+        # σ as 4 members would estimate it: the true σ times sqrt(χ²₃ / 4) (ddof 0)
+        pred["forces_std"] = pred["forces_std"] * np.sqrt(rng.chisquare(3, size=pred["forces_std"].shape) / 4)
+        for target in (frame.stress, pred["stress"], pred["stress_std"]):
+            target[0, 1] = target[1, 0] = 0.0  # an off-diagonal component symmetry fixes at 0
+    report = committee_calibration(frames, preds)
+    forces = report["forces"]
+    # the median of |e|/σ̂ with σ̂ = σ sqrt(χ²₃/4): a moderate, predictable inflation (~1.3),
+    # while the maximum-likelihood scale, mean((e/σ̂)²)^½, is far larger (heavy tail)
+    assert 1.1 < forces["sigma_scale"] < 1.6
+    assert forces["sigma_scale_ml"] > 1.3 * forces["sigma_scale"]
+    e = np.concatenate([(p["forces"] - f.forces).ravel() for f, p in zip(frames, preds)])
+    s = np.concatenate([p["forces_std"].ravel() for p in preds])
+    with_ml = miscalibration_area(e, s * forces["sigma_scale_ml"])
+    assert forces["miscalibration_area_scaled"] < 0.05 < min(forces["miscalibration_area_raw"], with_ml)
+    stress = report["stress"]
+    assert stress["n_symmetry_zeros"] == 2 * len(frames) and stress["n"] == 7 * len(frames)
+    assert stress["sigma_scale"] == pytest.approx(1.0, rel=0.15)

@@ -18,6 +18,19 @@ def fit_sigma_scale(errors: np.ndarray, sigmas: np.ndarray) -> float:
     return float(np.sqrt(np.mean((e / s) ** 2)))
 
 
+def median_sigma_scale(errors: np.ndarray, sigmas: np.ndarray) -> float:
+    """Robust s for errors ~ N(0, (s σ)²): median(|e|/σ) / 0.6745 (the median of |z| for z ~ N(0, 1)).
+
+    A committee's σ is itself an estimate from a few members, so |e|/σ has heavy tails: the
+    maximum-likelihood :func:`fit_sigma_scale` is then set by the few values whose σ came out
+    small by chance (with 4 members, scales 10-30x the typical ratio are seen), while the median
+    is not, and it is the scale that puts half the errors inside ±0.674 s σ, as the
+    miscalibration area checks.
+    """
+    e, s = _pair(errors, sigmas)
+    return float(np.median(np.abs(e) / s) / special.erfinv(0.5) / np.sqrt(2.0))
+
+
 def gaussian_nll(errors: np.ndarray, sigmas: np.ndarray) -> float:
     """Mean Gaussian negative log-likelihood of the errors given σ (nats, includes ½ log 2π)."""
     e, s = _pair(errors, sigmas)
@@ -97,11 +110,15 @@ def committee_calibration(
     * ``stress``: the nine components of the 3×3 stress of 3D-periodic frames with a stress
       label and prediction (GPa).
 
-    A quantity without labelled data is left out. ``scales`` (quantity → σ scale, say fitted on
-    validation data) replaces the fitted scale of the quantities it names; each report also has
-    ``scale_given`` (whether it did) and ``sigma_scale_fitted`` (the maximum-likelihood scale on
-    these data either way). σ = 0 (members that agree exactly, e.g. the same model twice) is a
-    ``ValueError`` naming the quantity.
+    A quantity without labelled data is left out. The fitted ``sigma_scale`` is the robust
+    :func:`median_sigma_scale` (``sigma_scale_ml``: the maximum-likelihood one, for reference).
+    ``scales`` (quantity → σ scale, say fitted on validation data) replaces the fitted scale of
+    the quantities it names; each report also has ``scale_given`` (whether it did) and
+    ``sigma_scale_fitted`` (the scale these data give either way). Values where both the error
+    and σ vanish (below 1e-6 of their RMS: stress components that symmetry fixes at zero, for
+    every member alike) carry no information and are left out (``n_symmetry_zeros``); σ = 0 with
+    a non-zero error (members that agree exactly, e.g. the same model twice) is a ``ValueError``
+    naming the quantity.
     """
     if len(frames) != len(preds):
         raise ValueError(f"{len(frames)} frames but {len(preds)} predictions")
@@ -123,6 +140,12 @@ def committee_calibration(
         if not errors:
             continue
         e, s = np.hstack(errors).astype(np.float64), np.hstack(sigmas).astype(np.float64)
+        rms_e, rms_s = np.sqrt(np.mean(e**2)), np.sqrt(np.mean(s**2))
+        keep = ~((np.abs(e) <= 1e-6 * rms_e) & (s <= 1e-6 * rms_s))
+        n_zeros = int(e.size - keep.sum())
+        e, s = e[keep], s[keep]
+        if not e.size:
+            continue
         zero = s == 0
         if zero.any():
             i = int(np.flatnonzero(zero)[0])
@@ -132,11 +155,13 @@ def committee_calibration(
             )
         given = scales.get(name) if scales else None
         try:
-            entry = calibration_report(e, s, scale=given)
-            fitted = fit_sigma_scale(e, s)
+            fitted = median_sigma_scale(e, s)
+            entry = calibration_report(e, s, scale=fitted if given is None else given)
+            ml = fit_sigma_scale(e, s)
         except ValueError as exc:
             raise ValueError(f"{name}: {exc}") from None
-        report[name] = {**entry, "sigma_scale_fitted": fitted, "scale_given": given is not None}
+        report[name] = {**entry, "sigma_scale_fitted": fitted, "sigma_scale_ml": ml,
+                        "scale_given": given is not None, "n_symmetry_zeros": n_zeros}  # fmt: skip
     return report
 
 
