@@ -50,6 +50,8 @@ VARIANTS = {
         "hidden_64": {"model.hidden": [64, 64]},
         "cutoff_6": {"model.cutoff": 6.0},
         "plateau": {"training.scheduler": "plateau"},
+        "soap_6_4": {"model.descriptor": "soap", "model.n_max": 6, "model.l_max": 4},
+        "soap_8_6": {"model.descriptor": "soap", "model.n_max": 8, "model.l_max": 6},
     },
 }
 
