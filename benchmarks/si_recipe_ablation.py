@@ -1,8 +1,8 @@
 """Recipe ablation on mlearn silicon: one change at a time from a base config, the same CPU budget each.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/si_recipe_ablation.py \\
-        --base examples/si_equivariant.yaml --minutes 10 --out runs/si_ablation_equivariant
-    ... --base examples/si_bpnn.yaml --minutes 8 --out runs/si_ablation_bpnn
+        --base examples/si_equivariant.yaml --minutes 15 --out runs/si_ablation_equivariant_15
+    ... --base benchmarks/configs/si_bpnn_acsf.yaml --minutes 6 --out runs/si_ablation_bpnn
 
 Each variant is the base config with a few keys replaced (``--variant "NAME:KEY=VALUE;KEY=VALUE"``,
 dotted keys into the YAML, values parsed as YAML; without ``--variant``: the built-in set for the
