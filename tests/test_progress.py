@@ -68,7 +68,7 @@ def test_bar_keeps_postfix_values_and_writes_lines_above_it(monkeypatch, capsys)
     assert "demo: 100%|" in err and "a=1, b=2" in err and "thing" in err
 
 
-def _md(capsys, steps: int = 20) -> tuple[str, str]:
+def _md(capsys, steps: int = 20, **kwargs) -> tuple[str, str]:
     atoms = molecule("CH4")
     result = run_md(
         atoms,
@@ -78,6 +78,7 @@ def _md(capsys, steps: int = 20) -> tuple[str, str]:
         temperature_K=100.0,
         progress=lambda line: print(line, flush=True),
         progress_interval=5,
+        **kwargs,
     )
     assert result.steps == steps
     return capsys.readouterr()
@@ -107,6 +108,8 @@ def test_md_bar_on_a_terminal(monkeypatch, capsys):
     _terminal(monkeypatch, None, True)
     _, err = _md(capsys, steps=3)
     assert BAR.search(err) and "3/3" in err
+    _, err = _md(capsys, steps=3, show_bar=False)  # what `nearsight md --quiet` passes
+    assert err == ""
 
 
 def test_labelling_bar_counts_failures(monkeypatch, capsys, tmp_path):

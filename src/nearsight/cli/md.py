@@ -123,6 +123,7 @@ def md_command(args: argparse.Namespace) -> int:
                 interval=args.interval,
                 init_velocities=init,
                 progress=None if args.quiet else (lambda line: print(line, flush=True)),
+                show_bar=False if args.quiet else None,
                 progress_interval=args.progress_every,
                 stop_on_extrapolation=args.stop_on_extrapolation,
                 pressure_bar=args.pressure_bar,
@@ -214,7 +215,7 @@ def add_md_parser(sub: argparse._SubParsersAction) -> None:
         "--no-init-velocities keeps the frame's, zero if it has none)",
     )
     p.add_argument("--progress-every", type=int, default=100, help="print a progress line every N steps")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--quiet", action="store_true", help="no progress lines and no progress bar")
     p.add_argument(
         "--min-distance",
         type=float,

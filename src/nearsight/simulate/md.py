@@ -144,6 +144,7 @@ def run_md(
     pressure_bar: float | None = None,
     barostat_time_fs: float | None = None,
     thermostat_time_fs: float | None = None,
+    show_bar: bool | None = None,
 ) -> MDResult:
     """Run ``steps`` MD steps on a copy of ``atoms`` and record the energies at every step.
 
@@ -158,6 +159,7 @@ def run_md(
     called with :func:`progress_line` every ``progress_interval`` steps (and at step 0).
     ``stop_on_extrapolation`` ends the run after the first step at which the calculator reports
     extrapolating atoms (``results["extrapolating_atoms"] > 0``); ``MDResult.stopped`` says so.
+    ``show_bar``: a progress bar on standard error (None: by :func:`nearsight.progress.progress_enabled`).
     """
     import time
 
@@ -265,7 +267,7 @@ def run_md(
         dyn.attach(logger, interval=interval)
         handles.append(logger)
     stopped = None
-    bar = progress_bar(total=steps, desc=f"MD {ensemble}", unit="step")
+    bar = progress_bar(total=steps, desc=f"MD {ensemble}", unit="step", enabled=show_bar)
     if progress is not None:
         progress = bar.wrap(progress)  # the lines print above the bar
     start = time.perf_counter()
