@@ -17,6 +17,7 @@ from nearsight import units
 from nearsight.cli.main import main
 from nearsight.data.frame import Frame
 from nearsight.uncertainty.calibration import committee_calibration, miscalibration_area
+from training_helpers import tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -121,20 +122,7 @@ def committee(tmp_path_factory) -> tuple[list[str], Path, Path]:
     """Two tiny ACSF models (``train --members 2``: 2 epochs on 12 ethanol frames), a validation and
     a test file of 6 frames each."""
     tmp = tmp_path_factory.mktemp("committee")
-    config = {
-        "seed": 0,
-        "output_dir": str(tmp / "run"),
-        "data": {"train": str(TRAIN), "max_train_frames": 12, "valid_fraction": 0.15},
-        "model": {
-            "cutoff": 3.5,
-            "n_radial": 4,
-            "n_angular_eta": 1,
-            "n_angle_sections": 2,
-            "n_angular_shifts": 2,
-            "hidden": [8],
-        },  # fmt: skip
-        "training": {"epochs": 2, "batch_size": 4, "lr": 0.01, "log_every": 100},
-    }
+    config = tiny_config(tmp / "run")
     (tmp / "config.yaml").write_text(yaml.safe_dump(config))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # least-squares reference energies of one composition

@@ -26,29 +26,12 @@ from nearsight.data.readers import read_frames
 from nearsight.data.stats import fit_reference_energies
 from nearsight.training.config import validate_config
 from nearsight.training.trainer import Trainer
+from training_helpers import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "examples" / "data" / "ethanol_train300.xyz"
 TEST = ROOT / "examples" / "data" / "ethanol_test200.xyz"
 LINES_PER_FRAME = 11  # ethanol: the atom count, the header and 9 atom lines
-
-
-def tiny_config(out: Path, train: Path | str = TRAIN, **training: object) -> dict:
-    """A small ACSF model on 12 ethanol frames (10 train, 2 valid), 3 steps per epoch at batch 4."""
-    return {
-        "seed": 0,
-        "output_dir": str(out),
-        "data": {"train": str(train), "max_train_frames": 12, "valid_fraction": 0.15},
-        "model": {
-            "cutoff": 3.5,
-            "n_radial": 4,
-            "n_angular_eta": 1,
-            "n_angle_sections": 2,
-            "n_angular_shifts": 2,
-            "hidden": [8],
-        },  # fmt: skip
-        "training": {"epochs": 2, "batch_size": 4, "lr": 0.01, "log_every": 100, **training},
-    }
 
 
 def write_config(path: Path, config: dict) -> Path:
