@@ -27,6 +27,7 @@ from nearsight.training.dispersion import DISPERSION_INFO, subtract_dispersion, 
 from nearsight.training.metrics import compute_metrics
 from nearsight.training.trainer import Trainer
 from nearsight.training.validation import evaluate
+from training_helpers import TINY_ACSF
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "examples" / "data" / "ethanol_train300.xyz"
@@ -134,14 +135,7 @@ def small_config(out: Path, data: dict | None = None, **training) -> dict:
             "seed": 3,
             "output_dir": str(out),
             "data": {"train": str(TRAIN), "max_train_frames": 10, "valid_fraction": 0.15, **(data or {})},
-            "model": {
-                "cutoff": 3.5,
-                "n_radial": 4,
-                "n_angular_eta": 1,
-                "n_angle_sections": 2,
-                "n_angular_shifts": 2,
-                "hidden": [8],
-            },  # fmt: skip
+            "model": {**TINY_ACSF},
             "training": {"epochs": 2, "batch_size": 4, "lr": 0.01, "log_every": 100, **training},
         }
     )

@@ -19,6 +19,7 @@ from nearsight import units
 from nearsight.cli.main import main
 from nearsight.training.config import validate_config
 from nearsight.training.trainer import Trainer
+from training_helpers import TINY_ACSF
 
 
 def silicon_cells(path: Path, seed: int) -> Path:
@@ -54,14 +55,7 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
         "seed": 0,
         "output_dir": str(tmp / "run"),
         "data": {"train": str(train), "valid_fraction": 0.25},
-        "model": {
-            "cutoff": 3.8,
-            "n_radial": 4,
-            "n_angular_eta": 1,
-            "n_angle_sections": 2,
-            "n_angular_shifts": 2,
-            "hidden": [8],
-        },  # fmt: skip
+        "model": {**TINY_ACSF, "cutoff": 3.8},
         "training": {
             "epochs": 3,
             "batch_size": 3,

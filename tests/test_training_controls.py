@@ -28,6 +28,7 @@ from nearsight.models.io import load_model
 from nearsight.training.checkpoint import CheckpointError, comparable_config, load_checkpoint
 from nearsight.training.config import ConfigError, validate_config
 from nearsight.training.trainer import Trainer
+from training_helpers import TINY_ACSF
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "examples" / "data" / "ethanol_train300.xyz"
@@ -41,15 +42,7 @@ def small_config(out: Path, data: dict | None = None, model: dict | None = None,
             "seed": 3,
             "output_dir": str(out),
             "data": {"train": str(TRAIN), "max_train_frames": 21, "valid_fraction": 0.1, **(data or {})},
-            "model": {
-                "cutoff": 3.5,
-                "n_radial": 4,
-                "n_angular_eta": 1,
-                "n_angle_sections": 2,
-                "n_angular_shifts": 2,
-                "hidden": [8],
-                **(model or {}),
-            },  # fmt: skip
+            "model": {**TINY_ACSF, **(model or {})},
             "training": {"epochs": 4, "batch_size": 4, "lr": 0.01, "log_every": 100, **training},
         }
     )
