@@ -115,8 +115,8 @@ def committee_calibration(
     ``scales`` (quantity → σ scale, say fitted on validation data) replaces the fitted scale of
     the quantities it names; each report also has ``scale_given`` (whether it did) and
     ``sigma_scale_fitted`` (the scale these data give either way). Values where both the error
-    and σ vanish (below 1e-6 of their RMS: stress components that symmetry fixes at zero, for
-    every member alike) carry no information and are left out (``n_symmetry_zeros``); σ = 0 with
+    and σ vanish (below 1e-6 of their RMS: components that symmetry fixes at zero for every
+    member alike, as the forces of a strained perfect crystal) carry no information and are left out (``n_symmetry_zeros``); σ = 0 with
     a non-zero error (members that agree exactly, e.g. the same model twice) is a ``ValueError``
     naming the quantity.
     """
