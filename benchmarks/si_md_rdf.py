@@ -64,13 +64,18 @@ def training_snapshots(path: Path) -> tuple[float, dict[float, list]]:
     return a0, by_t
 
 
-def coordination(atoms) -> np.ndarray:
+def bonds(atoms) -> tuple[np.ndarray, float]:
+    """Neighbours of each atom within ``BOND_CUTOFF``, and the closest distance (inf: none)."""
     from vesin import NeighborList
 
-    i, _ = NeighborList(cutoff=BOND_CUTOFF, full_list=True).compute(
-        points=atoms.positions, box=atoms.cell.array, periodic=True, quantities="ij"
+    i, d = NeighborList(cutoff=BOND_CUTOFF, full_list=True).compute(
+        points=atoms.positions, box=atoms.cell.array, periodic=True, quantities="id"
     )
-    return np.bincount(i, minlength=len(atoms))
+    return np.bincount(i, minlength=len(atoms)), float(d.min()) if d.size else float("inf")
+
+
+def coordination(atoms) -> np.ndarray:
+    return bonds(atoms)[0]
 
 
 def first_peak(r: np.ndarray, g: np.ndarray) -> tuple[float, float]:
@@ -117,8 +122,8 @@ def run_temperature(crystal, calc, temperature: float, args) -> dict:
     for s in samples:
         s.calc = None
     r, g = radial_distribution(samples, pair=("Si", "Si"), r_max=R_MAX, bins=BINS)
-    coord = np.stack([coordination(s) for s in samples])
-    min_d = min(float(s.get_all_distances(mic=True)[np.triu_indices(len(s), 1)].min()) for s in samples)
+    counts, closest = zip(*(bonds(s) for s in samples))  # one neighbour list per sample
+    coord, min_d = np.stack(counts), min(closest)
     return {
         "temperature_K": temperature, "steps": steps, "timestep_fs": args.timestep_fs, "ps": args.ps,
         "mean_T_second_half_K": float(np.mean(temps)), "std_T_second_half_K": float(np.std(temps)),
