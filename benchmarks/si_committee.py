@@ -74,10 +74,15 @@ def main(argv=None) -> int:
         members.append(m)
         print(f"member {k}: test {1e3 * m['energy_per_atom_mae']:.2f} meV/atom, "
               f"{1e3 * m['forces_mae']:.1f} meV/Å, {m['stress_mae_GPa']:.3f} GPa")  # fmt: skip
+    shown = {
+        "energy_per_atom_mae": (1e3, "meV/atom"),
+        "forces_mae": (1e3, "meV/Å"),
+        "stress_mae_GPa": (1.0, "GPa"),
+    }
     spread = {key: (float(np.mean([m[key] for m in members])), float(np.std([m[key] for m in members])))
-              for key in ("energy_per_atom_mae", "forces_mae", "stress_mae_GPa")}  # fmt: skip
-    print("members: " + ", ".join(f"{k} {1e3 * a if 'GPa' not in k else a:.3g} ± "
-                                  f"{1e3 * s if 'GPa' not in k else s:.2g}" for k, (a, s) in spread.items()))  # fmt: skip
+              for key in shown}  # fmt: skip
+    print("members (mean ± std): " + ", ".join(
+        f"{f * spread[k][0]:.3g} ± {f * spread[k][1]:.2g} {unit}" for k, (f, unit) in shown.items()))  # fmt: skip
 
     pred_valid = predict_committee(models, valid)
     fitted = committee_calibration(valid, pred_valid)
