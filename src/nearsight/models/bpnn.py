@@ -42,6 +42,7 @@ from torch import nn
 
 from .. import keys
 from ..descriptors import build_descriptor
+from ..descriptors.cache import cached_features, has_cache
 from ..nn import MLP, buffer_value, is_tracing
 from ..nonadiabatic.matrix import INVARIANT_MODEL_ERROR, assemble, check_states, n_pairs
 from .charges import conserve_charges
@@ -202,7 +203,10 @@ class BehlerParrinello(nn.Module):
         return cls(**config)
 
     def features(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Raw (unstandardised) descriptors ``[n_atoms, n_features]``."""
+        """Raw (unstandardised) descriptors ``[n_atoms, n_features]``; from the graph's descriptor
+        cache where training stored one (:mod:`nearsight.descriptors.cache`)."""
+        if has_cache(graph):
+            return cached_features(graph)
         return self.descriptor(graph)
 
     @torch.no_grad()

@@ -9,6 +9,8 @@ Fine-tuning (``model.init_from``): start from a model file, optionally freezing 
 from __future__ import annotations
 
 import math
+import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from ..models.bpnn import BehlerParrinello
 from ..models.equivariant import build_equivariant
 from ..models.forcefield import edge_vectors
 from ..models.io import load_model, model_from_dict
+from .config import ConfigError
 
 
 def build_model(model_cfg: dict, species: Sequence[int]) -> nn.Module:
@@ -252,3 +255,31 @@ def initialise_charges(
     with torch.no_grad():
         short.energy_shift -= per_atom
     return line + f"; energy shifts lowered by the mean Coulomb energy {per_atom:.4g} eV/atom"
+
+
+def cache_descriptors(model: nn.Module, graphs: Sequence[dict], dtype: torch.dtype, clock: str, log) -> float:
+    """``training.cache_descriptors``: store the descriptors of ``graphs`` and their derivatives in
+    them (:mod:`nearsight.descriptors.cache`); the seconds it took by the run's ``clock``
+    (``"cpu"`` or ``"wall"``), which the trainer counts in the time budget."""
+    from ..descriptors.cache import attach_descriptor_cache, cache_size_bytes
+
+    short = getattr(model, "short", model)
+    if not hasattr(short, "descriptor"):
+        raise ConfigError(
+            f"training.cache_descriptors: the {getattr(short, 'model_type', type(short).__name__)} model "
+            "has no fixed descriptors to cache (only ACSF/SOAP Behler-Parrinello models have)"
+        )
+    size = cache_size_bytes(graphs, short.descriptor.n_features, dtype)
+    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if size > 0.8 * free:
+        raise ConfigError(
+            f"training.cache_descriptors: the cache of {len(graphs)} frames needs {size / 2**30:.2f} GiB, "
+            f"more than 80 % of the {free / 2**30:.2f} GiB of free memory; set it to false"
+        )
+    timer = time.process_time if clock == "cpu" else time.perf_counter
+    start = timer()
+    attach_descriptor_cache(short.descriptor, graphs)
+    seconds = timer() - start
+    log(f"descriptor cache: {len(graphs)} frames, {size / 2**30:.2f} GiB, {seconds:.1f} s ({clock} clock, "
+        "counted in the time budget)")  # fmt: skip
+    return seconds

@@ -49,7 +49,7 @@ from .distributed import Distributed
 from .log import TrainingLog, epoch_line, learning_curve_plot
 from .loss import Loss, build_loss
 from .metrics import write_json
-from .model_setup import build_model, initial_model, initialise, initialise_charges
+from .model_setup import build_model, cache_descriptors, initial_model, initialise, initialise_charges
 from .optimisation import Optimisation
 from .validation import best_model_report, validation_pass
 
@@ -109,6 +109,10 @@ class Trainer:
         model, fresh = initial_model(cfg, self.species, self.dtype, self.checkpoint, self.checkpoint_path)
         self.train_graphs = self.data.graphs(self.train_frames, model.cutoff, self.dtype)
         self.valid_graphs = self.data.graphs(self.valid_frames, model.cutoff, self.dtype)
+        self.cache_seconds = 0.0  # by the run's clock, counted in its time budget
+        if t["cache_descriptors"]:
+            graphs = self.train_graphs + self.valid_graphs
+            self.cache_seconds = cache_descriptors(model, graphs, self.dtype, t["time_limit_clock"], self.log)
         heads = list(getattr(model, "heads", []))
         groups = {None: self.train_frames}
         if heads:
@@ -299,7 +303,7 @@ class Trainer:
             }  # fmt: skip
         self.records.start(loop["global_step"], fresh=self.checkpoint is None, epoch=loop["epoch"])
         self.clock = time.process_time if t["time_limit_clock"] == "cpu" else time.perf_counter
-        start = self.clock() - loop["elapsed_s"]
+        start = self.clock() - loop["elapsed_s"] - self.cache_seconds
         log, enabled = self.log, None if self.dist.is_main else False
         self.bar = progress_bar(
             total=t["epochs"], initial=loop["epoch"] - 1, desc="training", unit="epoch", enabled=enabled
