@@ -1,14 +1,17 @@
 """CPU cost of one training step of a config's model, against the batch size.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/training_step.py \
-        [--config examples/ethanol_equivariant.yaml] [--batch-sizes 1 5 10 20 40] [--profile 5] [--own-data]
+        [--config examples/ethanol_equivariant.yaml] [--batch-sizes 1 5 10 20 40] [--profile 5] [--own-data] \
+        [--cache]
 
 One step = the energy + forces loss on a batch of the first training frames, its gradient
 (double backward through the forces) and the optimizer step, as ``Trainer.gradient_step``
 runs it. Prints CPU ms per step and per frame (process time, one thread, after warm-up);
 ``--profile B`` adds the PyTorch profiler's operator table at batch size B, grouped by input
 shape. The data default to rMD17 ethanol (``$NEARSIGHT_DATA`` or ../shared/data), else the
-config's own training file.
+config's own training file.  ``--cache`` (ACSF/SOAP models) times every batch size with and
+without ``training.cache_descriptors`` side by side and prints the ratio and the cache's one-off
+cost per frame.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from nearsight.training.config import load_config  # noqa: E402
 from nearsight.training.trainer import Trainer  # noqa: E402
 
 
-def step_trainer(config_path: Path, batch_size: int, out_dir: str, own_data: bool = False) -> Trainer:
+def step_trainer(
+    config_path: Path, batch_size: int, out_dir: str, own_data: bool = False, cache: bool = False
+) -> Trainer:
     cfg = load_config(config_path)
     ethanol = shared_data_dir() / "ethanol"
     if (ethanol / "train.xyz").is_file() and not own_data:
@@ -44,7 +49,7 @@ def step_trainer(config_path: Path, batch_size: int, out_dir: str, own_data: boo
     cfg["data"]["max_train_frames"] = max(batch_size, 50)
     cfg["output_dir"] = out_dir
     cfg["num_threads"] = 1
-    cfg["training"]["batch_size"] = batch_size
+    cfg["training"].update(batch_size=batch_size, cache_descriptors=cache, time_limit_clock="cpu")
     trainer = Trainer(cfg, log=lambda m: None)
     trainer.setup()
     return trainer
@@ -70,15 +75,27 @@ def main(argv=None) -> int:
     p.add_argument(
         "--own-data", action="store_true", help="train on the config's data, not rMD17 ethanol (e.g. silicon)"
     )
+    p.add_argument("--cache", action="store_true", help="also time each batch size with the descriptor cache")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        print(f"{'batch':>6}{'CPU ms/step':>13}{'ms/frame':>10}")
+        cached_header = f"{'cached ms/step':>16}{'speed-up':>10}{'cache s/frame':>15}" if args.cache else ""
+        print(f"{'batch':>6}{'CPU ms/step':>13}{'ms/frame':>10}{cached_header}")
         for b in args.batch_sizes:
             dt = time_steps(step_trainer(args.config, b, tmp, args.own_data), b, args.steps)
-            rows.append({"batch_size": b, "cpu_ms_per_step": round(1e3 * dt, 2)})
-            print(f"{b:>6}{1e3 * dt:>13.1f}{1e3 * dt / b:>10.2f}")
+            row = {"batch_size": b, "cpu_ms_per_step": round(1e3 * dt, 2)}
+            line = f"{b:>6}{1e3 * dt:>13.1f}{1e3 * dt / b:>10.2f}"
+            if args.cache:
+                trainer = step_trainer(args.config, b, tmp, args.own_data, cache=True)
+                per_frame = trainer.cache_seconds / (len(trainer.train_graphs) + len(trainer.valid_graphs))
+                cached = time_steps(trainer, b, args.steps)
+                row.update(
+                    cached_cpu_ms_per_step=round(1e3 * cached, 2), cache_cpu_s_per_frame=round(per_frame, 3)
+                )
+                line += f"{1e3 * cached:>16.1f}{dt / cached:>9.2f}x{per_frame:>15.3f}"
+            rows.append(row)
+            print(line)
         if args.profile:
             from torch.profiler import ProfilerActivity, profile
 
