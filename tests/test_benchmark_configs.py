@@ -161,3 +161,13 @@ def test_silicon_md_checks_see_a_perfect_and_a_broken_crystal():
     squeezed = crystal.copy()
     squeezed.positions[0] = squeezed.positions[1] + [1.2, 1.2, 0.0]  # a fifth neighbour for atom 1
     assert si_md_rdf.coordination(squeezed).max() >= 5
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "benchmarks" / "configs").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_benchmark_config_validates(path):
+    from nearsight.training.config import load_config
+
+    cfg = load_config(path)
+    assert cfg["training"]["batch_size"] > 0 and cfg["model"]["cutoff"] > 0
