@@ -199,8 +199,8 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any, Callable[[Any], 
         "freeze": ((str, int, type(None)), None, None),
         "refit_energy_shift": (bool, True, None),
         # descriptor (ACSF/SOAP) models: the descriptors of the training and validation frames and
-        # their derivatives computed once (nearsight.descriptors.cache): 3-4x fewer CPU seconds per
-        # epoch for n_edges x n_features x 3 numbers of memory, paid back after ~100 epochs
+        # their derivatives computed once (nearsight.descriptors.cache): ~3x fewer CPU seconds per
+        # epoch (SOAP) for n_edges x 3 x n_features numbers of memory, paid back after ~100 epochs
         "cache_descriptors": (bool, False, None),
     },
 }
