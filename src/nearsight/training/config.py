@@ -200,7 +200,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any, Callable[[Any], 
         "refit_energy_shift": (bool, True, None),
         # descriptor (ACSF/SOAP) models: the descriptors of the training and validation frames and
         # their derivatives computed once (nearsight.descriptors.cache): ~3x fewer CPU seconds per
-        # epoch (SOAP) for n_edges x 3 x n_features numbers of memory, paid back after ~100 epochs
+        # epoch (SOAP) for n_edges x 3 x n_features numbers of memory, paid back after ~40 epochs
         "cache_descriptors": (bool, False, None),
     },
 }
