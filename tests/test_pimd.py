@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import threading
 import xml.etree.ElementTree as ET
@@ -24,7 +25,14 @@ from nearsight import NearsightCalculator
 from nearsight.cli.pimd import add_pimd_parser
 from nearsight.models.io import save_model
 from nearsight.simulate.ipi_driver import IPIDriver
-from nearsight.simulate.pimd import block_average, read_pimd, run_pimd
+from nearsight.simulate.pimd import (
+    IPI_DEFAULT_TOTAL_STEPS,
+    _restart_steps,
+    block_average,
+    latest_restart,
+    read_pimd,
+    run_pimd,
+)
 from nearsight.simulate.rdf import radial_distribution
 from structures import water_box
 
@@ -287,6 +295,24 @@ def test_resume_continues_from_restart(tmp_path):
         run_pimd(atoms, calc, steps=50, resume=True, **{**options, "n_beads": 8})
     with pytest.raises(ValueError, match="no i-PI RESTART"):
         run_pimd(atoms, calc, steps=30, resume=True, **{**options, "output_dir": tmp_path / "none"})
+    assert ipi_threads() == []
+
+
+def test_resume_where_ipi_left_out_its_default_total_steps(tmp_path):
+    """i-PI writes no <total_steps> into RESTART when it is its default (1000): a finished 1000-step run
+    must not be taken for an incomplete one (resumed from an older checkpoint), and a resume must add
+    the element rather than run to the default."""
+    atoms, calc, _ = oscillators(4, 300.0, 3.0)
+    options = dict(n_beads=2, temperature_K=300.0, timestep_fs=0.5, output_dir=tmp_path, seed=1)
+    run_pimd(atoms, calc, steps=10, **options)
+    restart = tmp_path / "RESTART"
+    text = restart.read_text()
+    assert "<total_steps>" in text
+    restart.write_text(re.sub(r"\s*<total_steps>\s*\d+\s*</total_steps>", "", text))
+    assert _restart_steps(restart) == (10, IPI_DEFAULT_TOTAL_STEPS)
+    assert latest_restart(tmp_path) == (restart, 10)
+    resumed = run_pimd(atoms, calc, steps=12, resume=True, **options)
+    assert resumed.steps_run == 2 and "<step>12</step>" in restart.read_text()
     assert ipi_threads() == []
 
 

@@ -252,13 +252,26 @@ def _run_ipi(directory: Path, xml: str, calculator: BaseCalculator) -> tuple[int
     return done, time.perf_counter() - start
 
 
+IPI_DEFAULT_TOTAL_STEPS = 1000  # i-PI leaves total_steps out of a RESTART file when it has this value
+
+
 def _restart_steps(restart: Path) -> tuple[int, int]:
     """(step reached, total_steps) recorded in a complete i-PI RESTART file, else ValueError."""
     text = restart.read_text()
     step, total = re.search(r"<step>\s*(\d+)\s*</step>", text), re.search(r"<total_steps>\s*(\d+)", text)
-    if step is None or total is None or not text.rstrip().endswith("</simulation>"):
+    if step is None or not text.rstrip().endswith("</simulation>"):
         raise ValueError(f"{restart}: not a complete i-PI RESTART file")
-    return int(step.group(1)), int(total.group(1))
+    return int(step.group(1)), IPI_DEFAULT_TOTAL_STEPS if total is None else int(total.group(1))
+
+
+def _with_total_steps(xml: str, steps: int) -> str:
+    """An i-PI input or RESTART text asking for ``steps`` steps in total (the element is replaced, or
+    added where i-PI left its default out)."""
+    element = f"<total_steps>{steps}</total_steps>"
+    replaced, n = re.subn(r"<total_steps>\s*\d+\s*</total_steps>", element, xml)
+    if n:
+        return replaced
+    return re.sub(r"(<simulation\b[^>]*>)", lambda m: m.group(1) + "\n   " + element, xml, count=1)
 
 
 def latest_restart(directory: Path) -> tuple[Path, int]:
@@ -362,11 +375,7 @@ def run_pimd(
         recorded = json.loads((directory / "nearsight_driver.json").read_text()).get("model")
         if model_path is not None and recorded is not None and Path(recorded) != Path(model_path).resolve():
             raise ValueError(f"resume=True: {directory} was run with model {recorded}, not {model_path}")
-        xml = re.sub(
-            r"<total_steps>\s*\d+\s*</total_steps>",
-            f"<total_steps>{steps}</total_steps>",
-            restart.read_text(),
-        )
+        xml = _with_total_steps(restart.read_text(), steps)
         meta = json.loads((directory / SETTINGS_FILE).read_text())
         for name in ("n_beads", "temperature_K", "timestep_fs", "thermostat", "tau_fs"):
             if meta["settings"][name] != getattr(settings, name):
