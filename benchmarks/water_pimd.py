@@ -104,7 +104,7 @@ def analyse(result, beads: int, temperature: float, cpu_per_step: float | None, 
         rdf[f"{a}-{b}"] = g.tolist()
     row = {
         "beads": beads,
-        "steps": int(result.step[-1]) if len(result.step) else 0,
+        "steps": int(result.step.max()) if len(result.step) else 0,
         "K_H_meV": 1e3 * kinetic["H"][0],
         "K_H_err_meV": 1e3 * kinetic["H"][1],
         "K_O_meV": 1e3 * kinetic["O"][0],
