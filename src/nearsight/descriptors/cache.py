@@ -17,7 +17,7 @@ stress needs no more; nothing else should use a cached graph.
 
 Memory: n_edges × 3 × n_features numbers (:func:`cache_size_bytes`).  ``training.cache_descriptors:
 true`` stores them for the training and validation frames (the trainer refuses a cache larger than
-80 % of the free memory); computing them costs about as much as 40 ordinary steps of each frame.
+80 % of the available memory); computing them costs about as much as 40 ordinary steps of each frame.
 """
 
 from __future__ import annotations

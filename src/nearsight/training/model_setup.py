@@ -9,11 +9,11 @@ Fine-tuning (``model.init_from``): start from a model file, optionally freezing 
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import psutil
 import torch
 from torch import nn
 
@@ -270,11 +270,11 @@ def cache_descriptors(model: nn.Module, graphs: Sequence[dict], dtype: torch.dty
             "has no fixed descriptors to cache (only ACSF/SOAP Behler-Parrinello models have)"
         )
     size = cache_size_bytes(graphs, short.descriptor.n_features, dtype)
-    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    if size > 0.8 * free:
+    available = psutil.virtual_memory().available  # free plus reclaimable page cache
+    if size > 0.8 * available:
         raise ConfigError(
             f"training.cache_descriptors: the cache of {len(graphs)} frames needs {size / 2**30:.2f} GiB, "
-            f"more than 80 % of the {free / 2**30:.2f} GiB of free memory; set it to false"
+            f"more than 80 % of the {available / 2**30:.2f} GiB of available memory; set it to false"
         )
     timer = time.process_time if clock == "cpu" else time.perf_counter
     start = timer()
