@@ -40,11 +40,11 @@ def float64():
     torch.set_default_dtype(old)
 
 
-def _equivariant(couplings: str = "both", n_states: int = 2) -> EquivariantPotential:
+def _equivariant(couplings: str = "both", n_states: int = 2, state_parity=None) -> EquivariantPotential:
     torch.manual_seed(0)
     return EquivariantPotential(
         SPECIES, cutoff=CUTOFF, channels=8, l_max=1, sh_l_max=2, correlation=2, parity="both",
-        n_states=n_states, couplings=couplings, radial_hidden=(8,),
+        n_states=n_states, couplings=couplings, radial_hidden=(8,), state_parity=state_parity,
     )  # fmt: skip
 
 
@@ -129,6 +129,66 @@ def test_symmetry_rotation_and_the_pseudoscalar_coupling_under_reflection(float6
     torch.testing.assert_close(V_mirror[0, 1], -V[0, 1], atol=1e-10, rtol=0)  # 0o: changes sign
     V, V_mirror = (both(_graph(x), forces=False)[keys.DIABATIC_MATRIX][0].detach() for x in (atoms, mirror))
     assert abs(float(V_mirror[0, 1] - V[0, 1])) > 1e-6 and abs(float(V_mirror[0, 1] + V[0, 1])) > 1e-6
+
+
+def test_state_parity_makes_the_diabatic_matrix_reflect_as_p_v_p(float64):
+    """Three states of parities (+1, +1, −1): V_d(σR) = P V_d(R) P, so V_01 keeps its sign, V_02 and
+    V_12 change it, and the adiabatic energies are exactly invariant (a sum of both is not)."""
+    atoms = _molecule(1)
+    mirror = atoms.copy()
+    mirror.positions[:, 1] *= -1
+    P = torch.diag(torch.tensor([1.0, 1.0, -1.0]))
+    ff = ForceField(_equivariant(n_states=3, state_parity=[1, 1, -1]))
+    out, out_mirror = (ff(_graph(x), forces=False) for x in (atoms, mirror))
+    V, V_mirror = out[keys.DIABATIC_MATRIX][0].detach(), out_mirror[keys.DIABATIC_MATRIX][0].detach()
+    assert all(abs(float(V[a, b])) > 1e-4 for a, b in ((0, 1), (0, 2), (1, 2)))
+    torch.testing.assert_close(V_mirror, P @ V @ P, atol=1e-10, rtol=0)
+    torch.testing.assert_close(
+        out_mirror[keys.STATE_ENERGIES].detach(), out[keys.STATE_ENERGIES].detach(), atol=1e-10, rtol=0
+    )
+    both = ForceField(_equivariant("both", n_states=3))
+    E, E_mirror = (both(_graph(x), forces=False)[keys.STATE_ENERGIES].detach() for x in (atoms, mirror))
+    assert float((E - E_mirror).abs().max()) > 1e-8  # the negative control
+    # every state of one parity: all couplings scalar, the same readout as couplings="scalar"
+    same = _equivariant(n_states=3, state_parity=[-1, -1, -1])
+    scalar = _equivariant("scalar", n_states=3)
+    graph = _graph(atoms)
+    torch.testing.assert_close(
+        ForceField(same)(graph, forces=False)[keys.DIABATIC_MATRIX],
+        ForceField(scalar)(graph, forces=False)[keys.DIABATIC_MATRIX],
+        atol=0, rtol=0,
+    )  # fmt: skip
+    copy = model_from_dict(model_to_dict(ff.model))
+    assert copy.state_parity == [1, 1, -1]
+    torch.testing.assert_close(
+        ForceField(copy)(graph, forces=False)[keys.DIABATIC_MATRIX],
+        ff(graph, forces=False)[keys.DIABATIC_MATRIX], atol=0, rtol=0,
+    )  # fmt: skip
+
+
+def test_state_parity_errors():
+    with pytest.raises(ValueError, match=r"state_parity = \[1, 0\] must be a list of 2 entries"):
+        _equivariant(state_parity=[1, 0])
+    with pytest.raises(ValueError, match="must be a list of 3 entries"):
+        _equivariant(n_states=3, state_parity=[1, -1])
+    with pytest.raises(ValueError, match="invariant under reflections"):
+        BehlerParrinello(SPECIES, {"r_cut": CUTOFF}, [8], n_states=2, state_parity=[1, -1])
+    BehlerParrinello(SPECIES, {"r_cut": CUTOFF}, [8], n_states=2, state_parity=[-1, -1])  # all scalar
+    with pytest.raises(ValueError, match=r"state_parity = \[1, -1\] needs a pseudoscalar"):
+        EquivariantPotential(SPECIES, cutoff=CUTOFF, channels=4, n_states=2, state_parity=[1, -1])
+    base = {"data": {"train": "x.xyz"}, "model": {"n_states": 2, "state_parity": [1, -1]}}
+    with pytest.raises(ConfigError, match="model.state_parity: .*ACSF descriptors are invariant"):
+        validate_config(base)
+    with pytest.raises(ConfigError, match="model.state_parity = \\[1, -1\\] needs .*parity: both"):
+        validate_config({**base, "model": {**base["model"], "type": "equivariant"}})
+    with pytest.raises(ConfigError, match="leave out model.couplings = 'both'"):
+        validate_config({**base, "model": {**base["model"], "couplings": "both"}})
+    with pytest.raises(ConfigError, match="must be a list of 2 entries, each \\+1 or -1"):
+        validate_config({**base, "model": {"n_states": 2, "state_parity": [1, 2]}})
+    with pytest.raises(ConfigError, match="state_parity needs model.n_states > 1"):
+        validate_config({**base, "model": {"state_parity": [1]}})
+    equivariant = {"type": "equivariant", "equivariant": {"parity": "both"}}
+    validate_config({**base, "model": {**base["model"], **equivariant}})
 
 
 def test_invariant_models_refuse_pseudoscalar_couplings():

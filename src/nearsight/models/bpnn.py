@@ -29,7 +29,8 @@ Several electronic states (``n_states=S > 1``, :mod:`nearsight.nonadiabatic`): e
 ends in S diagonal contributions and S(S − 1)/2 couplings per atom, summed per structure into the
 diabatic matrix V_d (``keys.ATOMIC_DIABATIC``); the diagonal gets the per-element shifts e_Z.  The
 descriptors are invariant under reflections, so only couplings that keep their sign under a
-reflection (``couplings="scalar"``) can be represented.
+reflection (``couplings="scalar"``, or ``state_parity`` with every state of the same parity) can
+be represented.
 """
 
 from __future__ import annotations
@@ -113,16 +114,19 @@ class BehlerParrinello(nn.Module):
         n_states: int = 1,
         couplings: str = "scalar",
         epsilon: float = 1e-10,
+        state_parity: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        check_states(n_states, couplings, "Behler-Parrinello model")
-        if couplings != "scalar":
-            raise ValueError(INVARIANT_MODEL_ERROR.format(couplings=couplings, model="ACSF/SOAP"))
+        kinds = check_states(n_states, couplings, "Behler-Parrinello model", state_parity)
+        if any(kind != "scalar" for kind in kinds):
+            what = couplings if state_parity is None else f"pseudoscalar (state_parity {list(state_parity)})"
+            raise ValueError(INVARIANT_MODEL_ERROR.format(couplings=what, model="ACSF/SOAP"))
         if n_states > 1 and (heads or charges):
             raise ValueError(
                 "Behler-Parrinello model: n_states > 1 does not combine with heads or a charge head"
             )
         self.n_states, self.couplings, self.epsilon = int(n_states), couplings, float(epsilon)
+        self.state_parity = [int(p) for p in state_parity] if state_parity is not None else None
         self.heads = [str(h) for h in heads] if heads else []
         if len(set(self.heads)) != len(self.heads):
             raise ValueError(f"head names must be distinct, got {self.heads}")
@@ -184,6 +188,8 @@ class BehlerParrinello(nn.Module):
             config["charge_embedding"] = True
         if self.n_states > 1:
             config.update(n_states=self.n_states, couplings=self.couplings, epsilon=self.epsilon)
+        if self.state_parity is not None:
+            config["state_parity"] = self.state_parity
         return config
 
     def head_index(self, head: str | None) -> int:

@@ -36,7 +36,8 @@ Several electronic states (``n_states=S > 1``, :mod:`nearsight.nonadiabatic`): t
 diagonal contributions and, with ``couplings`` ``scalar`` or ``both``, S(S − 1)/2 couplings per atom
 from the 0e scalars; with ``pseudoscalar`` or ``both`` (needs ``parity="both"``) the last layer also
 outputs 0o features, and a linear map without bias gives couplings that change sign under a
-reflection.  Summed per structure they form the diabatic matrix V_d (``keys.ATOMIC_DIABATIC``).
+reflection; ``state_parity`` (±1 per state) takes the 0e readout for pairs of equal parity and the
+0o one for the others, so the energies stay exactly reflection invariant.  Summed per structure they form the diabatic matrix V_d (``keys.ATOMIC_DIABATIC``).
 
 Modules: :mod:`~nearsight.models.irreps` (irreps, Wigner 3j, spherical-harmonic polynomials, the
 coupling tensors U), :mod:`~nearsight.models.interaction` (one layer),
@@ -102,20 +103,29 @@ class EquivariantPotential(ExactConstants):
         n_states: int = 1,
         couplings: str = "scalar",
         epsilon: float = 1e-10,
+        state_parity: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        check_states(n_states, couplings, "equivariant model")
-        if couplings != "scalar" and parity != "both":
+        kinds = check_states(n_states, couplings, "equivariant model", state_parity)
+        odd_pairs = [kind != "scalar" for kind in kinds]  # pairs with a pseudoscalar part
+        even_pairs = [kind != "pseudoscalar" for kind in kinds]  # pairs with a scalar part
+        if any(odd_pairs) and parity != "both":
+            what = f"state_parity = {list(state_parity)}" if state_parity else f"couplings = {couplings!r}"
             raise ValueError(
-                f"equivariant model: couplings = {couplings!r} needs a pseudoscalar (0o) readout, available "
+                f"equivariant model: {what} needs a pseudoscalar (0o) readout, available "
                 f"with parity = 'both' (this model has parity = {parity!r})"
             )
         if n_states > 1 and charges:
             raise ValueError("equivariant model: n_states > 1 does not combine with a charge head")
         self.n_states, self.couplings, self.epsilon = int(n_states), couplings, float(epsilon)
-        pseudo = n_states > 1 and couplings != "scalar"
+        self.state_parity = [int(p) for p in state_parity] if state_parity is not None else None
+        pseudo = n_states > 1 and any(odd_pairs)
+        scalar_couplings = n_states > 1 and any(even_pairs)
         # readout columns from the 0e scalars: energy, or S diagonal entries and the scalar couplings
-        n_out = 1 if n_states == 1 else n_states + (n_pairs(n_states) if couplings != "pseudoscalar" else 0)
+        n_out = 1 if n_states == 1 else n_states + (n_pairs(n_states) if scalar_couplings else 0)
+        # which pairs take the scalar readout and which the pseudoscalar one (state_parity mixes them)
+        self.register_buffer("even_pairs", torch.tensor(even_pairs, dtype=torch.bool), persistent=False)
+        self.register_buffer("odd_pairs", torch.tensor(odd_pairs, dtype=torch.bool), persistent=False)
         for name, value, low in (
             ("channels", channels, 1),
             ("num_layers", num_layers, 1),
@@ -220,6 +230,7 @@ class EquivariantPotential(ExactConstants):
                 if self.n_states > 1
                 else {}
             ),
+            **({"state_parity": self.state_parity} if self.state_parity is not None else {}),
         }
 
     @classmethod
@@ -458,11 +469,11 @@ class EquivariantPotential(ExactConstants):
         scale = self.energy_scale[element][:, None]
         diagonal = raw[:, :S] * scale + self.energy_shift[element][:, None]
         couplings = raw.new_zeros(n, n_pairs(S))
-        if self.couplings != "pseudoscalar":
-            couplings = couplings + raw[:, S:] * scale
-        if self.pseudo_readout is not None:
+        if raw.shape[1] > S:  # scalar couplings (0e), on the pairs of equal state parity
+            couplings = couplings + (raw[:, S:] * scale).where(self.even_pairs, 0.0)
+        if self.pseudo_readout is not None:  # pseudoscalar couplings (0o), odd under a reflection
             odd = last[len(self.layers[-1].a_irreps) + self.layers[-1].out_irreps.index((0, -1))][:, 0]
-            couplings = couplings + self.pseudo_readout(odd) * scale
+            couplings = couplings + (self.pseudo_readout(odd) * scale).where(self.odd_pairs, 0.0)
         return {keys.ATOMIC_DIABATIC: assemble(diagonal, couplings)}
 
 

@@ -12,12 +12,18 @@ coupling labels ``keys.STATE_COUPLINGS``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 COUPLINGS = ("scalar", "pseudoscalar", "both")
 """Symmetry of the couplings a model can represent under a reflection of the structure: invariant
 (``scalar``), changing sign (``pseudoscalar``, e.g. out-of-plane coupling modes between states of
-different reflection symmetry), or a sum of both."""
+different reflection symmetry), or a sum of both.  A sum of both has no definite parity: V_ab² and
+with it the adiabatic energies change under a reflection.  ``state_parity`` instead gives every
+diabatic state a parity p_a = ±1; the coupling of a and b is then scalar where p_a p_b = +1 and
+pseudoscalar where p_a p_b = −1, so that V_d(σR) = P V_d(R) P (P = diag(p)) for a reflection σ and
+the energies are exactly invariant, for any number of states."""
 
 
 def n_pairs(n_states: int) -> int:
@@ -45,16 +51,30 @@ def assemble(diagonal: torch.Tensor, couplings: torch.Tensor) -> torch.Tensor:
     return V
 
 
-def check_states(n_states: int, couplings: str, where: str) -> None:
-    """``n_states`` a positive integer and ``couplings`` one of :data:`COUPLINGS`."""
+def check_states(
+    n_states: int, couplings: str, where: str, state_parity: Sequence[int] | None = None
+) -> list[str]:
+    """The symmetry of every pair's coupling (``scalar``, ``pseudoscalar`` or ``both``, in pair
+    order) from ``couplings`` (one of :data:`COUPLINGS`, the same for all pairs) or, when given,
+    ``state_parity`` (one ±1 per state, which overrides it); errors name the bad value."""
     if isinstance(n_states, bool) or not isinstance(n_states, int) or n_states < 1:
         raise ValueError(f"{where}: n_states = {n_states!r} must be an integer >= 1")
     if couplings not in COUPLINGS:
         raise ValueError(f"{where}: couplings = {couplings!r} must be one of {COUPLINGS}")
+    if state_parity is None:
+        return [couplings] * n_pairs(n_states)
+    parity = list(state_parity)
+    if len(parity) != n_states or any(isinstance(p, bool) or p not in (1, -1) for p in parity):
+        raise ValueError(
+            f"{where}: state_parity = {parity!r} must be a list of {n_states} entries, each +1 or -1"
+        )
+    a, b = pair_indices(n_states).tolist()
+    return ["scalar" if parity[i] == parity[j] else "pseudoscalar" for i, j in zip(a, b, strict=True)]
 
 
 INVARIANT_MODEL_ERROR = (
     "couplings = {couplings!r} needs a pseudoscalar (0o) readout, a coupling that changes sign under a "
     "reflection of the structure; {model} descriptors are invariant under reflections and cannot "
-    "represent one. Use model.type: equivariant with model.equivariant.parity: both, or couplings: scalar"
+    "represent one. Use model.type: equivariant with model.equivariant.parity: both, or couplings: scalar "
+    "(state_parity: all states of the same parity)"
 )

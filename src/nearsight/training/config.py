@@ -143,9 +143,12 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any, Callable[[Any], 
         # V_d of n_states states; its eigenvalues are the adiabatic energies (labels: data.extra_labels
         # state_energies, state_forces, state_couplings); couplings: scalar | pseudoscalar | both
         # (their symmetry under a reflection; pseudoscalar needs type: equivariant with parity: both);
+        # or state_parity: [±1 per state] (scalar coupling between states of equal parity,
+        # pseudoscalar between states of opposite parity: energies exactly reflection invariant);
         # diabatic_epsilon (eV) rounds a degeneracy over 2ε so that derivatives stay finite
         "n_states": (int, 1, _positive),
         "couplings": (str, "scalar", _choice("scalar", "pseudoscalar", "both")),
+        "state_parity": ((list, type(None)), None, None),
         "diabatic_epsilon": (_NUM, 1e-10, _positive),
         # fine-tuning: start from this model file (its architecture; the keys above are ignored)
         "init_from": (_OPT_STR, None, None),
@@ -282,25 +285,37 @@ def _check_states(model: dict, source: str) -> None:
     """A multi-state (diabatic) model: no long range or heads; pseudoscalar couplings need the
     equivariant model with both parities."""
     if model["n_states"] == 1:
+        if model["state_parity"] is not None:
+            raise ConfigError(f"{source}: model.state_parity needs model.n_states > 1 (a diabatic model)")
         return
     for key in ("longrange", "heads", "baseline"):
         if model[key] is not None:
             raise ConfigError(
                 f"{source}: model.n_states = {model['n_states']} does not combine with model.{key}"
             )
-    if model["couplings"] == "scalar":
-        return
-    if model["type"] != "equivariant":
-        from ..nonadiabatic.matrix import INVARIANT_MODEL_ERROR
+    from ..nonadiabatic.matrix import INVARIANT_MODEL_ERROR, check_states
 
-        message = INVARIANT_MODEL_ERROR.format(
-            couplings=model["couplings"], model=model["descriptor"].upper()
+    parities = model["state_parity"]
+    if parities is not None and model["couplings"] != "scalar":
+        raise ConfigError(
+            f"{source}: model.state_parity sets the symmetry of every coupling; leave out "
+            f"model.couplings = {model['couplings']!r}"
         )
-        raise ConfigError(f"{source}: model.couplings: {message}")
+    try:
+        kinds = check_states(model["n_states"], model["couplings"], "model", parities)
+    except ValueError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    if all(kind == "scalar" for kind in kinds):
+        return
+    key = "state_parity" if parities is not None else "couplings"
+    value = parities if parities is not None else model["couplings"]
+    if model["type"] != "equivariant":
+        message = INVARIANT_MODEL_ERROR.format(couplings=value, model=model["descriptor"].upper())
+        raise ConfigError(f"{source}: model.{key}: {message}")
     parity = (model["equivariant"] or {}).get("parity", "natural")
     if parity != "both":
         raise ConfigError(
-            f"{source}: model.couplings = {model['couplings']!r} needs a pseudoscalar (0o) readout: set "
+            f"{source}: model.{key} = {value!r} needs a pseudoscalar (0o) readout: set "
             f"model.equivariant.parity: both (now {parity!r})"
         )
 

@@ -56,6 +56,7 @@ def _short_range_model(model_cfg: dict, species: Sequence[int], charges: bool) -
             "n_states": model_cfg["n_states"],
             "couplings": model_cfg["couplings"],
             "epsilon": model_cfg["diabatic_epsilon"],
+            "state_parity": model_cfg.get("state_parity"),
         }
     if model_cfg["type"] == "equivariant":
         return build_equivariant(model_cfg["equivariant"], species, cutoff, charges, embedding, **states)
