@@ -45,18 +45,27 @@ EXTRA = {name: name for name in ("state_energies", "state_forces", "state_coupli
 FS_PER_AU = 0.02418884326585747
 
 
-def split(data: Path, out: Path, test_fraction: float, seed: int) -> tuple[Path, Path]:
+def split(
+    data: Path, out: Path, test_fraction: float, seed: int, extra_train: list[Path] = ()
+) -> tuple[Path, Path]:
+    """``data`` split into train and test; every frame of ``extra_train`` joins the training set
+    (so that added data can be judged on the same test frames)."""
     frames = read(data, ":")
     order = np.random.default_rng(seed).permutation(len(frames))
     n_test = int(round(test_fraction * len(frames)))
     paths = out / "train.extxyz", out / "test.extxyz"
-    write(paths[0], [frames[i] for i in sorted(order[n_test:])], format="extxyz")
+    extra = [frame for path in extra_train for frame in read(path, ":")]
+    write(paths[0], [frames[i] for i in sorted(order[n_test:])] + extra, format="extxyz")
     write(paths[1], [frames[i] for i in sorted(order[:n_test])], format="extxyz")
     return paths
 
 
-def train(train_file: Path, out: Path, minutes: float, model_type: str, seed: int) -> Path:
+def train(
+    train_file: Path, out: Path, minutes: float, model_type: str, seed: int, couplings: str | None = None
+) -> Path:
     config = load_config(HERE.parent / "examples" / "ch2nh2_diabatic.yaml")
+    if couplings is not None:
+        config["model"]["couplings"] = couplings
     config["data"]["train"] = str(train_file)
     config["output_dir"] = str(out / "run")
     config["seed"] = seed
@@ -76,12 +85,25 @@ def test_errors(model, test_file: Path) -> dict:
     gaps = np.array([f.labels["state_energies"][1] - f.labels["state_energies"][0] for f in frames])
     pred_gaps = np.array([p["state_energies"][1] - p["state_energies"][0] for p in preds])
     near = gaps < 0.5
+    cosines = []  # per frame, sign-free: |h·h_ref| / (|h| |h_ref|) over all atoms
+    for frame, pred in zip(frames, preds, strict=True):
+        h, h_ref = np.ravel(pred["state_couplings"]), np.ravel(frame.labels["state_couplings"])
+        cosines.append(abs(h @ h_ref) / (np.linalg.norm(h) * np.linalg.norm(h_ref)))
+    cosines = np.array(cosines)
+    bands = {"gap < 0.5 eV": gaps < 0.5, "0.5-5 eV": (gaps >= 0.5) & (gaps < 5), "gap >= 5 eV": gaps >= 5}
     return {
         "n_test": len(frames),
         "energy_mae_meV": [1000 * v for v in m["state_energies_mae"]],
         "forces_mae_meV_per_A": [1000 * v for v in m["state_forces_mae"]],
         "couplings_mae_meV_per_A": 1000 * m["state_couplings_mae"],
         "couplings_sign_free_cosine": m["state_couplings_cosine"],
+        "couplings_cosine_median": float(np.median(cosines)),
+        "couplings_cosine_below_0.5": float((cosines < 0.5).mean()),
+        "couplings_cosine_by_gap": {
+            band: {"frames": int(mask.sum()), "mean_cosine": float(cosines[mask].mean())}
+            for band, mask in bands.items()
+            if mask.any()
+        },
         "near_intersection_frames": int(near.sum()),
         "near_intersection_gap_mae_meV": float(1000 * np.abs(pred_gaps - gaps)[near].mean())
         if near.any()
@@ -158,6 +180,11 @@ def main(argv=None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", type=Path, default=HERE / "data" / "ch2nh2_sa2casscf.extxyz")
+    parser.add_argument(
+        "--extra-train", type=Path, nargs="*", default=[], help="more labelled frames, all for training"
+    )
+    parser.add_argument("--couplings", choices=("scalar", "pseudoscalar", "both"), default=None,
+                        help="override the example config's coupling symmetry")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("runs/ch2nh2_benchmark"))
     parser.add_argument("--minutes", type=float, default=15.0, help="CPU minutes of training")
     parser.add_argument("--model-type", choices=("equivariant", "bpnn"), default="equivariant")
@@ -171,11 +198,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
-    train_file, test_file = split(args.data, args.out, 0.2, args.seed)
+    train_file, test_file = split(args.data, args.out, 0.2, args.seed, args.extra_train)
     start = time.process_time()
-    path = args.model or train(train_file, args.out, args.minutes, args.model_type, args.seed)
+    path = args.model or train(train_file, args.out, args.minutes, args.model_type, args.seed, args.couplings)
     model = load_model(path, dtype=torch.float64)
-    results = {"model": str(path), "model_type": args.model_type, "train_cpu_s": time.process_time() - start}
+    results = {
+        "model": str(path),
+        "model_type": args.model_type,
+        "couplings": model.couplings,
+        "extra_train": [str(p) for p in args.extra_train],
+        "n_train": len(read(train_file, ":")),
+        "train_cpu_s": time.process_time() - start,
+    }
     results["test"] = test_errors(model, test_file)
     begin = read(test_file, results["test"].pop("_start"))
     meci, gap = learned_intersection(model, begin)

@@ -308,6 +308,15 @@ def test_diabatic_couplings_both_are_not_reflection_invariant():
     )
     assert _failed_checks(report) == {"reflection"}, report.table()
     assert any("couplings: both" in note for note in report.notes)
+    # a parity per state instead: the scalar and pseudoscalar readouts on their own pairs, all pass
+    model = example_model(
+        "ch2nh2_diabatic", equivariant={**TINY["equivariant"], "parity": "both"},
+        couplings="scalar", n_states=3, state_parity=[1, 1, -1],
+    )  # fmt: skip
+    report = check_model(
+        model, skip=[n for n in CHECK_NAMES if n not in ("rotation", "reflection", "permutation")]
+    )
+    assert not _failed_checks(report), report.table()
 
 
 def test_check_names_match_the_checks():

@@ -207,7 +207,7 @@ def _notes(module, n_states: int, long_range: list[str], dtype: str, calculator,
             notes.append(
                 "couplings: both (a scalar s plus a pseudoscalar p): the adiabatic energies depend on "
                 "(s + p)^2, which a reflection turns into (s - p)^2, so they are reflection invariant "
-                "only where s or p vanishes; couplings: scalar or pseudoscalar are"
+                "only where s or p vanishes; couplings: scalar or pseudoscalar, or a state_parity, are"
             )
         notes.append(
             f"diabatic model with {n_states} states: the checks run on the adiabatic ground state S0; "
