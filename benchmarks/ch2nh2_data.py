@@ -19,7 +19,10 @@ stored [n_atoms, 1·3]: h_01 = ⟨ψ_0|∇H|ψ_1⟩, eV/Å, sign arbitrary), ``s
 Reproduce (one worker, one thread; resumable: a rerun continues from the store):
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ch2nh2_data.py --n 300
 which scans, labels into benchmarks/data/ch2nh2_sa2casscf.db and writes
-benchmarks/data/ch2nh2_sa2casscf.extxyz (atomically).  ``--time 3`` only times 3 points.
+benchmarks/data/ch2nh2_sa2casscf.extxyz (atomically).  ``--time 3`` only times 3 points.  A second,
+independent set of 300 (other random geometries from the same distribution, 0 failures, 36 min):
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ch2nh2_data.py --n 300 --seed 1 \
+        --out benchmarks/data/ch2nh2_sa2casscf_seed1.extxyz
 """
 
 from __future__ import annotations

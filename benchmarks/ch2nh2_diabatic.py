@@ -61,11 +61,19 @@ def split(
 
 
 def train(
-    train_file: Path, out: Path, minutes: float, model_type: str, seed: int, couplings: str | None = None
+    train_file: Path,
+    out: Path,
+    minutes: float,
+    model_type: str,
+    seed: int,
+    couplings: str | None = None,
+    coupling_weight: float | None = None,
 ) -> Path:
     config = load_config(HERE.parent / "examples" / "ch2nh2_diabatic.yaml")
     if couplings is not None:
         config["model"]["couplings"] = couplings
+    if coupling_weight is not None:
+        config["training"]["loss"]["state_couplings"]["weight"] = coupling_weight
     config["data"]["train"] = str(train_file)
     config["output_dir"] = str(out / "run")
     config["seed"] = seed
@@ -185,6 +193,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--couplings", choices=("scalar", "pseudoscalar", "both"), default=None,
                         help="override the example config's coupling symmetry")  # fmt: skip
+    parser.add_argument("--coupling-weight", type=float, default=None, help="override the coupling term's λ")
     parser.add_argument("--out", type=Path, default=Path("runs/ch2nh2_benchmark"))
     parser.add_argument("--minutes", type=float, default=15.0, help="CPU minutes of training")
     parser.add_argument("--model-type", choices=("equivariant", "bpnn"), default="equivariant")
@@ -200,7 +209,9 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     train_file, test_file = split(args.data, args.out, 0.2, args.seed, args.extra_train)
     start = time.process_time()
-    path = args.model or train(train_file, args.out, args.minutes, args.model_type, args.seed, args.couplings)
+    path = args.model or train(
+        train_file, args.out, args.minutes, args.model_type, args.seed, args.couplings, args.coupling_weight
+    )
     model = load_model(path, dtype=torch.float64)
     results = {
         "model": str(path),
