@@ -119,8 +119,12 @@ class BehlerParrinello(nn.Module):
         super().__init__()
         kinds = check_states(n_states, couplings, "Behler-Parrinello model", state_parity)
         if any(kind != "scalar" for kind in kinds):
-            what = couplings if state_parity is None else f"pseudoscalar (state_parity {list(state_parity)})"
-            raise ValueError(INVARIANT_MODEL_ERROR.format(couplings=what, model="ACSF/SOAP"))
+            what = (
+                f"couplings = {couplings!r}"
+                if state_parity is None
+                else f"state_parity = {list(state_parity)}"
+            )
+            raise ValueError(INVARIANT_MODEL_ERROR.format(what=what, model="ACSF/SOAP"))
         if n_states > 1 and (heads or charges):
             raise ValueError(
                 "Behler-Parrinello model: n_states > 1 does not combine with heads or a charge head"

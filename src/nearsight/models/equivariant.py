@@ -37,7 +37,8 @@ diagonal contributions and, with ``couplings`` ``scalar`` or ``both``, S(S − 1
 from the 0e scalars; with ``pseudoscalar`` or ``both`` (needs ``parity="both"``) the last layer also
 outputs 0o features, and a linear map without bias gives couplings that change sign under a
 reflection; ``state_parity`` (±1 per state) takes the 0e readout for pairs of equal parity and the
-0o one for the others, so the energies stay exactly reflection invariant.  Summed per structure they form the diabatic matrix V_d (``keys.ATOMIC_DIABATIC``).
+0o one for the others, so the energies stay exactly reflection invariant.  Summed per structure
+they form the diabatic matrix V_d (``keys.ATOMIC_DIABATIC``).
 
 Modules: :mod:`~nearsight.models.irreps` (irreps, Wigner 3j, spherical-harmonic polynomials, the
 coupling tensors U), :mod:`~nearsight.models.interaction` (one layer),

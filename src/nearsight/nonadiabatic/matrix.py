@@ -73,7 +73,7 @@ def check_states(
 
 
 INVARIANT_MODEL_ERROR = (
-    "couplings = {couplings!r} needs a pseudoscalar (0o) readout, a coupling that changes sign under a "
+    "{what} needs a pseudoscalar (0o) readout, a coupling that changes sign under a "
     "reflection of the structure; {model} descriptors are invariant under reflections and cannot "
     "represent one. Use model.type: equivariant with model.equivariant.parity: both, or couplings: scalar "
     "(state_parity: all states of the same parity)"

@@ -310,7 +310,7 @@ def _check_states(model: dict, source: str) -> None:
     key = "state_parity" if parities is not None else "couplings"
     value = parities if parities is not None else model["couplings"]
     if model["type"] != "equivariant":
-        message = INVARIANT_MODEL_ERROR.format(couplings=value, model=model["descriptor"].upper())
+        message = INVARIANT_MODEL_ERROR.format(what=f"{key} = {value!r}", model=model["descriptor"].upper())
         raise ConfigError(f"{source}: model.{key}: {message}")
     parity = (model["equivariant"] or {}).get("parity", "natural")
     if parity != "both":
