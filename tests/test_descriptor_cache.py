@@ -30,6 +30,10 @@ DESCRIPTORS = {
         "type": "soap", "r_cut": 3.5, "n_max": 3, "l_max": 2, "sigma": 0.5,
         "weighting": {"function": "poly", "r0": 3.5, "c": 1.0, "m": 2.0},
     },
+    "soap_bispectrum": {
+        "type": "soap", "r_cut": 3.5, "n_max": 3, "l_max": 2, "sigma": 0.5,
+        "weighting": {"function": "poly", "r0": 3.5, "c": 1.0, "m": 2.0}, "bispectrum": {"n_max": 2, "l_max": 2},
+    },
 }  # fmt: skip
 
 

@@ -33,6 +33,10 @@ which makes the descriptor (and a potential built on it) smooth at r0;
 ``"pow"``: w = c / (d + (r/r0)^m); ``"exp"``: w = c / (d + exp(-r/r0)); ``"w0"``: the
 weight of the centre atom.
 
+Optionally (``bispectrum={"n_max": n, "l_max": l}``) the four-body bispectrum of a second, coarser
+expansion of the same density is appended to the power spectrum (:mod:`.bispectrum`); with
+``n_max`` equal to the power spectrum's it reuses that expansion's l <= ``l_max`` coefficients.
+
 Everything is differentiable; forces and stress of a model on SOAP come from autograd.
 Work and memory are linear in the number of atoms: per-edge terms are accumulated in
 chunks, so no ``[n_edges, n_max, (l_max+1)²]`` array ever exists at once.
@@ -48,6 +52,7 @@ import torch
 from .. import keys
 from ..nn import buffer_value, is_tracing
 from .base import Descriptor, atomic_numbers_of
+from .bispectrum import Bispectrum
 from .radial_basis import DECAY, gto_basis, polynomial_basis
 from .solid_harmonics import real_solid_harmonics, solid_harmonics_lm_first
 
@@ -99,6 +104,8 @@ class SOAP(Descriptor):
         rbf: ``"gto"`` or ``"polynomial"``.
         weighting: DScribe's weighting dict (see the module docstring) or ``None``.
         periodic: whether ``compute(atoms)`` uses the cell; ``forward`` uses the graph it is given.
+        bispectrum: ``{"n_max": n, "l_max": l}`` appends the bispectrum of an expansion with n
+            radial functions (default 4) and l <= l (default 3) after the power spectrum.
     """
 
     def __init__(
@@ -111,6 +118,7 @@ class SOAP(Descriptor):
         rbf: str = "gto",
         weighting: dict | None = None,
         periodic: bool = False,
+        bispectrum: dict | None = None,
     ) -> None:
         super().__init__()
         self.species = atomic_numbers_of(species)
@@ -166,6 +174,7 @@ class SOAP(Descriptor):
         z_to_index[torch.tensor(self.species)] = torch.arange(n)
         self.register_buffer("z_to_index", z_to_index, persistent=False)
         self._n_lm = n_lm
+        self._set_bispectrum(bispectrum)
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -188,10 +197,41 @@ class SOAP(Descriptor):
             return min(full, self.weighting["r0"])
         return full
 
+    def _set_bispectrum(self, spec: dict | None) -> None:
+        self.bispectrum_spec, self.bispectrum, self.bispectrum_density = None, None, None
+        if spec is None:
+            return
+        if not isinstance(spec, dict) or set(spec) - {"n_max", "l_max"}:
+            raise ValueError(f"bispectrum must be a dict with keys n_max and l_max, got {spec!r}")
+        n_b, l_b = spec.get("n_max", 4), spec.get("l_max", 3)
+        for key, value, low in (("n_max", n_b, 1), ("l_max", l_b, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"bispectrum {key} must be an integer >= {low}, got {value!r}")
+        if n_b == self.n_max and l_b > self.l_max:
+            raise ValueError(
+                f"bispectrum l_max {l_b} exceeds the power spectrum's {self.l_max} at equal n_max"
+            )
+        self.bispectrum_spec = {"n_max": n_b, "l_max": l_b}
+        if n_b != self.n_max:  # a second expansion of the same density, n_b radial functions
+            self.bispectrum_density = SOAP(
+                self.species,
+                self.r_cut,
+                n_b,
+                l_b,
+                self.sigma,
+                self.rbf,
+                self.weighting or None,
+                self.periodic,
+            )
+        # in the units of the power spectrum: coefficients scaled by the square root of its l = 0 prefactor
+        scale = float(self.feature_prefactor[0]) ** 1.5
+        self.bispectrum = Bispectrum(len(self.species), n_b, l_b, m_order=self.rbf != "gto", scale=scale)
+
     @property
     def n_features(self) -> int:
         sn = len(self.species) * self.n_max
-        return sn * (sn + 1) // 2 * (self.l_max + 1)
+        extra = self.bispectrum.n_features if self.bispectrum is not None else 0
+        return sn * (sn + 1) // 2 * (self.l_max + 1) + extra
 
     def get_config(self) -> dict:
         return {
@@ -203,6 +243,7 @@ class SOAP(Descriptor):
             "rbf": self.rbf,
             "weighting": {k: v for k, v in self.weighting.items()} or None,
             "periodic": self.periodic,
+            "bispectrum": self.bispectrum_spec,
         }
 
     def get_location(self, pair: tuple[int | str, int | str]) -> slice:
@@ -464,5 +505,13 @@ class SOAP(Descriptor):
         per_atom = (self.l_max + 1) * sn * sn
         step = max(1, _CHUNK_ELEMENTS // per_atom)
         if is_tracing() or n_atoms <= step:
-            return self.power_spectrum(coeff)
-        return torch.cat([self.power_spectrum(c) for c in coeff.split(step)])
+            features = self.power_spectrum(coeff)
+        else:
+            features = torch.cat([self.power_spectrum(c) for c in coeff.split(step)])
+        if self.bispectrum is None:
+            return features
+        if self.bispectrum_density is None:  # the same radial functions: l <= l_b of this expansion
+            coeff_b = coeff[:, :, : (self.bispectrum_spec["l_max"] + 1) ** 2]
+        else:
+            coeff_b = self.bispectrum_density.coefficients(graph)
+        return torch.cat([features, self.bispectrum(coeff_b)], dim=1)

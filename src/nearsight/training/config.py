@@ -123,6 +123,9 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any, Callable[[Any], 
         "sigma": (_NUM, 0.5, _positive),
         "rbf": (str, "gto", _choice("gto", "polynomial")),
         "weighting": ((dict, type(None)), None, None),
+        # four-body bispectrum appended to the SOAP power spectrum: {n_max: 4, l_max: 3}
+        # (nearsight.descriptors.bispectrum)
+        "bispectrum": ((dict, type(None)), None, None),
         "hidden": (list, [64, 64], None),
         "activation": (str, "silu", _choice("silu", "tanh", "softplus", "gelu")),
         # multi-head (multi-fidelity) model: one readout per level, listed cheap to accurate;
@@ -269,6 +272,8 @@ def validate_config(raw: dict | None, source: str = "<config>") -> dict:
             raise ConfigError(f"{source}: model.equivariant: {exc}") from exc
     elif model["equivariant"] is not None:
         raise ConfigError(f"{source}: model.equivariant is only read with model.type: equivariant")
+    if model["bispectrum"] is not None:
+        _check_bispectrum(model, source)
     if model["longrange"] is not None:
         from .config_longrange import check_longrange
 
@@ -279,6 +284,24 @@ def validate_config(raw: dict | None, source: str = "<config>") -> dict:
         raise ConfigError(f"{source}: model.heads = {heads!r}: must be two or more distinct names")
     _check_training(out, source)
     return out
+
+
+def _check_bispectrum(model: dict, source: str) -> None:
+    if model["type"] != "bpnn" or model["descriptor"] != "soap":
+        raise ConfigError(f"{source}: model.bispectrum is read only with model.descriptor: soap (a BPNN)")
+    from ..descriptors import SOAP
+
+    try:
+        SOAP(
+            [1],
+            model["cutoff"],
+            model["n_max"],
+            model["l_max"],
+            model["sigma"],
+            bispectrum=model["bispectrum"],
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{source}: model.bispectrum: {exc}") from None
 
 
 def _check_states(model: dict, source: str) -> None:

@@ -70,6 +70,7 @@ def _short_range_model(model_cfg: dict, species: Sequence[int], charges: bool) -
             "sigma": model_cfg["sigma"],
             "rbf": model_cfg["rbf"],
             "weighting": weighting,
+            "bispectrum": model_cfg.get("bispectrum"),
         }
         return BehlerParrinello(
             species, descriptor, model_cfg["hidden"], model_cfg["activation"], model_cfg["heads"], charges,
