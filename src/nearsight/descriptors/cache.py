@@ -53,21 +53,30 @@ def descriptor_with_jacobian(descriptor: torch.nn.Module, graph: dict) -> tuple[
             graph[keys.POSITIONS], graph[keys.CELL], graph[keys.BATCH], graph[keys.EDGE_INDEX],
             graph[keys.CELL_SHIFTS],
         ).detach().requires_grad_(True)  # fmt: skip
-        values = descriptor(dict(graph, **{keys.EDGE_VECTORS: vectors}))  # [n_atoms, F]
-        n_features = values.shape[1]
-        jacobian = values.new_zeros((vectors.shape[0], 3, n_features))
+        graph = dict(graph, **{keys.EDGE_VECTORS: vectors})
+        # separate autograd branches (SOAP's power spectrum and bispectrum): each block's backward
+        # passes only through its own branch
+        blocks = (
+            descriptor.feature_blocks(graph) if hasattr(descriptor, "feature_blocks") else [descriptor(graph)]
+        )
+        values = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)  # [n_atoms, F]
+        jacobian = values.new_zeros((vectors.shape[0], 3, values.shape[1]))
         if vectors.shape[0] == 0:
             return values.detach(), jacobian
-        for start in range(0, n_features, _FEATURE_CHUNK):
-            block = range(start, min(start + _FEATURE_CHUNK, n_features))
-            seeds = values.new_zeros((len(block), *values.shape))  # [b, n_atoms, F]
-            for k, f in enumerate(block):
-                seeds[k, :, f] = 1.0
-            (grads,) = torch.autograd.grad(
-                values, vectors, seeds, retain_graph=True, is_grads_batched=True, allow_unused=True
-            )  # [b, n_edges, 3]
-            if grads is not None:
-                jacobian[:, :, start : block.stop] = grads.permute(1, 2, 0)
+        offset = 0
+        for block in blocks:
+            n_block = block.shape[1]
+            for start in range(0, n_block, _FEATURE_CHUNK):
+                chunk = range(start, min(start + _FEATURE_CHUNK, n_block))
+                seeds = block.new_zeros((len(chunk), *block.shape))  # [b, n_atoms, F_block]
+                for k, f in enumerate(chunk):
+                    seeds[k, :, f] = 1.0
+                (grads,) = torch.autograd.grad(
+                    block, vectors, seeds, retain_graph=True, is_grads_batched=True, allow_unused=True
+                )  # [b, n_edges, 3]
+                if grads is not None:
+                    jacobian[:, :, offset + start : offset + chunk.stop] = grads.permute(1, 2, 0)
+            offset += n_block
     return values.detach(), jacobian
 
 

@@ -497,21 +497,27 @@ class SOAP(Descriptor):
         full = torch.cat(blocks, dim=1)  # [n_atoms, L·S·N·S·N]
         return full[:, self.feature_index] * self.feature_prefactor.to(coeff.dtype)
 
-    def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
-        """SOAP ``[n_atoms, n_features]`` from ``graph[keys.EDGE_VECTORS]``."""
+    def feature_blocks(self, graph: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """The power spectrum and, if set, the bispectrum, ``[[n_atoms, F_k]]``: separate autograd
+        branches, so the descriptor cache differentiates each without the other."""
         coeff = self.coefficients(graph)
         n_atoms = coeff.shape[0]
         sn = len(self.species) * self.n_max
         per_atom = (self.l_max + 1) * sn * sn
         step = max(1, _CHUNK_ELEMENTS // per_atom)
         if is_tracing() or n_atoms <= step:
-            features = self.power_spectrum(coeff)
+            blocks = [self.power_spectrum(coeff)]
         else:
-            features = torch.cat([self.power_spectrum(c) for c in coeff.split(step)])
+            blocks = [torch.cat([self.power_spectrum(c) for c in coeff.split(step)])]
         if self.bispectrum is None:
-            return features
+            return blocks
         if self.bispectrum_density is None:  # the same radial functions: l <= l_b of this expansion
             coeff_b = coeff[:, :, : (self.bispectrum_spec["l_max"] + 1) ** 2]
         else:
             coeff_b = self.bispectrum_density.coefficients(graph)
-        return torch.cat([features, self.bispectrum(coeff_b)], dim=1)
+        return [*blocks, self.bispectrum(coeff_b)]
+
+    def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
+        """SOAP ``[n_atoms, n_features]`` from ``graph[keys.EDGE_VECTORS]``."""
+        blocks = self.feature_blocks(graph)
+        return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
