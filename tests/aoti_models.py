@@ -49,7 +49,8 @@ def water_model(kind: str) -> torch.nn.Module:
         desc = dict(r_cut=4.0, r_cut_angular=3.5, **default_acsf_params(4.0, r_cut_angular=3.5))
         model = _with_statistics(BehlerParrinello([1, 8], desc, hidden=(16, 16)).double(), [water_box(2)])
     elif kind == "soap":
-        desc = {"type": "soap", "r_cut": 4.0, "n_max": 3, "l_max": 3, "sigma": 0.5}
+        desc = {"type": "soap", "r_cut": 4.0, "n_max": 3, "l_max": 3, "sigma": 0.5,
+                "bispectrum": {"n_max": 2, "l_max": 2}}  # fmt: skip
         model = _with_statistics(BehlerParrinello([1, 8], desc, hidden=(16, 16)).double(), [water_box(2)])
     elif kind == "equivariant":
         args = {"channels": 4, "l_max": 1, "sh_l_max": 2, "correlation": 2, "num_layers": 2}
