@@ -72,6 +72,20 @@ def bispectrum_channels(n_species: int, n_max: int, l_max: int) -> list[tuple[in
     return kept
 
 
+def checked_spec(spec: dict, n_max: int, l_max: int) -> dict:
+    """``{"n_max", "l_max"}`` of a bispectrum beside a power spectrum of ``n_max``, ``l_max``
+    (defaults 4 and 3), or a ValueError that says what is wrong."""
+    if not isinstance(spec, dict) or set(spec) - {"n_max", "l_max"}:
+        raise ValueError(f"bispectrum must be a dict with keys n_max and l_max, got {spec!r}")
+    n_b, l_b = spec.get("n_max", 4), spec.get("l_max", 3)
+    for key, value in (("n_max", n_b), ("l_max", l_b)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"bispectrum {key} must be an integer >= 1, got {value!r}")
+    if n_b == n_max and l_b > l_max:  # the shared expansion stops at l_max
+        raise ValueError(f"bispectrum l_max {l_b} exceeds the power spectrum's {l_max} at equal n_max")
+    return {"n_max": n_b, "l_max": l_b}
+
+
 class Bispectrum(nn.Module):
     """Bispectrum features ``[n_atoms, n_features]`` from density coefficients
     ``[n_atoms, n_species, (l_max+1)², n_max]`` (the layout of :meth:`SOAP.coefficients`).

@@ -52,7 +52,7 @@ import torch
 from .. import keys
 from ..nn import buffer_value, is_tracing
 from .base import Descriptor, atomic_numbers_of
-from .bispectrum import Bispectrum
+from .bispectrum import Bispectrum, checked_spec
 from .radial_basis import DECAY, gto_basis, polynomial_basis
 from .solid_harmonics import real_solid_harmonics, solid_harmonics_lm_first
 
@@ -201,28 +201,11 @@ class SOAP(Descriptor):
         self.bispectrum_spec, self.bispectrum, self.bispectrum_density = None, None, None
         if spec is None:
             return
-        if not isinstance(spec, dict) or set(spec) - {"n_max", "l_max"}:
-            raise ValueError(f"bispectrum must be a dict with keys n_max and l_max, got {spec!r}")
-        n_b, l_b = spec.get("n_max", 4), spec.get("l_max", 3)
-        for key, value, low in (("n_max", n_b, 1), ("l_max", l_b, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"bispectrum {key} must be an integer >= {low}, got {value!r}")
-        if n_b == self.n_max and l_b > self.l_max:
-            raise ValueError(
-                f"bispectrum l_max {l_b} exceeds the power spectrum's {self.l_max} at equal n_max"
-            )
-        self.bispectrum_spec = {"n_max": n_b, "l_max": l_b}
+        self.bispectrum_spec = checked_spec(spec, self.n_max, self.l_max)
+        n_b, l_b = self.bispectrum_spec["n_max"], self.bispectrum_spec["l_max"]
         if n_b != self.n_max:  # a second expansion of the same density, n_b radial functions
-            self.bispectrum_density = SOAP(
-                self.species,
-                self.r_cut,
-                n_b,
-                l_b,
-                self.sigma,
-                self.rbf,
-                self.weighting or None,
-                self.periodic,
-            )
+            args = (self.r_cut, n_b, l_b, self.sigma, self.rbf, self.weighting or None, self.periodic)
+            self.bispectrum_density = SOAP(self.species, *args)
         # in the units of the power spectrum: coefficients scaled by the square root of its l = 0 prefactor
         scale = float(self.feature_prefactor[0]) ** 1.5
         self.bispectrum = Bispectrum(len(self.species), n_b, l_b, m_order=self.rbf != "gto", scale=scale)
