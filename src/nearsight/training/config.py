@@ -289,17 +289,10 @@ def validate_config(raw: dict | None, source: str = "<config>") -> dict:
 def _check_bispectrum(model: dict, source: str) -> None:
     if model["type"] != "bpnn" or model["descriptor"] != "soap":
         raise ConfigError(f"{source}: model.bispectrum is read only with model.descriptor: soap (a BPNN)")
-    from ..descriptors import SOAP
+    from ..descriptors.bispectrum import checked_spec
 
     try:
-        SOAP(
-            [1],
-            model["cutoff"],
-            model["n_max"],
-            model["l_max"],
-            model["sigma"],
-            bispectrum=model["bispectrum"],
-        )
+        checked_spec(model["bispectrum"], model["n_max"], model["l_max"])
     except ValueError as exc:
         raise ConfigError(f"{source}: model.bispectrum: {exc}") from None
 
