@@ -27,7 +27,7 @@ Radial bases:
   integrated radially on DScribe's 100-point Gauss-Legendre grid with its recurrence for
   the modified spherical Bessel functions (including its truncations), so values match.
 
-Optional weighting of each neighbour's Gaussian (DScribe's ``weighting`` dict):
+Optional weighting of each neighbour's Gaussian (DScribe's ``weighting`` dict, :mod:`.weighting`):
 ``{"function": "poly", "r0", "c", "m"}``: w = c (1 + 2x³ - 3x²)^m for x = r/r0 <= 1, else 0,
 which makes the descriptor (and a potential built on it) smooth at r0;
 ``"pow"``: w = c / (d + (r/r0)^m); ``"exp"``: w = c / (d + exp(-r/r0)); ``"w0"``: the
@@ -55,6 +55,7 @@ from .base import Descriptor, atomic_numbers_of
 from .bispectrum import Bispectrum, checked_spec
 from .radial_basis import DECAY, gto_basis, polynomial_basis
 from .solid_harmonics import real_solid_harmonics, solid_harmonics_lm_first
+from .weighting import centre_weight, check_weighting, inferred_r_cut, neighbour_weights
 
 # Per-edge working set of one chunk, in scalars.  Kept well below glibc's largest mmap
 # threshold (32 MiB): larger blocks are mapped and unmapped on every allocation, and the
@@ -63,33 +64,6 @@ _CHUNK_ELEMENTS = 1 << 20
 # Above this much per-edge work in all (scalars), chunks are checkpointed under autograd
 # (recomputed in the backward pass) so memory stays bounded; below it, kept.
 _CHECKPOINT_ELEMENTS = 1 << 25
-
-
-def _weighting(weighting: dict | None) -> dict:
-    if not weighting:
-        return {}
-    w = dict(weighting)
-    unknown = set(w) - {"function", "r0", "c", "d", "m", "w0", "threshold"}
-    if unknown:
-        raise ValueError(f"unknown weighting keys {sorted(unknown)} in {weighting!r}")
-    if "w0" in w:
-        if w["w0"] is None or float(w["w0"]) < 0:
-            raise ValueError(f"weighting w0 must be >= 0, got {w['w0']!r}")
-        w["w0"] = float(w["w0"])
-    func = w.get("function")
-    if func is None:
-        return w
-    needed = {"poly": ("r0", "c", "m"), "pow": ("r0", "c", "d", "m"), "exp": ("r0", "c", "d")}
-    if func not in needed:
-        raise ValueError(f"weighting function must be one of {sorted(needed)}, got {func!r}")
-    for key in needed[func]:
-        if key not in w:
-            raise ValueError(f"weighting function {func!r} needs {key!r}, got {weighting!r}")
-        w[key] = float(w[key])
-        if (key == "r0" and w[key] <= 0) or w[key] < 0:
-            raise ValueError(f"weighting {key} must be {'> 0' if key == 'r0' else '>= 0'}, got {w[key]}")
-    w["threshold"] = float(w.get("threshold", 1e-2))
-    return w
 
 
 class SOAP(Descriptor):
@@ -130,9 +104,9 @@ class SOAP(Descriptor):
             raise ValueError(f"l_max must be an integer in [0, 20], got {l_max!r}")
         if not sigma > 0:
             raise ValueError(f"sigma must be > 0, got {sigma!r}")
-        self.weighting = _weighting(weighting)
+        self.weighting = check_weighting(weighting)
         if r_cut is None:
-            r_cut = self._inferred_r_cut()
+            r_cut = inferred_r_cut(self.weighting)
         if not r_cut or r_cut <= 0:
             raise ValueError(f"r_cut must be > 0 (or given through a weighting function), got {r_cut!r}")
         if rbf == "gto" and r_cut <= 1.0:
@@ -177,17 +151,6 @@ class SOAP(Descriptor):
         self._set_bispectrum(bispectrum)
 
     # -- configuration ---------------------------------------------------------------------
-
-    def _inferred_r_cut(self) -> float | None:
-        w = self.weighting
-        func = w.get("function")
-        if func == "poly":
-            return w["r0"]
-        if func == "pow":
-            return w["r0"] * (w["c"] / w["threshold"] - w["d"]) ** (1.0 / w["m"])
-        if func == "exp":
-            return w["r0"] * math.log(w["c"] / w["threshold"] - w["d"])
-        return None
 
     @property
     def neighbour_cutoff(self) -> float:
@@ -258,28 +221,10 @@ class SOAP(Descriptor):
     # -- computation -----------------------------------------------------------------------
 
     def _weights(self, r: torch.Tensor) -> torch.Tensor | None:
-        w = self.weighting
-        func = w.get("function")
-        if func is None:
-            return None
-        x = r / w["r0"]
-        if func == "poly":
-            inside = x <= 1.0
-            xc = torch.where(inside, x, torch.ones_like(x))
-            return torch.where(
-                inside, w["c"] * (1.0 + 2.0 * xc**3 - 3.0 * xc**2) ** w["m"], torch.zeros_like(x)
-            )
-        if func == "pow":
-            return w["c"] / (w["d"] + x ** w["m"])
-        return w["c"] / (w["d"] + torch.exp(-x))
+        return neighbour_weights(self.weighting, r)
 
     def _centre_weight(self) -> float:
-        w = self.weighting
-        if "w0" in w:
-            return w["w0"]
-        if w.get("function") is None:
-            return 1.0
-        return float(self._weights(torch.zeros(1, dtype=torch.float64))[0])
+        return centre_weight(self.weighting)
 
     def _radial_polynomial(self, r2: torch.Tensor) -> torch.Tensor:
         """Projected radial terms ``[e, L, N]`` by DScribe's radial quadrature."""
