@@ -112,6 +112,29 @@ def test_silicon_benchmark_gives_both_codes_the_same_loss_and_model_size(tmp_pat
     assert f"--batch_size={cfg['training']['batch_size']}" in argv and f"--lr={cfg['training']['lr']}" in argv
 
 
+def test_silicon_benchmark_without_held_out_cells_validates_on_the_training_cells(tmp_path):
+    """``--valid-fraction 0`` (train on all 214 cells, as the published fits did): the validation
+    file is the training file, so the trainer must keep the duplicates rather than drop them all."""
+    import si_vs_mace_training as si
+
+    from nearsight.training.dataset import prepare_data
+
+    data = ROOT / "examples" / "data" / "ethanol_train300.xyz"
+    split = {"train": data, "valid": data}
+    cfg = si.nearsight_config(
+        Namespace(seed=0, size="small", minutes=1.0, config=str(ROOT / "examples" / "si_bpnn.yaml"),
+                  valid_fraction=0.0),
+        split, tmp_path / "ns",
+    )  # fmt: skip
+    cfg["data"].update(energy_key="energy", forces_key="forces")
+    del cfg["data"]["stress_key"], cfg["training"]["loss"]["stress"]  # molecules: no stress labels
+    prepared = prepare_data(validate_config(cfg, source="test"))
+    assert len(prepared.train) == len(prepared.valid) == 300
+    cfg["data"]["remove_duplicates"] = True  # what the split would do without the flag
+    with pytest.raises(ValueError, match="every one of the 300 validation frames"):
+        prepare_data(validate_config(cfg, source="test"))
+
+
 @pytest.mark.parametrize("example", ["examples/si_equivariant.yaml", "benchmarks/configs/si_bpnn_acsf.yaml"])
 def test_every_built_in_silicon_ablation_variant_is_a_valid_config(example):
     import si_recipe_ablation as ablation
