@@ -114,7 +114,7 @@ def test_silicon_benchmark_gives_both_codes_the_same_loss_and_model_size(tmp_pat
 
 def test_silicon_benchmark_without_held_out_cells_validates_on_the_training_cells(tmp_path):
     """``--valid-fraction 0`` (train on all 214 cells, as the published fits did): the validation
-    file is the training file, so the trainer must keep the duplicates rather than drop them all."""
+    cells are training cells too, so the trainer must keep them rather than drop them all."""
     import si_vs_mace_training as si
 
     from nearsight.training.dataset import prepare_data
