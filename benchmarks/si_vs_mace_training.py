@@ -95,7 +95,7 @@ def nearsight_config(args, split: dict, ns_dir: Path) -> dict:
     cfg.update(seed=args.seed, num_threads=1, output_dir=str(ns_dir))
     cfg["data"] = {"train": str(split["train"]), "valid": str(split["valid"]),
                    **{f"{k}_key": v for k, v in KEYS.items()}}  # fmt: skip
-    # valid fraction 0: every cell trains, and the model is picked on its training error
+    # valid fraction 0: every cell trains, the validation cells too (kept, not dropped as repeats)
     if getattr(args, "valid_fraction", 0.1) <= 0:
         cfg["data"]["remove_duplicates"] = False
     if cfg["model"].get("type") == "equivariant":
