@@ -57,7 +57,9 @@ def main(argv=None) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     split = write_split(shared_data_dir() / "si", out, valid_fraction=0.1, seed=args.seed)
-    bench = Namespace(config=args.config, seed=args.seed, size="small", minutes=args.minutes)
+    bench = Namespace(
+        config=args.config, seed=args.seed, size="small", minutes=args.minutes, valid_fraction=0.1
+    )
     cfg = validate_config(nearsight_config(bench, split, out / "members"), source=args.config)
     print(f"{args.members} members of {args.config}, {args.minutes:g} CPU min each", flush=True)
     paths = train_committee(cfg, args.members)

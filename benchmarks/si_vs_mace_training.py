@@ -72,8 +72,9 @@ def write_split(si: Path, out: Path, valid_fraction: float, seed: int) -> dict:
 
     train = read_mlearn(si / "training.json")
     order = np.random.default_rng(seed).permutation(len(train))
-    n_valid = max(2, int(round((valid_fraction if valid_fraction > 0 else 0.1) * len(train))))
-    first = n_valid if valid_fraction > 0 else 0  # 0: the same 10 % validate, but train as well
+    held_out = valid_fraction if valid_fraction > 0 else 0.1  # 0: the usual 10 % monitored, and trained on
+    n_valid = max(2, int(round(held_out * len(train))))
+    first = n_valid if valid_fraction > 0 else 0
     paths = {}
     parts = {
         "valid": [train[i] for i in order[:n_valid]],
@@ -96,7 +97,7 @@ def nearsight_config(args, split: dict, ns_dir: Path) -> dict:
     cfg["data"] = {"train": str(split["train"]), "valid": str(split["valid"]),
                    **{f"{k}_key": v for k, v in KEYS.items()}}  # fmt: skip
     # valid fraction 0: every cell trains, the validation cells too (kept, not dropped as repeats)
-    if getattr(args, "valid_fraction", 0.1) <= 0:
+    if args.valid_fraction <= 0:
         cfg["data"]["remove_duplicates"] = False
     if cfg["model"].get("type") == "equivariant":
         cfg["model"]["equivariant"]["preset"] = args.size

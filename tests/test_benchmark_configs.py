@@ -98,7 +98,7 @@ def test_silicon_benchmark_gives_both_codes_the_same_loss_and_model_size(tmp_pat
     data = ROOT / "examples" / "data"
     split = {"train": data / "ethanol_train300.xyz", "valid": data / "ethanol_test200.xyz"}
     args = Namespace(seed=0, size="small", minutes=5.0, config=str(ROOT / "examples" / "si_equivariant.yaml"),
-                     mace_scheduler_patience="auto", mace_extra="")  # fmt: skip
+                     mace_scheduler_patience="auto", mace_extra="", valid_fraction=0.1)  # fmt: skip
     cfg = si.nearsight_config(args, split, tmp_path / "ns")
     validate_config(cfg, source="test")
     assert cfg["training"]["max_time_minutes"] == 5.0 and cfg["training"]["time_limit_clock"] == "cpu"
