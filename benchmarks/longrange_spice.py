@@ -111,6 +111,14 @@ def config(variant: str, kind: str, minutes: float, out: Path, seed: int) -> dic
     return cfg
 
 
+def variant_overrides(variant: str, overrides: list[str]) -> list[str]:
+    """The ``--set`` items for ``variant``: the local model takes none under ``model.longrange``
+    (setting one would create the section and silently give the local run charges and Coulomb)."""
+    if variant != "local":
+        return list(overrides)
+    return [item for item in overrides if not item.startswith("model.longrange")]
+
+
 def dipole_scores(frames, predictions) -> dict:
     ref = np.array([f.labels["dipole"] for f in frames])  # [n, 3]
     pred = np.array([p["dipole"] for p in predictions])
@@ -138,7 +146,8 @@ def main(argv=None) -> int:
         action="append",
         default=[],
         metavar="SECTION.KEY=YAML",
-        help="override a config value in every variant, e.g. --set training.lr=0.005",
+        help="override a config value in every variant, e.g. --set training.lr=0.005 (model.longrange.* "
+        "keys only in the variants with charges: the local model stays local)",
     )
     p.add_argument("--json", default=None, help="append one JSON line per variant to this file")
     args = p.parse_args(argv)
@@ -148,7 +157,7 @@ def main(argv=None) -> int:
     rows = []
     for variant in args.variants:
         cfg = config(variant, args.backbone, args.minutes, Path(args.out), args.seed)
-        apply_overrides(cfg, args.overrides)
+        apply_overrides(cfg, variant_overrides(variant, args.overrides))
         t0 = time.process_time()
         best = Trainer(validate_config(cfg, source=f"spice {variant}"), resume=args.resume).train()
         cpu_s = time.process_time() - t0

@@ -169,6 +169,21 @@ def test_silicon_ablation_variant_syntax_and_errors():
         ablation.apply({"training": {}}, {"nowhere.lr": 1.0})
 
 
+def test_spice_benchmark_keeps_the_local_model_local_under_longrange_overrides():
+    import longrange_spice as spice
+    from ethanol_equivariant import apply_overrides
+
+    over = ["training.lr=0.001", "model.longrange.coulomb.widths={H: 1.0, C: 1.0}"]
+    configs = {}
+    for variant in ("local", "latent"):
+        cfg = spice.config(variant, "equivariant", 1.0, Path("out"), 0)
+        apply_overrides(cfg, spice.variant_overrides(variant, over))
+        configs[variant] = cfg
+    assert "longrange" not in configs["local"]["model"] and configs["local"]["training"]["lr"] == 0.001
+    assert configs["latent"]["model"]["longrange"]["coulomb"]["widths"] == {"H": 1.0, "C": 1.0}
+    assert configs["latent"]["training"]["lr"] == 0.001
+
+
 def test_silicon_md_checks_see_a_perfect_and_a_broken_crystal():
     import numpy as np
     import si_md_rdf
