@@ -14,8 +14,8 @@ Published test MAE: GAP 2.91 meV/atom and 0.07 eV/Å, MTP 2.21 meV/atom and 0.06
 
 Models: nearsight from ``--config`` (default ``examples/si_equivariant.yaml``); MACE
 (``ScaleShiftMACE``, 0.3.16) with the same channels (``--size``), hidden ``max_L`` = the config's
-``l_max``, spherical harmonics to 3, correlation 3, two interactions, the config's cutoff, 8 Bessel
-functions, radial MLP [64, 64, 64], float32.  The same loss on both sides: MACE's ``--loss=stress``
+``l_max``, and the config's spherical-harmonic order (``sh_l_max``, MACE's ``max_ell``), correlation,
+number of layers (``num_interactions``), cutoff, radial functions and radial MLP; float32.  The same loss on both sides: MACE's ``--loss=stress``
 is E/atom, force and stress squared errors with weights 1/σ² of the nearsight config's
 ``energy_per_atom``, ``forces`` and ``stress`` terms (divided by the force weight: Adam is
 insensitive to the scale); the same batch size, learning rate (AMSGrad), EMA 0.99.  MACE uses its
@@ -122,10 +122,28 @@ def loss_weights(cfg: dict) -> tuple[float, float, float]:
     return (s_f / s_e) ** 2, 1.0, w_s * (s_f / s_s) ** 2
 
 
-def mace_arguments(args, cfg: dict, split: dict, mace_dir: Path) -> list[str]:
-    from ethanol_vs_mace_training import hidden_l_max
+def architecture(cfg: dict) -> dict:
+    """The equivariant config's architecture (its preset filled in) as MACE's arguments."""
+    import inspect
 
+    from nearsight.models.equivariant import EquivariantPotential, equivariant_arguments
+
+    defaults = inspect.signature(EquivariantPotential.__init__).parameters
+    eq = {k: p.default for k, p in defaults.items() if p.default is not inspect.Parameter.empty}
+    eq.update(equivariant_arguments(cfg["model"]["equivariant"]))
+    return {
+        "max_L": int(eq["l_max"]),
+        "max_ell": int(eq["sh_l_max"]),
+        "correlation": int(eq["correlation"]),
+        "num_interactions": int(eq["num_layers"]),
+        "num_radial_basis": int(eq["n_radial"]),
+        "radial_MLP": [int(h) for h in eq["radial_hidden"]],
+    }
+
+
+def mace_arguments(args, cfg: dict, split: dict, mace_dir: Path) -> list[str]:
     w_e, w_f, w_s = loss_weights(cfg)
+    arch = architecture(cfg)
     t = cfg["training"]
     patience = args.mace_scheduler_patience
     argv = [
@@ -134,9 +152,11 @@ def mace_arguments(args, cfg: dict, split: dict, mace_dir: Path) -> list[str]:
         f"--results_dir={mace_dir / 'results'}", f"--train_file={split['train']}",
         f"--valid_file={split['valid']}", f"--energy_key={KEYS['energy']}", f"--forces_key={KEYS['forces']}",
         f"--stress_key={KEYS['stress']}", "--E0s=average", "--model=ScaleShiftMACE",
-        "--scaling=rms_forces_scaling", f"--num_channels={SIZES[args.size]}", f"--max_L={hidden_l_max(cfg)}",
-        "--max_ell=3", "--correlation=3", "--num_interactions=2", f"--r_max={float(cfg['model']['cutoff'])}",
-        "--num_radial_basis=8", "--num_cutoff_basis=5", "--radial_MLP=[64, 64, 64]", "--MLP_irreps=16x0e",
+        "--scaling=rms_forces_scaling", f"--num_channels={SIZES[args.size]}", f"--max_L={arch['max_L']}",
+        f"--max_ell={arch['max_ell']}", f"--correlation={arch['correlation']}",
+        f"--num_interactions={arch['num_interactions']}", f"--r_max={float(cfg['model']['cutoff'])}",
+        f"--num_radial_basis={arch['num_radial_basis']}", "--num_cutoff_basis=5",
+        f"--radial_MLP={arch['radial_MLP']}", "--MLP_irreps=16x0e",
         "--loss=stress", "--compute_stress=True", f"--energy_weight={w_e:.6g}", f"--forces_weight={w_f:.6g}",
         f"--stress_weight={w_s:.6g}", f"--batch_size={int(t['batch_size'])}", "--valid_batch_size=8",
         f"--lr={float(t['lr'])}", "--amsgrad", "--weight_decay=5e-7", "--clip_grad=10.0", "--ema",

@@ -92,7 +92,8 @@ def test_accuracy_matched_nearsight_side_is_the_example_model():
 def test_silicon_benchmark_gives_both_codes_the_same_loss_and_model_size(tmp_path):
     """benchmarks/si_vs_mace_training.py: the example silicon config validates, MACE's weights are
     1/σ² of the config's energy-per-atom, force and stress terms (relative to forces), and MACE gets
-    the config's cutoff, hidden l_max, batch size and learning rate."""
+    the config's cutoff, architecture (l_max, spherical harmonics, correlation, layers), batch size
+    and learning rate."""
     import si_vs_mace_training as si
 
     data = ROOT / "examples" / "data"
@@ -110,6 +111,14 @@ def test_silicon_benchmark_gives_both_codes_the_same_loss_and_model_size(tmp_pat
     assert f"--r_max={float(cfg['model']['cutoff'])}" in argv and "--loss=stress" in argv
     assert f"--max_L={cfg['model']['equivariant']['l_max']}" in argv
     assert f"--batch_size={cfg['training']['batch_size']}" in argv and f"--lr={cfg['training']['lr']}" in argv
+    eq = cfg["model"]["equivariant"]
+    assert f"--num_interactions={eq['num_layers']}" in argv and f"--max_ell={eq['sh_l_max']}" in argv
+    assert f"--correlation={eq['correlation']}" in argv and "--radial_MLP=[64, 64, 64]" in argv
+    # the rest from the preset and the model's defaults
+    cfg["model"]["equivariant"] = {"preset": "small", "num_layers": 1, "sh_l_max": 2}
+    argv = si.mace_arguments(args, cfg, split, tmp_path / "mace")
+    assert "--num_interactions=1" in argv and "--max_ell=2" in argv and "--correlation=3" in argv
+    assert "--num_radial_basis=8" in argv
 
 
 def test_silicon_benchmark_without_held_out_cells_validates_on_the_training_cells(tmp_path):
