@@ -139,8 +139,6 @@ class Interaction(ExactConstants):
         a_dim = irreps_dim(self.a_irreps)
         pairs = list(itertools.combinations_with_replacement(range(a_dim), 2))
         pair_id = {m: k for k, m in enumerate(pairs)}
-        self.register_buffer("pair_a", torch.tensor([m[0] for m in pairs], dtype=torch.long), False)
-        self.register_buffer("pair_b", torch.tensor([m[1] for m in pairs], dtype=torch.long), False)
         self.correlation = correlation
         parities = sorted({p for _, p in out_irreps}, reverse=True)
         self.group_irreps = []
@@ -201,6 +199,21 @@ class Interaction(ExactConstants):
             self.group_irreps.append(outs)
             self.group_dims.append([2 * l + 1 for l, _ in outs])
             self.group_k.append(K)
+        # keep only the pair products some monomial uses (a last layer, with scalar outputs only,
+        # uses 72 of 136 at sh_l_max 3), their indices renumbered
+        pair_rows = [
+            k for g in range(len(parities)) for k in range(self.mono_offsets[g][1], self.mono_offsets[g][3])
+        ]
+        used_pairs = sorted({mono_index[k] for k in pair_rows})
+        renumber = {p: k for k, p in enumerate(used_pairs)}
+        for k in pair_rows:
+            mono_index[k] = renumber[mono_index[k]]
+        self.register_buffer(
+            "pair_a", torch.tensor([pairs[p][0] for p in used_pairs], dtype=torch.long), False
+        )
+        self.register_buffer(
+            "pair_b", torch.tensor([pairs[p][1] for p in used_pairs], dtype=torch.long), False
+        )
         self.register_buffer("mono_index", torch.tensor(mono_index, dtype=torch.long), False)
         self.register_constant("U_all", torch.from_numpy(np.concatenate(U_parts)))
         self.sc_weights = nn.Parameter(torch.randn(n_elements, self.h_offsets[-1], C))
