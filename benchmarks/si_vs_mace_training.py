@@ -15,10 +15,10 @@ Published test MAE: GAP 2.91 meV/atom and 0.07 eV/Å, MTP 2.21 meV/atom and 0.06
 Models: nearsight from ``--config`` (default ``examples/si_equivariant.yaml``); MACE
 (``ScaleShiftMACE``, 0.3.16) with the same channels (``--size``), hidden ``max_L`` = the config's
 ``l_max``, and the config's spherical-harmonic order (``sh_l_max``, MACE's ``max_ell``), correlation,
-number of layers (``num_interactions``), cutoff, radial functions and radial MLP; float32.  The same loss on both sides: MACE's ``--loss=stress``
-is E/atom, force and stress squared errors with weights 1/σ² of the nearsight config's
-``energy_per_atom``, ``forces`` and ``stress`` terms (divided by the force weight: Adam is
-insensitive to the scale); the same batch size, learning rate (AMSGrad), EMA 0.99.  MACE uses its
+number of layers (``num_interactions``), cutoff, radial functions and radial MLP; float32.  The
+same loss on both sides: MACE's ``--loss=stress`` is E/atom, force and stress squared errors with
+weights 1/σ² of the nearsight config's ``energy_per_atom``, ``forces`` and ``stress`` terms
+(divided by the force weight: Adam is insensitive to the scale); the same batch size, learning rate (AMSGrad), EMA 0.99.  MACE uses its
 ReduceLROnPlateau (patience ``auto``: 1/20 of the epochs the budget allows), nearsight its config's
 scheduler.  The budget, the CPU-time accounting, the subprocess workers and the stop at the first
 epoch after the budget are those of ``benchmarks/ethanol_vs_mace_training.py``.
