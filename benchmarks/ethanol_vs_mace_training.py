@@ -291,11 +291,28 @@ def mace_arguments(args, split: dict, e0s: dict, mace_dir: Path, max_L: int) -> 
     return argv + args.mace_extra.split()
 
 
+def architecture(cfg: dict) -> dict:
+    """The equivariant config's architecture (its preset filled in) as MACE's arguments."""
+    import inspect
+
+    from nearsight.models.equivariant import EquivariantPotential, equivariant_arguments
+
+    defaults = inspect.signature(EquivariantPotential.__init__).parameters
+    eq = {k: p.default for k, p in defaults.items() if p.default is not inspect.Parameter.empty}
+    eq.update(equivariant_arguments(cfg["model"]["equivariant"]))
+    return {
+        "max_L": int(eq["l_max"]),
+        "max_ell": int(eq["sh_l_max"]),
+        "correlation": int(eq["correlation"]),
+        "num_interactions": int(eq["num_layers"]),
+        "num_radial_basis": int(eq["n_radial"]),
+        "radial_MLP": [int(h) for h in eq["radial_hidden"]],
+    }
+
+
 def hidden_l_max(cfg: dict) -> int:
     """The highest l of the nearsight model's hidden features: MACE's ``--max_L``."""
-    from nearsight.models.equivariant import equivariant_arguments
-
-    return int(equivariant_arguments(cfg["model"]["equivariant"])["l_max"])
+    return architecture(cfg)["max_L"]
 
 
 def mace_max_L(argv: list[str]) -> int:

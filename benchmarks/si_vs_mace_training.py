@@ -5,8 +5,8 @@
         [--mace-python /tmp/macevenv/bin/python] [--sequential] [--only nearsight|mace] [--mace-extra ...]
 
 Data: ``../shared/data/si`` (Zuo et al., J. Phys. Chem. A 124, 731 (2020); VASP PBE), 214 training
-cells split 90/10 (seeded, ``--valid-fraction``; 0 trains on all 214, as the published fits did, with the same
-21 cells, now trained on too, to monitor and pick the model) into ``OUT/data/{train,valid}.xyz`` with
+cells split 90/10 (seeded, ``--valid-fraction``; 0 trains on all 214, as the published fits did,
+with the same 21 cells, now trained on too, to monitor and pick the model) into ``OUT/data/{train,valid}.xyz`` with
 ``REF_energy``, ``REF_forces``, ``REF_stress`` (ASE sign, eV/Å³) and ``config_type``; both codes
 read these files.  Test: the 25 cells of ``test.json``, scored by the same
 ``compute_metrics_by_type`` for both (energy per atom, forces, stress in GPa, per config type).
@@ -18,10 +18,11 @@ Models: nearsight from ``--config`` (default ``examples/si_equivariant.yaml``); 
 number of layers (``num_interactions``), cutoff, radial functions and radial MLP; float32.  The
 same loss on both sides: MACE's ``--loss=stress`` is E/atom, force and stress squared errors with
 weights 1/σ² of the nearsight config's ``energy_per_atom``, ``forces`` and ``stress`` terms
-(divided by the force weight: Adam is insensitive to the scale); the same batch size, learning rate (AMSGrad), EMA 0.99.  MACE uses its
-ReduceLROnPlateau (patience ``auto``: 1/20 of the epochs the budget allows), nearsight its config's
-scheduler.  The budget, the CPU-time accounting, the subprocess workers and the stop at the first
-epoch after the budget are those of ``benchmarks/ethanol_vs_mace_training.py``.
+(divided by the force weight: Adam is insensitive to the scale); the same batch size, learning
+rate (AMSGrad), EMA 0.99.  MACE uses its ReduceLROnPlateau (patience ``auto``: 1/20 of the epochs
+the budget allows), nearsight its config's scheduler.  The budget, the CPU-time accounting, the
+subprocess workers and the stop at the first epoch after the budget are those of
+``benchmarks/ethanol_vs_mace_training.py``.
 Reported per side: test errors (overall and per config type), epochs, epochs per CPU-minute.
 """
 
@@ -122,26 +123,9 @@ def loss_weights(cfg: dict) -> tuple[float, float, float]:
     return (s_f / s_e) ** 2, 1.0, w_s * (s_f / s_s) ** 2
 
 
-def architecture(cfg: dict) -> dict:
-    """The equivariant config's architecture (its preset filled in) as MACE's arguments."""
-    import inspect
-
-    from nearsight.models.equivariant import EquivariantPotential, equivariant_arguments
-
-    defaults = inspect.signature(EquivariantPotential.__init__).parameters
-    eq = {k: p.default for k, p in defaults.items() if p.default is not inspect.Parameter.empty}
-    eq.update(equivariant_arguments(cfg["model"]["equivariant"]))
-    return {
-        "max_L": int(eq["l_max"]),
-        "max_ell": int(eq["sh_l_max"]),
-        "correlation": int(eq["correlation"]),
-        "num_interactions": int(eq["num_layers"]),
-        "num_radial_basis": int(eq["n_radial"]),
-        "radial_MLP": [int(h) for h in eq["radial_hidden"]],
-    }
-
-
 def mace_arguments(args, cfg: dict, split: dict, mace_dir: Path) -> list[str]:
+    from ethanol_vs_mace_training import architecture
+
     w_e, w_f, w_s = loss_weights(cfg)
     arch = architecture(cfg)
     t = cfg["training"]
