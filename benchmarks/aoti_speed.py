@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 def build_model(kind: str, species: list[int] | None = None):
     """The benchmark models (random weights; the cost does not depend on them): Behler-Parrinello
     with ACSF (r_c 5 Å, 16 radial functions, angular within 3.5 Å, 128x128 networks) or the
-    equivariant model's small preset (MACE small at matched size), r_c 5 Å."""
+    equivariant model's small preset (MACE small at matched size), r_c 5 Å; ``equivariant1`` is the
+    small preset with one layer (the architecture of ``examples/si_equivariant.yaml``)."""
     import torch
 
     from nearsight.descriptors.acsf import default_acsf_params
@@ -39,7 +40,10 @@ def build_model(kind: str, species: list[int] | None = None):
     if kind == "bpnn":
         params = default_acsf_params(5.0, 16, 3.5)
         return BehlerParrinello(species, dict(r_cut=5.0, r_cut_angular=3.5, **params), hidden=[128, 128])
-    model = EquivariantPotential.from_preset("small", species, cutoff=5.0)
+    if kind not in ("equivariant", "equivariant1"):
+        raise ValueError(f"unknown benchmark model {kind!r}: bpnn, equivariant or equivariant1")
+    layers = {"num_layers": 1} if kind == "equivariant1" else {}
+    model = EquivariantPotential.from_preset("small", species, cutoff=5.0, **layers)
     model.set_statistics({z: -5.0 for z in species}, 0.5, avg_num_neighbours=30.0)
     return model
 
@@ -58,7 +62,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--atoms", type=int, default=1536, choices=[1536, 12288])
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--models", nargs="+", default=["bpnn", "equivariant"])
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["bpnn", "equivariant"],
+        choices=["bpnn", "equivariant", "equivariant1"],
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--work", default=str(ROOT / "runs" / "lammps_speed"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "aoti_speed.json"))

@@ -147,7 +147,12 @@ print(json.dumps({{"seconds": seconds, "peak_rss_MB": resource.getrusage(resourc
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--systems", nargs="+", default=["water", "silicon"])
-    parser.add_argument("--models", nargs="+", default=["bpnn", "equivariant"])
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["bpnn", "equivariant"],
+        choices=["bpnn", "equivariant", "equivariant1"],
+    )
     parser.add_argument("--sizes", nargs="+", type=int, default=[1536, 12288])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--ranks", nargs="+", type=int, default=[1, 2])
