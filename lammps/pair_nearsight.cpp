@@ -61,7 +61,7 @@ int node_local_rank(int world_rank)
 /* ---------------------------------------------------------------------- */
 
 PairNearsight::PairNearsight(LAMMPS *lmp) :
-    Pair(lmp), ghost_layers_user(0), result(std::make_unique<nearsight::Result>()), cutoff(0.0)
+    Pair(lmp), ghost_layers_user(0), chunk_atoms(0), result(std::make_unique<nearsight::Result>()), cutoff(0.0)
 {
   single_enable = 0;
   restartinfo = 0;
@@ -104,13 +104,14 @@ int PairNearsight::ghost_layers() const
 }
 
 /* ----------------------------------------------------------------------
-   pair_style nearsight [device cpu|cuda] [ghost_layers L]
+   pair_style nearsight [device cpu|cuda] [ghost_layers L] [chunk N]
 ------------------------------------------------------------------------- */
 
 void PairNearsight::settings(int narg, char **arg)
 {
   device_request.clear();
   ghost_layers_user = 0;
+  chunk_atoms = 0;
   int iarg = 0;
   while (iarg < narg) {
     const std::string key = arg[iarg];
@@ -124,8 +125,12 @@ void PairNearsight::settings(int narg, char **arg)
       ghost_layers_user = utils::inumeric(FLERR, value, false, lmp);
       if (ghost_layers_user < 1)
         error->all(FLERR, "pair_style nearsight: ghost_layers must be at least 1, not {}", value);
+    } else if (key == "chunk") {
+      chunk_atoms = utils::inumeric(FLERR, value, false, lmp);
+      if (chunk_atoms < 2)
+        error->all(FLERR, "pair_style nearsight: chunk must be at least 2 atoms, not {}", value);
     } else {
-      error->all(FLERR, "pair_style nearsight: unknown keyword {} (known: device, ghost_layers)", key);
+      error->all(FLERR, "pair_style nearsight: unknown keyword {} (known: device, ghost_layers, chunk)", key);
     }
     iarg += 2;
   }
@@ -243,10 +248,46 @@ void PairNearsight::compute(int eflag, int vflag)
   ev_init(eflag, vflag);
 
   const int nlocal = atom->nlocal;
-  const int nall = nlocal + atom->nghost;
   // a rank that owns no atoms has no energy and puts no force on its ghosts
   if (nlocal == 0) return;
+  const int layers = info->interaction_layers;
+  const bool by_hops = layers > 1 && info->layer_inputs == layers;
+  if (chunk_atoms > 0 && layers > 1 && !by_hops)
+    error->all(FLERR,
+               "pair_style nearsight: chunk needs a package that takes layer_centres (format {}); re-export "
+               "{} with this nearsight",
+               nearsight::PACKAGE_FORMAT, package_path);
 
+  // positions relative to the centre of the owned atoms: the model sees only differences,
+  // and float32 packages then keep their precision however far the box is from the origin
+  double **x = atom->x;
+  double lo[3] = {x[0][0], x[0][1], x[0][2]};
+  double hi[3] = {x[0][0], x[0][1], x[0][2]};
+  for (int i = 1; i < nlocal; ++i)
+    for (int k = 0; k < 3; ++k) {
+      lo[k] = std::min(lo[k], x[i][k]);
+      hi[k] = std::max(hi[k], x[i][k]);
+    }
+  for (int k = 0; k < 3; ++k) origin[k] = 0.5 * (lo[k] + hi[k]);
+
+  // the owned atoms in chunks of at most chunk_atoms (all at once by default); each chunk is
+  // evaluated on its own receptive field, so the sum over chunks is the whole rank's result
+  const int inum = list->inum;
+  const int step = chunk_atoms > 0 ? chunk_atoms : inum;
+  local_of.assign(atom->nlocal + atom->nghost, -1);
+  for (int first = 0; first < inum; first += step)
+    compute_chunk(list->ilist + first, std::min(step, inum - first));
+}
+
+/* ----------------------------------------------------------------------
+   energies, forces and virials of the owned atoms `own` [n_own]: the package sees only
+   the atoms they depend on (their receptive field and its neighbours), renumbered
+------------------------------------------------------------------------- */
+
+void PairNearsight::compute_chunk(const int *own, int n_own)
+{
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
   double **x = atom->x;
   double **f = atom->f;
   const int *type = atom->type;
@@ -258,7 +299,6 @@ void PairNearsight::compute(int eflag, int vflag)
   // one edges around every atom
   const int layers = info->interaction_layers;
   const bool by_hops = layers > 1 && info->layer_inputs == layers;
-  const int *ilist = list->ilist;
   const int *numneigh = list->numneigh;
   int **firstneigh = list->firstneigh;
   const double cutsq_model = cutoff * cutoff;
@@ -266,10 +306,10 @@ void PairNearsight::compute(int eflag, int vflag)
     const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
     return dx * dx + dy * dy + dz * dz < cutsq_model;
   };
-  std::vector<int> centres;
+  std::vector<int> &centres = chunk_centres;
   if (by_hops) {
     depth.assign(nall, layers);
-    std::vector<int> frontier(ilist, ilist + list->inum);
+    std::vector<int> frontier(own, own + n_own);
     for (int i : frontier) depth[i] = 0;
     centres = frontier;
     for (int k = 0; k + 1 < layers; ++k) {
@@ -287,10 +327,23 @@ void PairNearsight::compute(int eflag, int vflag)
       centres.insert(centres.end(), next.begin(), next.end());
       frontier.swap(next);
     }
+  } else if (layers > 1) {
+    centres.assign(list->ilist, list->ilist + list->inum + list->gnum);
   } else {
-    const int ncentres = layers > 1 ? list->inum + list->gnum : list->inum;
-    centres.assign(ilist, ilist + ncentres);
+    centres.assign(own, own + n_own);
   }
+
+  // the atoms the package sees: the owned atoms of this chunk first, then every other centre
+  // and neighbour, each once; atoms[k] is LAMMPS's index of the package's atom k
+  atoms.clear();
+  auto add = [&](int i) {
+    if (local_of[i] < 0) {
+      local_of[i] = static_cast<int>(atoms.size());
+      atoms.push_back(i);
+    }
+  };
+  for (int k = 0; k < n_own; ++k) add(own[k]);
+  for (int i : centres) add(i);
   centre.clear();
   neighbour.clear();
   for (int i : centres) {
@@ -298,41 +351,36 @@ void PairNearsight::compute(int eflag, int vflag)
     for (int jj = 0; jj < numneigh[i]; ++jj) {
       const int j = jlist[jj] & NEIGHMASK;
       if (within_cutoff(i, j)) {
-        centre.push_back(i);
-        neighbour.push_back(j);
+        add(j);
+        centre.push_back(local_of[i]);
+        neighbour.push_back(local_of[j]);
       }
     }
   }
 
-  // positions relative to the centre of the owned atoms: the model sees only differences,
-  // and float32 packages then keep their precision however far the box is from the origin
-  double lo[3] = {x[0][0], x[0][1], x[0][2]};
-  double hi[3] = {x[0][0], x[0][1], x[0][2]};
-  for (int i = 1; i < nlocal; ++i)
-    for (int k = 0; k < 3; ++k) {
-      lo[k] = std::min(lo[k], x[i][k]);
-      hi[k] = std::max(hi[k], x[i][k]);
-    }
-  const double origin[3] = {0.5 * (lo[0] + hi[0]), 0.5 * (lo[1] + hi[1]), 0.5 * (lo[2] + hi[2])};
-
-  int64_t n = nall;
+  int64_t n = static_cast<int64_t>(atoms.size());
   pos.resize(3 * (n + 2));
   species.resize(n + 2);
   mask.resize(n + 2);
   double top[3] = {0.0, 0.0, 0.0};
-  for (int i = 0; i < nall; ++i) {
+  for (int64_t a = 0; a < n; ++a) {
+    const int i = atoms[a];
     for (int k = 0; k < 3; ++k) {
-      pos[3 * i + k] = x[i][k] - origin[k];
-      top[k] = std::max(top[k], pos[3 * i + k]);
+      pos[3 * a + k] = x[i][k] - origin[k];
+      top[k] = std::max(top[k], pos[3 * a + k]);
     }
-    species[i] = type2z[type[i]];
-    mask[i] = i < nlocal ? 1 : 0;
+    species[a] = type2z[type[i]];
+    mask[a] = a < n_own ? 1 : 0;
   }
+  layer_centres.assign(by_hops ? layers : 0, {});
+  for (int t = 0; t < static_cast<int>(layer_centres.size()); ++t)
+    for (int64_t a = 0; a < n; ++a)
+      if (depth[atoms[a]] <= layers - 1 - t) layer_centres[t].push_back(a);
 
   // packages are exported with at least two atoms, two edges and two atoms per layer
   // (torch.export specialises sizes 0 and 1); pad with a pair of masked dummy atoms far
   // away, which only see each other and change nothing else
-  if (n < 2 || centre.size() < 2 || (by_hops && nlocal < 2)) {
+  if (n < 2 || centre.size() < 2 || (by_hops && n_own < 2)) {
     const double far = 10.0 * ghost_layers() * cutoff + 100.0;
     for (int d = 0; d < 2; ++d) {
       for (int k = 0; k < 3; ++k) pos[3 * (n + d) + k] = top[k] + far;
@@ -344,16 +392,12 @@ void PairNearsight::compute(int eflag, int vflag)
     neighbour.push_back(n + 1);
     centre.push_back(n + 1);
     neighbour.push_back(n);
-    if (by_hops) {
-      depth.push_back(0);
-      depth.push_back(0);
+    for (auto &c : layer_centres) {
+      c.push_back(n);
+      c.push_back(n + 1);
     }
     n += 2;
   }
-  layer_centres.assign(by_hops ? layers : 0, {});
-  for (int t = 0; t < static_cast<int>(layer_centres.size()); ++t)
-    for (int64_t i = 0; i < n; ++i)
-      if (depth[i] <= layers - 1 - t) layer_centres[t].push_back(i);
 
   const int64_t nedges = static_cast<int64_t>(centre.size());
   edge_index.resize(2 * nedges);
@@ -372,18 +416,20 @@ void PairNearsight::compute(int eflag, int vflag)
                n, nedges, e.what());
   }
 
+  const int64_t seen = static_cast<int64_t>(atoms.size());
   const double *fm = result->forces.data();
-  for (int i = 0; i < nall; ++i) {
-    f[i][0] += fm[3 * i];
-    f[i][1] += fm[3 * i + 1];
-    f[i][2] += fm[3 * i + 2];
+  for (int64_t a = 0; a < seen; ++a) {
+    const int i = atoms[a];
+    f[i][0] += fm[3 * a];
+    f[i][1] += fm[3 * a + 1];
+    f[i][2] += fm[3 * a + 2];
   }
 
   const double *e = result->atomic_energies.data();
   if (eflag_global)
-    for (int i = 0; i < nlocal; ++i) eng_vdwl += e[i];
+    for (int a = 0; a < n_own; ++a) eng_vdwl += e[a];
   if (eflag_atom)
-    for (int i = 0; i < nlocal; ++i) eatom[i] += e[i];
+    for (int a = 0; a < n_own; ++a) eatom[atoms[a]] += e[a];
 
   // LAMMPS order xx, yy, zz, xy, xz, yz; W[a][b] = -sum r_a dE/dr_b
   if (vflag_global) {
@@ -396,8 +442,9 @@ void PairNearsight::compute(int eflag, int vflag)
     virial[5] += w[5];
   }
   if (vflag_atom) {
-    for (int i = 0; i < nall; ++i) {
-      const double *w = result->atomic_virial.data() + 9 * i;
+    for (int64_t a = 0; a < seen; ++a) {
+      const double *w = result->atomic_virial.data() + 9 * a;
+      const int i = atoms[a];
       vatom[i][0] += w[0];
       vatom[i][1] += w[4];
       vatom[i][2] += w[8];
@@ -406,4 +453,5 @@ void PairNearsight::compute(int eflag, int vflag)
       vatom[i][5] += w[5];
     }
   }
+  for (int i : atoms) local_of[i] = -1;
 }

@@ -108,11 +108,13 @@ def run_water(plugin, package, atoms, workdir: Path, nprocs=1, grid="", style=""
     return rows, lh.read_dump(workdir / "atoms.dump"), proc
 
 
+@pytest.mark.parametrize("style", ["", "chunk 7"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_run0_equals_calculator(plugin, aoti_package, kind, tmp_path):
+def test_run0_equals_calculator(plugin, aoti_package, kind, style, tmp_path):
+    """Also with ``chunk 7``: the owned atoms 7 at a time, each chunk on its receptive field."""
     model_path, package = aoti_package(kind)
     atoms = triclinic_water()
-    (values,), dump, _ = run_water(plugin, package, atoms, tmp_path)
+    (values,), dump, _ = run_water(plugin, package, atoms, tmp_path, style=style)
     ref = atoms.copy()
     ref.calc = NearsightCalculator(str(model_path))
     n = len(atoms)
@@ -141,6 +143,20 @@ def test_equivariant_on_several_ranks_equals_one(plugin, aoti_package, mp_serial
     np.testing.assert_allclose(dump[:, 1:], ref_dump[:, 1:], rtol=0, atol=1e-10)
     np.testing.assert_allclose(start[1:], ref0[1:], rtol=1e-12, atol=1e-8)
     assert abs(end[0] - ref30[0]) < 1e-8  # potential energy after 30 NVE steps
+
+
+@pytest.mark.parametrize(("nprocs", "grid"), [(1, ""), (2, "1 1 2")])
+def test_equivariant_in_chunks_equals_one_evaluation(plugin, aoti_package, mp_serial, tmp_path, nprocs, grid):
+    """``pair_style nearsight chunk 16``: the 81 atoms 16 at a time (on one rank and on each of
+    two), each chunk with its two-hop receptive field, give the one-evaluation energies, forces,
+    virial and trajectory."""
+    _, package = aoti_package("equivariant")
+    atoms, ((ref0, ref30), ref_dump, _) = mp_serial
+    (start, end), dump, _ = run_water(plugin, package, atoms, tmp_path, nprocs, grid, "chunk 16", NVE_STEPS)
+    assert abs(start[0] - ref0[0]) / len(atoms) < 1e-10
+    np.testing.assert_allclose(dump[:, 1:], ref_dump[:, 1:], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(start[1:], ref0[1:], rtol=1e-12, atol=1e-8)
+    assert abs(end[0] - ref30[0]) < 1e-8
 
 
 def test_one_ghost_layer_breaks_the_equivariant_model(plugin, aoti_package, mp_serial, tmp_path):

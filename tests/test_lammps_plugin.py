@@ -268,10 +268,13 @@ create_atoms 1 single 1 1 1 units box
 create_atoms 1 single 4.5 1 1 units box
 mass 1 39.948
 plugin load {plugin}
-pair_style nearsight
+pair_style nearsight {style}
 pair_coeff * * {package} {element}
 run 0
 """
+
+# pair_style arguments of some cases
+STYLES = {"chunk_one": "chunk 1", "chunk_old": "chunk 50"}
 
 METADATA_ERRORS = {
     "long_range": (
@@ -308,6 +311,9 @@ METADATA_ERRORS = {
         ("symbol", "metal", "on", "Qq", "Qq (atom type 1) is not an element symbol"),
         ("newton", "metal", "off", "Ar", "requires newton_pair on"),
         ("missing", "metal", "on", "Ar", "cannot open model package"),
+        ("chunk_one", "metal", "on", "Ar", "chunk must be at least 2 atoms, not 1"),
+        # the toy's two layers without layer_centres inputs: every chunk would need every atom
+        ("chunk_old", "metal", "on", "Ar", "chunk needs a package that takes layer_centres"),
         *[(name, "metal", "on", "Ar", message) for name, (_, message) in METADATA_ERRORS.items()],
     ],
 )
@@ -320,7 +326,12 @@ def test_clear_errors(toy, tmp_path, case, units, newton, element, message):
     elif case in METADATA_ERRORS:
         package = lh.with_metadata(toy.f64, tmp_path / f"{case}.pt2", **METADATA_ERRORS[case][0])
     script = ERROR_SYSTEM.format(
-        units=units, newton=newton, plugin=toy.plugin, package=package, element=element
+        units=units,
+        newton=newton,
+        plugin=toy.plugin,
+        package=package,
+        element=element,
+        style=STYLES.get(case, ""),
     )
     proc = lh.run_lammps(script, tmp_path, check=False)
     assert proc.returncode != 0
@@ -337,7 +348,9 @@ def test_edited_metadata_still_runs(toy, tmp_path):
         toy.f64, tmp_path / "copy.pt2", nearsight_version="toy-copy", cpu_isa="INVALID_VEC_ISA", cpu_flags=""
     )
     proc = lh.run_lammps(
-        ERROR_SYSTEM.format(units="metal", newton="on", plugin=toy.plugin, package=package, element="Ar"),
+        ERROR_SYSTEM.format(
+            units="metal", newton="on", plugin=toy.plugin, package=package, element="Ar", style=""
+        ),
         tmp_path,
     )
     assert "nearsight toy-copy" in proc.stdout
