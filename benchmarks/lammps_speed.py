@@ -8,7 +8,11 @@ own process, so its peak resident memory (the largest rank's, ru_maxrss of the c
 own.  Packages are compiled optimised once into ``--work`` (``nearsight export``).
 
     .venv/bin/python benchmarks/lammps_speed.py [--systems water] [--models bpnn equivariant]
-        [--sizes 1536 12288] [--steps 10]
+        [--sizes 1536 12288] [--steps 10] [--chunk N] [--no-ase]
+
+``equivariant`` is the small preset (two layers), ``equivariant1`` the same with one layer; ``--chunk N``
+evaluates N owned atoms at a time (``pair_style nearsight chunk N``), which bounds the memory of
+the ~100 000-atom equivariant runs.
 
 Prints atom-steps per second per case and the ratio LAMMPS/ASE; writes
 ``benchmarks/results/lammps_speed.json``.
@@ -68,12 +72,12 @@ def package_for(kind: str, system: str, work: Path) -> tuple[Path, Path]:
     return model_path, package
 
 
-def lammps_case(system, n_atoms, package, ranks, steps, work: Path) -> dict:
+def lammps_case(system, n_atoms, package, ranks, steps, work: Path, chunk: int = 0) -> dict:
     from ase.io import write
 
     import lammps_helpers as lh
 
-    case = work / f"lmp_{package.stem}_{n_atoms}_{ranks}"
+    case = work / (f"lmp_{package.stem}_{n_atoms}_{ranks}" + (f"_chunk{chunk}" if chunk else ""))
     case.mkdir(parents=True, exist_ok=True)
     atoms = structure(system, n_atoms)
     specorder = ["O", "H"] if system == "water" else ["Si"]
@@ -85,7 +89,7 @@ boundary p p p
 read_data system.data
 {MASSES[system]}
 plugin load {lh.PLUGIN}
-pair_style nearsight
+pair_style nearsight {f"chunk {chunk}" if chunk else ""}
 pair_coeff * * {package} {ELEMENTS[system]}
 neighbor 1.0 bin
 velocity all create 300 12345 loop geom
@@ -157,6 +161,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--ranks", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--no-ase", action="store_true", help="LAMMPS only (the largest systems)")
+    parser.add_argument(
+        "--chunk",
+        type=int,
+        default=0,
+        help="pair_style nearsight chunk N: owned atoms per evaluation (0: all)",
+    )
     parser.add_argument("--work", default=str(ROOT / "runs" / "lammps_speed"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "lammps_speed.json"))
     args = parser.parse_args()
@@ -178,12 +188,13 @@ def main() -> None:
                 steps = max(1, args.steps if n_atoms < 50000 else args.steps // 5)
                 ase = None if args.no_ase else ase_case(system, n_atoms, model_path, steps)
                 for ranks in args.ranks:
-                    lmp = lammps_case(system, n_atoms, package, ranks, steps, work)
+                    lmp = lammps_case(system, n_atoms, package, ranks, steps, work, args.chunk)
                     row = {
                         "system": system,
                         "model": kind,
                         "atoms": n_atoms,
                         "ranks": ranks,
+                        "chunk": args.chunk or None,
                         "steps": steps,
                         "lammps_atom_steps_per_s": round(lmp["atom_steps_per_s"]),
                         "lammps_peak_rss_MB": round(lmp["peak_rss_MB"]),
@@ -198,7 +209,8 @@ def main() -> None:
                     rows = [
                         r
                         for r in rows
-                        if (r["system"], r["model"], r["atoms"], r["ranks"]) != (system, kind, n_atoms, ranks)
+                        if (r["system"], r["model"], r["atoms"], r["ranks"], r.get("chunk"))
+                        != (system, kind, n_atoms, ranks, row["chunk"])
                     ]
                     rows.append(row)
                     out.parent.mkdir(parents=True, exist_ok=True)
