@@ -15,6 +15,8 @@
 #include "nearsight_model.h"
 
 #include <algorithm>
+#include <cmath>
+#include <utility>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -270,13 +272,43 @@ void PairNearsight::compute(int eflag, int vflag)
     }
   for (int k = 0; k < 3; ++k) origin[k] = 0.5 * (lo[k] + hi[k]);
 
-  // the owned atoms in chunks of at most chunk_atoms (all at once by default); each chunk is
+  // the owned atoms all at once (the default) or in chunks of at most chunk_atoms; each chunk is
   // evaluated on its own receptive field, so the sum over chunks is the whole rank's result
   const int inum = list->inum;
-  const int step = chunk_atoms > 0 ? chunk_atoms : inum;
   local_of.assign(atom->nlocal + atom->nghost, -1);
-  for (int first = 0; first < inum; first += step)
-    compute_chunk(list->ilist + first, std::min(step, inum - first));
+  if (chunk_atoms <= 0 || inum <= chunk_atoms) {
+    compute_chunk(list->ilist, inum);
+    return;
+  }
+  // chunks are compact: a grid of at least inum / chunk_atoms cells over the owned atoms' bounding
+  // box, one cell per chunk (split where a cell holds more than chunk_atoms), because the halo a
+  // chunk needs grows with its surface
+  const double ncells = std::ceil(static_cast<double>(inum) / chunk_atoms);
+  double extent[3], volume = 1.0;
+  for (int k = 0; k < 3; ++k) {
+    extent[k] = hi[k] - lo[k] + 1e-6;
+    volume *= extent[k];
+  }
+  const double side = std::cbrt(volume / ncells);
+  int64_t grid[3];
+  for (int k = 0; k < 3; ++k) grid[k] = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(extent[k] / side)));
+  std::vector<std::pair<int64_t, int>> keyed(inum);
+  for (int ii = 0; ii < inum; ++ii) {
+    const int i = list->ilist[ii];
+    int64_t c[3];
+    for (int k = 0; k < 3; ++k)
+      c[k] = std::min<int64_t>(grid[k] - 1, static_cast<int64_t>((x[i][k] - lo[k]) / extent[k] * grid[k]));
+    keyed[ii] = {(c[2] * grid[1] + c[1]) * grid[0] + c[0], i};
+  }
+  std::sort(keyed.begin(), keyed.end());
+  owned_sorted.resize(inum);
+  for (int ii = 0; ii < inum; ++ii) owned_sorted[ii] = keyed[ii].second;
+  for (int first = 0; first < inum;) {
+    int last = first;
+    while (last < inum && keyed[last].first == keyed[first].first && last - first < chunk_atoms) ++last;
+    compute_chunk(owned_sorted.data() + first, last - first);
+    first = last;
+  }
 }
 
 /* ----------------------------------------------------------------------

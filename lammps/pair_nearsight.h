@@ -10,9 +10,9 @@
    atoms), forces on all atoms (ghost forces go back to their owners by LAMMPS's
    reverse communication), the virial and per-atom virials.  The ghost shell is
    interaction_layers * cutoff + skin thick, so message-passing models give the same
-   result on any number of MPI ranks.  With chunk N the owned atoms are evaluated N at a
-   time, each chunk with only the atoms its energies depend on: the same result with the
-   memory of N atoms. */
+   result on any number of MPI ranks.  With chunk N the owned atoms are evaluated at most
+   N at a time, in compact cells, each with only the atoms its energies depend on: the same
+   result with the memory of about N atoms. */
 
 #ifdef PAIR_CLASS
 // clang-format off
@@ -75,6 +75,7 @@ class PairNearsight : public Pair {
   std::vector<int64_t> centre, neighbour, edge_index;
   std::vector<int> depth;                              // hops from the nearest owned atom
   std::vector<std::vector<int64_t>> layer_centres;     // the atoms each layer updates
+  std::vector<int> owned_sorted;                       // owned atoms ordered by chunk
   std::vector<int> chunk_centres;                      // LAMMPS indices of the centres of one chunk
   std::vector<int> atoms;                              // LAMMPS index of each atom the package sees
   std::vector<int> local_of;                           // the package's index of a LAMMPS atom, or -1
