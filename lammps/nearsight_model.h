@@ -8,9 +8,9 @@
      positions [N,3] (dtype), species [N] int64 (atomic numbers), cell [3,3] (dtype),
      edge_index [2,E] int64 (row 0 centre i, row 1 neighbour j), shifts [E,3] (dtype),
      mask [N] bool (true = the atom's energy counts), neighbour_slots [S] int64 (values
-     unused; S >= the largest number of edges of one centre), and for a model of T > 1
-     message-passing layers layer_centres_0 ... layer_centres_{T-1} [n_t] int64 (the atoms
-     layer t updates: those within T-1-t hops of an owned atom; metadata "inputs" lists them)
+     unused; S >= the largest number of edges of one centre), and for a message-passing model
+     of T layers layer_centres_0 ... layer_centres_{T-1} [n_t] int64 (the atoms layer t
+     updates: those within T-1-t hops of an owned atom; metadata "inputs" lists them)
    outputs: atomic_energies [N] eV, forces [N,3] eV/A (for every atom, ghosts too),
      virial [3,3] eV = -sum_e r_e (x) dE/dr_e, atomic_virial [N,3,3] eV. */
 

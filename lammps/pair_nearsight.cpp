@@ -253,7 +253,7 @@ void PairNearsight::compute(int eflag, int vflag)
   // a rank that owns no atoms has no energy and puts no force on its ghosts
   if (nlocal == 0) return;
   const int layers = info->interaction_layers;
-  const bool by_hops = layers > 1 && info->layer_inputs == layers;
+  const bool by_hops = info->layer_inputs == layers;
   if (chunk_atoms > 0 && layers > 1 && !by_hops)
     error->all(FLERR,
                "pair_style nearsight: chunk needs a package that takes layer_centres (format {}); re-export "
@@ -325,12 +325,12 @@ void PairNearsight::compute_chunk(const int *own, int n_own)
   const int *type = atom->type;
 
   // edges: every ordered pair closer than the cutoff around the atoms some layer updates. A one-layer
-  // (descriptor) model needs only the owned atoms' environments. A model of T layers needs the
-  // features of layer t only on atoms within T-1-t hops (edges) of an owned atom; a package that
-  // takes layer_centres gets those atom lists and edges around the atoms within T-1 hops, an older
-  // one edges around every atom
+  // model needs only the owned atoms' environments. A model of T layers needs the features of layer
+  // t only on atoms within T-1-t hops (edges) of an owned atom; a package that takes layer_centres
+  // gets those atom lists (one layer: the owned atoms) and edges around the atoms within T-1 hops,
+  // an older one of several layers edges around every atom
   const int layers = info->interaction_layers;
-  const bool by_hops = layers > 1 && info->layer_inputs == layers;
+  const bool by_hops = info->layer_inputs == layers;
   const int *numneigh = list->numneigh;
   int **firstneigh = list->firstneigh;
   const double cutsq_model = cutoff * cutoff;

@@ -22,7 +22,7 @@ from nearsight.models.forcefield import edge_vectors
 from nearsight.models.io import save_model
 from structures import water_box
 
-KINDS = ("acsf", "soap", "equivariant")
+KINDS = ("acsf", "soap", "equivariant", "equivariant1")  # equivariant1: one layer
 
 
 def _with_statistics(model: BehlerParrinello, structures: list[Atoms]) -> BehlerParrinello:
@@ -43,7 +43,8 @@ def _with_statistics(model: BehlerParrinello, structures: list[Atoms]) -> Behler
 
 
 def water_model(kind: str) -> torch.nn.Module:
-    """A deterministic random float64 H/O model of ``kind`` (acsf, soap, equivariant)."""
+    """A deterministic random float64 H/O model of ``kind`` (acsf, soap, equivariant: two layers,
+    equivariant1: one)."""
     torch.manual_seed(7)
     if kind == "acsf":
         desc = dict(r_cut=4.0, r_cut_angular=3.5, **default_acsf_params(4.0, r_cut_angular=3.5))
@@ -52,8 +53,14 @@ def water_model(kind: str) -> torch.nn.Module:
         desc = {"type": "soap", "r_cut": 4.0, "n_max": 3, "l_max": 3, "sigma": 0.5,
                 "bispectrum": {"n_max": 2, "l_max": 2}}  # fmt: skip
         model = _with_statistics(BehlerParrinello([1, 8], desc, hidden=(16, 16)).double(), [water_box(2)])
-    elif kind == "equivariant":
-        args = {"channels": 4, "l_max": 1, "sh_l_max": 2, "correlation": 2, "num_layers": 2}
+    elif kind in ("equivariant", "equivariant1"):
+        args = {
+            "channels": 4,
+            "l_max": 1,
+            "sh_l_max": 2,
+            "correlation": 2,
+            "num_layers": 2 if kind == "equivariant" else 1,
+        }
         model = EquivariantPotential(
             [1, 8], cutoff=3.5, radial_hidden=(8,), readout_hidden=4, **args
         ).double()

@@ -15,7 +15,7 @@ the last input),
              shifts [E, 3] (integer cell shifts as floats: r_ij = R_j − R_i + shifts @ cell),
              mask [N] (bool: the atoms whose energy counts), neighbour_slots [S] (int64, values
              unused: S >= the largest number of edges of one centre, the width of the padded
-             neighbour lists of message-passing models), and for a model of T > 1 message-passing
+             neighbour lists of message-passing models), and for a message-passing model of T
              layers layer_centres_0 … layer_centres_{T−1} (int64 index tensors: the atoms each layer
              updates, :mod:`nearsight.models.receptive`; ``CompiledPotential`` passes every atom)
     outputs: atomic_energies [N] (eV), forces [N, 3] = −∂E/∂R (eV/Å, every atom, masked or not),
@@ -125,10 +125,12 @@ def _check_exportable(model: nn.Module) -> None:
 
 
 def package_inputs(model: nn.Module) -> tuple[str, ...]:
-    """The input names of ``model``'s package: :data:`INPUTS`, then one ``layer_centres_<t>`` per
-    message-passing layer of a model with more than one."""
-    layers = interaction_layers(model)
-    return INPUTS + (tuple(f"{keys.LAYER_CENTRES}_{t}" for t in range(layers)) if layers > 1 else ())
+    """The input names of ``model``'s package: :data:`INPUTS`, then, for a message-passing model,
+    one ``layer_centres_<t>`` per layer (with one layer: the atoms whose energy counts, so that the
+    ghosts LAMMPS adds as neighbours take no update)."""
+    if not hasattr(model, "num_layers"):  # descriptor models: every centre's energy from its edges
+        return INPUTS
+    return INPUTS + tuple(f"{keys.LAYER_CENTRES}_{t}" for t in range(interaction_layers(model)))
 
 
 def interaction_layers(model: nn.Module) -> int:
