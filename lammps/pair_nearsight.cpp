@@ -16,10 +16,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <utility>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <utility>
 
 using namespace LAMMPS_NS;
 
@@ -220,6 +220,11 @@ void PairNearsight::init_style()
   if (!model) error->all(FLERR, "pair_style nearsight: no model loaded; use pair_coeff * * model.pt2 <elements>");
 
   neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
+  if (chunk_atoms > 0 && info->interaction_layers > 1 && info->layer_inputs != info->interaction_layers)
+    error->all(FLERR,
+               "pair_style nearsight: chunk needs a package that takes layer_centres (format {}); re-export "
+               "{} with this nearsight",
+               nearsight::PACKAGE_FORMAT, package_path);
 
   // an owned atom's energy depends on atoms up to layers * cutoff away; atoms move
   // by at most skin/2 between neighbour-list builds, so the ghost shell must be
@@ -252,13 +257,6 @@ void PairNearsight::compute(int eflag, int vflag)
   const int nlocal = atom->nlocal;
   // a rank that owns no atoms has no energy and puts no force on its ghosts
   if (nlocal == 0) return;
-  const int layers = info->interaction_layers;
-  const bool by_hops = info->layer_inputs == layers;
-  if (chunk_atoms > 0 && layers > 1 && !by_hops)
-    error->all(FLERR,
-               "pair_style nearsight: chunk needs a package that takes layer_centres (format {}); re-export "
-               "{} with this nearsight",
-               nearsight::PACKAGE_FORMAT, package_path);
 
   // positions relative to the centre of the owned atoms: the model sees only differences,
   // and float32 packages then keep their precision however far the box is from the origin
