@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from ethanol_vs_mace_training import (  # noqa: E402  (numpy-only at import: both venvs)
     MACE_NAME,
     Job,
+    architecture,
     mace_to_float64,
     mace_worker,
     nearsight_worker,
@@ -124,8 +125,6 @@ def loss_weights(cfg: dict) -> tuple[float, float, float]:
 
 
 def mace_arguments(args, cfg: dict, split: dict, mace_dir: Path) -> list[str]:
-    from ethanol_vs_mace_training import architecture
-
     w_e, w_f, w_s = loss_weights(cfg)
     arch = architecture(cfg)
     t = cfg["training"]

@@ -280,12 +280,13 @@ void PairNearsight::compute(int eflag, int vflag)
   }
   // chunks are compact: a grid of at least inum / chunk_atoms cells over the owned atoms' bounding
   // box, one cell per chunk (split where a cell holds more than chunk_atoms), because the halo a
-  // chunk needs grows with its surface
+  // chunk needs grows with its surface. The cell size counts each extent as at least one cutoff,
+  // so that a flat layer (a slab, a 2D material) is cut into columns, not into slivers
   const double ncells = std::ceil(static_cast<double>(inum) / chunk_atoms);
   double extent[3], volume = 1.0;
   for (int k = 0; k < 3; ++k) {
     extent[k] = hi[k] - lo[k] + 1e-6;
-    volume *= extent[k];
+    volume *= std::max(extent[k], cutoff);
   }
   const double side = std::cbrt(volume / ncells);
   int64_t grid[3];
