@@ -8,6 +8,7 @@ equivariant model, the chunked descriptors of Behler-Parrinello) and through the
 the ratio printed.  Packages are compiled optimised once and kept in ``--work``.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/aoti_speed.py [--atoms 1536] [--dtype float32]
+        [--system water|silicon]   # silicon: the diamond cell of benchmarks/lammps_speed.py, 8×6×4
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--atoms", type=int, default=1536, choices=[1536, 12288])
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--system", default="water", choices=["water", "silicon"])
     parser.add_argument(
         "--models",
         nargs="+",
@@ -74,24 +76,27 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
+    from lammps_speed import SPECIES, structure
     from water_throughput import water_box
 
     from nearsight import keys
     from nearsight.data.neighbours import atoms_to_graph
-    from nearsight.models.aoti import export_package, graph_inputs, load_package
+    from nearsight.models.aoti import export_package, graph_inputs, load_package, read_metadata
     from nearsight.models.forcefield import ForceField
 
     torch.set_num_threads(1)
     dtype = getattr(torch, args.dtype)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    atoms = water_box(args.atoms)
+    atoms = water_box(args.atoms) if args.system == "water" else structure("silicon", args.atoms)
     results = []
     for kind in args.models:
-        model = build_model(kind).to(dtype).eval()
-        package = work / f"{kind}_water_{args.dtype}.pt2"
+        model = build_model(kind, SPECIES[args.system]).to(dtype).eval()
+        package = work / f"{kind}_{args.system}_{args.dtype}_aoti_speed.pt2"
         compile_s = None
-        if not package.exists():
+        try:
+            read_metadata(package)  # a package of an older format is compiled again
+        except (FileNotFoundError, ValueError):
             t = time.perf_counter()
             export_package(model, package, dtype=dtype)
             compile_s = time.perf_counter() - t
@@ -109,6 +114,7 @@ def main() -> None:
         t_aoti = timed(lambda potential=potential, inputs=inputs: potential(*inputs), args.repeats)
         row = {
             "model": kind,
+            "system": args.system,
             "atoms": len(atoms),
             "edges": int(graph[keys.EDGE_INDEX].shape[1]),
             "dtype": args.dtype,
@@ -121,7 +127,7 @@ def main() -> None:
         }
         results.append(row)
         print(
-            f"{kind:12s} {len(atoms)} atoms {args.dtype}: eager {t_eager * 1e3:8.1f} ms, compiled "
+            f"{kind:12s} {args.system} {len(atoms)} atoms {args.dtype}: eager {t_eager * 1e3:8.1f} ms, compiled "
             f"{t_aoti * 1e3:8.1f} ms, compiled/eager speed {t_eager / t_aoti:5.2f}x "
             f"(max |Δε_i| {de:.1e} eV, max |ΔF| {df:.1e} eV/Å)",
             flush=True,
@@ -132,7 +138,8 @@ def main() -> None:
     keep = [
         r
         for r in previous
-        if (r["model"], r["atoms"], r["dtype"]) not in {(x["model"], x["atoms"], x["dtype"]) for x in results}
+        if (r["model"], r.get("system", "water"), r["atoms"], r["dtype"])
+        not in {(x["model"], x["system"], x["atoms"], x["dtype"]) for x in results}
     ]
     out.write_text(json.dumps(keep + results, indent=1) + "\n")
 

@@ -124,11 +124,27 @@ PackageInfo read_package_info(const std::string &path)
   info.long_range = opt("long_range");
   std::istringstream inputs(opt("inputs"));
   std::string name;
-  while (std::getline(inputs, name, ','))
+  while (std::getline(inputs, name, ',')) {
     if (strip(name).rfind("layer_centres_", 0) == 0) ++info.layer_inputs;
+    if (strip(name).rfind("layer_chunks_", 0) == 0) ++info.chunk_inputs;
+  }
   if (info.layer_inputs != 0 && info.layer_inputs != info.interaction_layers)
     throw std::runtime_error("model package " + path + " takes " + std::to_string(info.layer_inputs) +
                              " layer_centres inputs for " + layers + " interaction layers");
+  if (info.chunk_inputs != 0 && info.chunk_inputs != info.layer_inputs)
+    throw std::runtime_error("model package " + path + " takes " + std::to_string(info.chunk_inputs) +
+                             " layer_chunks inputs for " + std::to_string(info.layer_inputs) +
+                             " layer_centres inputs");
+  if (info.chunk_inputs != 0) {
+    const auto chunk = opt("chunk_atoms");
+    try {
+      info.chunk_atoms = std::stoi(chunk);
+    } catch (const std::exception &) {
+      throw std::runtime_error("model package " + path + ": chunk_atoms '" + chunk + "' is not an integer");
+    }
+    if (info.chunk_atoms < 1)
+      throw std::runtime_error("model package " + path + ": chunk_atoms " + chunk + " must be at least 1");
+  }
   return info;
 }
 
@@ -262,12 +278,14 @@ struct Model::Impl {
   std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader;
   at::Device device{at::kCPU};
   at::ScalarType dtype = at::kDouble;
+  int chunk_atoms = 0;    // > 0: the package takes layer_chunks_<t> after layer_centres_<t>
 };
 
 Model::Model(const std::string &path, const PackageInfo &info, const std::string &device, int device_index) :
     impl_(std::make_unique<Impl>()), device_(device)
 {
   impl_->dtype = info.dtype == "float32" ? at::kFloat : at::kDouble;
+  impl_->chunk_atoms = info.chunk_inputs > 0 ? info.chunk_atoms : 0;
   c10::DeviceIndex index = -1;
   if (device == "cuda") {
     if (!torch::cuda::is_available())
@@ -310,7 +328,7 @@ void Model::compute(int64_t n, const double *positions, const int64_t *species, 
   for (int64_t e = 0; e < n_edges; ++e) slots = std::max(slots, ++per_centre[edge_index[e]]);
 
   std::vector<at::Tensor> inputs;
-  inputs.reserve(7 + layer_centres.size());
+  inputs.reserve(7 + 2 * layer_centres.size());
   inputs.push_back(as_input(const_cast<double *>(positions), {n, 3}, f64, real));
   inputs.push_back(as_input(const_cast<int64_t *>(species), {n}, i64, i64.device(dev)));
   inputs.push_back(as_input(const_cast<double *>(cell), {3, 3}, f64, real));
@@ -322,6 +340,13 @@ void Model::compute(int64_t n, const double *positions, const int64_t *species, 
   for (const auto &centres : layer_centres)
     inputs.push_back(as_input(const_cast<int64_t *>(centres.data()), {static_cast<int64_t>(centres.size())},
                               i64, i64.device(dev)));
+  // layer_chunks: only the lengths count, the chunks of chunk_atoms atoms each layer runs in (>= 2)
+  if (impl_->chunk_atoms > 0)
+    for (const auto &centres : layer_centres) {
+      const int64_t m = static_cast<int64_t>(centres.size());
+      inputs.push_back(at::zeros({std::max<int64_t>(2, (m + impl_->chunk_atoms - 1) / impl_->chunk_atoms)},
+                                 i64.device(dev)));
+    }
 
   std::vector<at::Tensor> out = impl_->loader->run(inputs);
   if (out.size() < 4)

@@ -4,13 +4,15 @@
    one translation unit.  Errors are thrown as std::runtime_error with a message
    meant for the user; the pair style turns them into LAMMPS errors.
 
-   Package interface ("nearsight-aoti-3"), inputs in this order:
+   Package interface ("nearsight-aoti-4"), inputs in this order:
      positions [N,3] (dtype), species [N] int64 (atomic numbers), cell [3,3] (dtype),
      edge_index [2,E] int64 (row 0 centre i, row 1 neighbour j), shifts [E,3] (dtype),
      mask [N] bool (true = the atom's energy counts), neighbour_slots [S] int64 (values
      unused; S >= the largest number of edges of one centre), and for a message-passing model
      of T layers layer_centres_0 ... layer_centres_{T-1} [n_t] int64 (the atoms layer t
-     updates: those within T-1-t hops of an owned atom; metadata "inputs" lists them)
+     updates: those within T-1-t hops of an owned atom; metadata "inputs" lists them), then
+     layer_chunks_0 ... layer_chunks_{T-1} [k_t] int64 (values unused; k_t = max(2,
+     ceil(n_t / chunk_atoms)), chunk_atoms from the metadata: the chunks layer t runs in)
    outputs: atomic_energies [N] eV, forces [N,3] eV/A (for every atom, ghosts too),
      virial [3,3] eV = -sum_e r_e (x) dE/dr_e, atomic_virial [N,3,3] eV. */
 
@@ -26,7 +28,7 @@
 namespace nearsight {
 
 // the package format this plugin understands
-inline constexpr const char *PACKAGE_FORMAT = "nearsight-aoti-3";
+inline constexpr const char *PACKAGE_FORMAT = "nearsight-aoti-4";
 
 // what the metadata of a package says, parsed
 struct PackageInfo {
@@ -35,6 +37,8 @@ struct PackageInfo {
   double cutoff = 0.0;                       // Angstrom
   int interaction_layers = 1;                // message-passing layers (ghost cutoff = layers * cutoff)
   int layer_inputs = 0;                      // layer_centres_<t> inputs (interaction_layers, or 0)
+  int chunk_inputs = 0;                      // layer_chunks_<t> inputs (layer_inputs, or 0)
+  int chunk_atoms = 0;                       // atoms per chunk of those layers (when chunk_inputs)
   std::string dtype;                         // "float64" or "float32"
   std::string device;                        // "cpu" or "cuda"
   std::string torch_version;                 // torch.__version__ of the exporting Python

@@ -133,7 +133,7 @@ def build_toy_package(path: Path, dtype_name: str = "float64") -> Path:
     dynamic = ({0: atoms}, {0: atoms}, None, {1: edges}, {0: edges}, {0: atoms}, {0: slots})
     program = torch.export.export(graph, args, dynamic_shapes=dynamic)
     metadata = {
-        "format": "nearsight-aoti-3",
+        "format": "nearsight-aoti-4",
         "nearsight_version": "toy",
         "torch_version": torch.__version__,
         "species": "18 36",

@@ -26,6 +26,7 @@ from nearsight.models.aoti import (
     read_metadata,
 )
 from nearsight.models.bpnn import BehlerParrinello
+from nearsight.models.io import load_model
 from structures import water_box
 
 pytestmark = [pytest.mark.xdist_group("aoti"), pytest.mark.filterwarnings("ignore:the model extrapolates")]
@@ -158,6 +159,34 @@ def test_owned_atoms_with_ghosts_give_the_periodic_result(aoti_package, kind):
             assert min(errors[:2]) > 1e-6, (thickness, errors)
 
 
+def test_optimised_message_passing_package(aoti_package, tmp_path):
+    """The vectorised code of an optimised package (the other tests compile scalar code, sooner), with
+    layers of several chunks: the periodic result, and LAMMPS's view by hops, to 1e-10."""
+    model_path, _ = aoti_package("equivariant")
+    package = export_package(
+        load_model(model_path), tmp_path / "optimised.pt2", optimise=True, chunk_atoms=24
+    )
+    potential = load_package(package)
+    assert potential.metadata["chunk_atoms"] == "24"
+    atoms = triclinic_water()
+    energy, ref_forces, ref_virial = reference(model_path, atoms)
+    e_i, forces, virial, _ = run(potential, atoms)
+    assert abs(e_i.sum() - energy) < 1e-10 * len(atoms)
+    np.testing.assert_allclose(forces, ref_forces, atol=1e-10, rtol=0)
+    np.testing.assert_allclose(virial, ref_virial, atol=1e-10, rtol=0)
+    ghosts, owner = with_ghosts(atoms, 2 * potential.cutoff + 0.01)
+    mask = np.arange(len(ghosts)) < len(atoms)
+    g = atoms_to_graph(ghosts, potential.cutoff)
+    centres = layer_centres_of(g[keys.EDGE_INDEX], torch.as_tensor(mask), 2)
+    assert len(centres[0]) > 3 * int(potential.metadata["chunk_atoms"])  # several chunks, padded last
+    e_i, forces, virial, _ = run(potential, ghosts, mask, by_hops=True)
+    folded = np.zeros((len(atoms), 3))
+    np.add.at(folded, owner, forces)
+    assert abs(e_i[mask].sum() - energy) < 1e-10 * len(atoms)
+    np.testing.assert_allclose(folded, ref_forces, atol=1e-10, rtol=0)
+    np.testing.assert_allclose(virial, ref_virial, atol=1e-10, rtol=0)
+
+
 def test_float32_package(aoti_package):
     model_path, package = aoti_package("acsf", "float32")
     potential = load_package(package)
@@ -176,8 +205,10 @@ def test_metadata_and_refusals(aoti_package, tmp_path):
     assert meta["species"] == "1 8" and float(meta["cutoff"]) == 3.5 and meta["interaction_layers"] == "2"
     assert meta["units"] == "metal" and meta["torch_version"] == torch.__version__
     base = "positions,species,cell,edge_index,shifts,mask,neighbour_slots"
-    assert meta["inputs"] == base + ",layer_centres_0,layer_centres_1"  # one per message-passing layer
-    assert meta["format"] == "nearsight-aoti-3"
+    # one of each per message-passing layer: the atoms it updates, and how many chunks they take
+    assert meta["inputs"] == base + ",layer_centres_0,layer_centres_1,layer_chunks_0,layer_chunks_1"
+    assert meta["format"] == "nearsight-aoti-4"
+    assert 8 <= int(meta["chunk_atoms"]) <= 256 and meta["kernel_threads"] == "runtime"
     potential = load_package(package)
     atoms = small_cell()
     atoms.numbers[0] = 6
@@ -212,6 +243,10 @@ def test_export_refusals(tmp_path):
         export_package(model, tmp_path / "model.so")
     with pytest.raises(ValueError, match="float64 or float32"):
         export_package(model, tmp_path / "model.pt2", dtype=torch.float16)
+    with pytest.raises(ValueError, match="threads = 0 must be at least 1"):
+        export_package(model, tmp_path / "model.pt2", threads=0)
+    with pytest.raises(ValueError, match="chunk_atoms = 64 needs a message-passing model"):
+        export_package(model, tmp_path / "model.pt2", chunk_atoms=64)
     diabatic = BehlerParrinello([1, 8], {"r_cut": 4.0}, hidden=(4,), n_states=2)
     with pytest.raises(ValueError, match="n_states = 2"):
         export_package(diabatic, tmp_path / "model.pt2")

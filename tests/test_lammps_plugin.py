@@ -297,7 +297,7 @@ METADATA_ERRORS = {
     ),
     "format": (
         {"format": "nearsight-aoti-0"},
-        "has format 'nearsight-aoti-0'; this plugin reads nearsight-aoti-3",
+        "has format 'nearsight-aoti-0'; this plugin reads nearsight-aoti-4",
     ),
     "units": ({"units": "real"}, "the model's units are 'real'"),
 }

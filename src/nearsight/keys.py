@@ -118,6 +118,9 @@ NEIGHBOUR_SLOTS = "neighbour_slots"
 # wanted, the others get energy 0); edges are needed only around layer 0's. The LAMMPS plugin gives
 # them so that ghosts far from its own atoms are not updated (nearsight.models.receptive)
 LAYER_CENTRES = "layer_centres"
+# "layer_chunks_<t>" [k_t] (values unused), one per layer, with LAYER_CENTRES, to a traced model only:
+# layer t runs in k_t chunks of S atoms (k_t·S >= n_t; S fixed by the model, nearsight.models.chunked)
+LAYER_CHUNKS = "layer_chunks"
 
 # ----------------------------------------------------------------- outputs
 ENERGY = "energy"

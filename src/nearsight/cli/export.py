@@ -1,6 +1,7 @@
 """``nearsight export``: a model file compiled for use outside Python.
 
-    nearsight export MODEL.pt OUT.pt2 [--dtype float64|float32] [--device cpu|cuda] [--quick]
+    nearsight export MODEL.pt OUT.pt2 [--dtype float64|float32] [--device cpu|cuda] [--quick] [--threads N]
+                     [--chunk-atoms S]
     nearsight export MODEL.pt OUT.ts          # TorchScript, while torch still supports it
 
 A ``.pt2`` package (torch.export + AOTInductor) is what ``pair_style nearsight`` in LAMMPS loads;
@@ -25,7 +26,15 @@ def export_command(args: argparse.Namespace) -> int:
     elif out.suffix == ".pt2":
         from ..models.aoti import export_package, read_metadata
 
-        export_package(model, out, dtype=args.dtype, device=args.device, optimise=not args.quick)
+        export_package(
+            model,
+            out,
+            dtype=args.dtype,
+            device=args.device,
+            optimise=not args.quick,
+            threads=args.threads,
+            chunk_atoms=args.chunk_atoms,
+        )
         meta = read_metadata(out)
         isa = meta["cpu_isa"] or "scalar code"
         print(
@@ -49,5 +58,18 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
         "--quick",
         action="store_true",
         help="unoptimised scalar code: compiles about three times sooner, runs several times slower",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="fix the compiled kernels' thread count (default: OMP_NUM_THREADS, read at run time)",
+    )
+    p.add_argument(
+        "--chunk-atoms",
+        type=int,
+        default=None,
+        help="message-passing models: atoms per chunk of each layer (default: from the model's widths and "
+        "neighbour count, its largest per-chunk tensors ~6 MB)",
     )
     p.set_defaults(func=export_command)

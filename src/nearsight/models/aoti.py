@@ -17,7 +17,10 @@ the last input),
              unused: S >= the largest number of edges of one centre, the width of the padded
              neighbour lists of message-passing models), and for a message-passing model of T
              layers layer_centres_0 … layer_centres_{T−1} (int64 index tensors: the atoms each layer
-             updates, :mod:`nearsight.models.receptive`; ``CompiledPotential`` passes every atom)
+             updates, :mod:`nearsight.models.receptive`; ``CompiledPotential`` passes every atom),
+             then layer_chunks_0 … layer_chunks_{T−1} (values unused: lengths k_t >= 2 with
+             k_t·S >= len(layer_centres_t), S the metadata's ``chunk_atoms``; layer t runs in k_t
+             chunks of S atoms, :mod:`nearsight.models.chunked`)
     outputs: atomic_energies [N] (eV), forces [N, 3] = −∂E/∂R (eV/Å, every atom, masked or not),
              virial [3, 3] = −Σ_e r_e ⊗ ∂E/∂r_e (eV), atomic_virial [N, 3, 3] (half of each edge's
              term to each end),
@@ -47,8 +50,10 @@ import torch
 from torch import nn
 
 from .. import __version__, keys
+from .chunked import chunk_atoms, layer_chunks
 
-FORMAT = "nearsight-aoti-3"  # 2: the neighbour_slots input; 3: layer_centres_<t> of message passing
+# 2: the neighbour_slots input; 3: layer_centres_<t> of message passing; 4: layer_chunks_<t>
+FORMAT = "nearsight-aoti-4"
 INPUTS = ("positions", "species", "cell", "edge_index", "shifts", "mask", "neighbour_slots")
 OUTPUTS = ("atomic_energies", "forces", "virial", "atomic_virial")
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -71,7 +76,7 @@ class PackagedForceField(nn.Module):
         shifts: torch.Tensor,
         mask: torch.Tensor,
         neighbour_slots: torch.Tensor,
-        *layer_centres: torch.Tensor,
+        *layer_inputs: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         # edges grouped by centre (the descriptors enumerate angular triplets per centre)
         order = torch.argsort(edge_index[0], stable=True)
@@ -91,8 +96,10 @@ class PackagedForceField(nn.Module):
             keys.EDGE_VECTORS: vectors,
             keys.NEIGHBOUR_SLOTS: neighbour_slots,
         }
-        for t, centres in enumerate(layer_centres):
-            graph[f"{keys.LAYER_CENTRES}_{t}"] = centres
+        layers = len(layer_inputs) // 2  # layer_centres_<t>, then layer_chunks_<t>
+        for t in range(layers):
+            graph[f"{keys.LAYER_CENTRES}_{t}"] = layer_inputs[t]
+            graph[f"{keys.LAYER_CHUNKS}_{t}"] = layer_inputs[layers + t]
         atomic = self.model(graph)[keys.ATOMIC_ENERGIES]  # [N]
         energy = torch.where(mask, atomic, torch.zeros_like(atomic)).sum()
         (g,) = torch.autograd.grad(energy, [vectors])  # ∂E/∂r_e [E, 3]
@@ -127,10 +134,12 @@ def _check_exportable(model: nn.Module) -> None:
 def package_inputs(model: nn.Module) -> tuple[str, ...]:
     """The input names of ``model``'s package: :data:`INPUTS`, then, for a message-passing model,
     one ``layer_centres_<t>`` per layer (with one layer: the atoms whose energy counts, so that the
-    ghosts LAMMPS adds as neighbours take no update)."""
+    ghosts LAMMPS adds as neighbours take no update), then one ``layer_chunks_<t>`` per layer."""
     if not hasattr(model, "num_layers"):  # descriptor models: every centre's energy from its edges
         return INPUTS
-    return INPUTS + tuple(f"{keys.LAYER_CENTRES}_{t}" for t in range(interaction_layers(model)))
+    layers = range(interaction_layers(model))
+    centres = tuple(f"{keys.LAYER_CENTRES}_{t}" for t in layers)
+    return INPUTS + centres + tuple(f"{keys.LAYER_CHUNKS}_{t}" for t in layers)
 
 
 def interaction_layers(model: nn.Module) -> int:
@@ -151,9 +160,14 @@ def _example(model: nn.Module, dtype: torch.dtype, device: torch.device) -> tupl
     atoms.numbers = [species[k % len(species)] for k in range(len(atoms))]
     g = {k: v.to(device) for k, v in atoms_to_graph(atoms, float(model.cutoff), dtype).items()}
     inputs = graph_inputs(g, dtype)
-    n_layers = len(package_inputs(model)) - len(INPUTS)  # sizes 7, 6, …: none equal to another size
-    centres = [torch.arange(len(atoms) - 1 - t, device=device) for t in range(n_layers)]
-    return (*inputs, neighbour_slots(inputs[3], len(atoms)), *centres)
+    slots = neighbour_slots(inputs[3], len(atoms))
+    n_layers = (len(package_inputs(model)) - len(INPUTS)) // 2
+    centres = [torch.arange(len(atoms) - 1 - t, device=device) for t in range(n_layers)]  # sizes 7, 6, …
+    # every dynamic size distinct from every other size (the tracer gives equal sizes one symbol)
+    taken = {2, 3, len(atoms), inputs[3].shape[1], slots.shape[0], *(len(c) for c in centres)}
+    free = [size for size in range(4, 64) if size not in taken][:n_layers]
+    chunks = [torch.zeros(size, dtype=torch.int64, device=device) for size in free]
+    return (*inputs, slots, *centres, *chunks)
 
 
 def graph_inputs(
@@ -206,12 +220,15 @@ def cpu_isa(configs: dict) -> tuple[str, str]:
     return (str(isa).split()[0], isa.build_arch_flags()) if isa else ("", "")
 
 
-def compile_options(optimise: bool) -> dict:
-    """Inductor options: thread count read at run time (LAMMPS sets it per MPI rank); optimised C++
-    with the CPU's widest vector instructions, or unoptimised scalar code that compiles fast."""
+def compile_options(optimise: bool, threads: int | None = None) -> dict:
+    """Inductor options: optimised C++ with the CPU's widest vector instructions, or unoptimised
+    scalar code that compiles fast; the generated kernels' thread count read at run time
+    (``OMP_NUM_THREADS``, per LAMMPS rank), or fixed to ``threads``."""
     # int32 sort indices: with the default int16 ones inductor's sort assumes (and checks at run
     # time) fewer than 32 767 edges, which LAMMPS's ghost shells exceed at a few hundred atoms
-    options: dict = {"cpp.dynamic_threads": True, "triton.decompose_sort_ops": True}
+    options: dict = {"cpp.dynamic_threads": threads is None, "triton.decompose_sort_ops": True}
+    if threads is not None:
+        options["cpp.threads"] = int(threads)
     if not optimise:
         options.update({"aot_inductor.debug_compile": True, "cpp.simdlen": 1})
     from torch._inductor import config
@@ -238,6 +255,10 @@ def package_metadata(model: nn.Module, dtype: torch.dtype, device: str, options:
         "machine": platform.machine(),
         "long_range": "",
         "inputs": ",".join(package_inputs(model)),
+        "chunk_atoms": str(chunk_atoms(model)) if hasattr(model, "num_layers") else "",
+        "kernel_threads": "runtime"
+        if options.get("cpp.dynamic_threads", True)
+        else str(options["cpp.threads"]),
         "outputs": ",".join(OUTPUTS),
     }
 
@@ -248,13 +269,18 @@ def export_package(
     dtype: torch.dtype | str = torch.float64,
     device: str = "cpu",
     optimise: bool = True,
+    threads: int | None = None,
+    chunk_atoms: int | None = None,
 ) -> Path:
     """Compile ``model`` (a per-atom energy model, as from :func:`nearsight.models.io.load_model`)
     into the AOTInductor package ``path`` (``.pt2``) in ``dtype`` on ``device``; returns the path.
 
     Compiling takes a minute or two (a C++ compiler runs at -O3); ``optimise=False`` compiles
     scalar code at -O0, about three times sooner, that runs several times slower (tests, quick
-    checks).  The file is written atomically.
+    checks).  ``threads`` fixes the thread count of the generated kernels (default: read at run
+    time, ``OMP_NUM_THREADS``; matrix products follow it either way); ``chunk_atoms`` the atoms
+    per chunk of their layers (default: :func:`nearsight.models.chunked.chunk_atoms`).  The file is
+    written atomically.
     """
     import copy
 
@@ -269,27 +295,34 @@ def export_package(
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("export: device 'cuda' asked for, but torch sees no CUDA device here")
     _check_exportable(model)
+    if threads is not None and threads < 1:
+        raise ValueError(f"export: threads = {threads} must be at least 1")
     path = Path(path)
     if path.suffix != ".pt2":
         raise ValueError(f"export: {path}: the package name must end in .pt2")
+    if chunk_atoms is not None and not (hasattr(model, "num_layers") and 1 <= chunk_atoms <= 4096):
+        raise ValueError(f"export: chunk_atoms = {chunk_atoms} needs a message-passing model and 1 to 4096")
     wrapper = PackagedForceField(copy.deepcopy(model).to(device=device, dtype=dtype).eval())
+    wrapper.model.export_chunk_atoms = chunk_atoms
     for p in wrapper.parameters():
         p.requires_grad_(False)
     args = _example(model, dtype, torch.device(device))
     traced = make_fx(wrapper, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*args)
     n, e, slots = Dim("n_atoms", min=1), Dim("n_edges", min=1), Dim("n_slots", min=1)
-    centres = [{0: Dim(f"n_centres_{t}", min=1)} for t in range(len(args) - len(INPUTS))]
-    dynamic = ({0: n}, {0: n}, None, {1: e}, {0: e}, {0: n}, {0: slots}, *centres)
+    layers = (len(args) - len(INPUTS)) // 2
+    centres = [{0: Dim(f"n_centres_{t}", min=1)} for t in range(layers)]
+    chunks = [{0: Dim(f"n_chunks_{t}", min=2)} for t in range(layers)]
+    dynamic = ({0: n}, {0: n}, None, {1: e}, {0: e}, {0: n}, {0: slots}, *centres, *chunks)
     program = torch.export.export(traced, args, dynamic_shapes=dynamic, strict=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part.pt2")
-    options = compile_options(optimise)
+    options = compile_options(optimise, threads)
     torch._inductor.aoti_compile_and_package(
         program,
         package_path=str(tmp),
         inductor_configs={
             **options,
-            "aot_inductor.metadata": package_metadata(model, dtype, device, options),
+            "aot_inductor.metadata": package_metadata(wrapper.model, dtype, device, options),
         },
     )
     os.replace(tmp, path)
@@ -373,6 +406,7 @@ class CompiledPotential:
         ``neighbour_slots`` is made here from the edges."""
         names = self.metadata["inputs"].split(",")
         layers = [name for name in names if name.startswith(keys.LAYER_CENTRES)]
+        chunk = int(self.metadata.get("chunk_atoms") or 0)
         base = len(INPUTS) - 1
         if len(inputs) not in (base, base + len(layers)):
             wanted = ", ".join(INPUTS[:-1]) + (f" [, {', '.join(layers)}]" if layers else "")
@@ -388,7 +422,12 @@ class CompiledPotential:
         centres = list(inputs[base:])
         if layers and not centres:
             centres = [torch.arange(species.shape[0], device=species.device)] * len(layers)
-        return tuple(self._run(*inputs[:base], neighbour_slots(inputs[3], species.shape[0]), *centres))
+        chunks = [
+            torch.zeros(layer_chunks(len(c), chunk), dtype=torch.int64, device=species.device)
+            for c in centres
+        ]
+        slots = neighbour_slots(inputs[3], species.shape[0])
+        return tuple(self._run(*inputs[:base], slots, *centres, *chunks))
 
 
 def load_package(path: str | os.PathLike) -> CompiledPotential:

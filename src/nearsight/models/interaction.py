@@ -215,6 +215,22 @@ class Interaction(ExactConstants):
             "pair_b", torch.tensor([pairs[p][1] for p in used_pairs], dtype=torch.long), False
         )
         self.register_buffer("mono_index", torch.tensor(mono_index, dtype=torch.long), False)
+        # the traced symmetric product takes every factor of every monomial in one matmul with a 0/1
+        # matrix (compiled, a gather with repeated indices has a scatter-add backward pass, slow on
+        # CPU; a matmul's backward is a matmul): per group, the columns [degree 1 | degree 2 first
+        # factors | second factors | degree 3 first | second | third]
+        first = [pairs[p][0] for p in used_pairs]
+        second = [pairs[p][1] for p in used_pairs]
+        columns: list[int] = []
+        self.factor_offsets = [0]
+        for o in self.mono_offsets:
+            deg2, deg3 = mono_index[o[1] : o[2]], mono_index[o[2] : o[3]]
+            columns += mono_index[o[0] : o[1]] + [first[q] for q in deg2] + [second[q] for q in deg2]
+            columns += [first[q] for q in deg3] + [second[q] for q in deg3] + mono_index[o[3] : o[4]]
+            self.factor_offsets.append(len(columns))
+        select = np.zeros((a_dim, len(columns)))
+        select[columns, np.arange(len(columns))] = 1.0
+        self.register_constant("factor_select", torch.from_numpy(select))
         self.register_constant("U_all", torch.from_numpy(np.concatenate(U_parts)))
         self.sc_weights = nn.Parameter(torch.randn(n_elements, self.h_offsets[-1], C))
         order = [ir for outs in self.group_irreps for ir in outs]  # outputs grouped by parity
@@ -255,11 +271,7 @@ class Interaction(ExactConstants):
         """
         C = self.channels
         n, n_nb = G_in.shape[0], G_in.shape[1]
-        w_up = self.w_up.unbind(0)
-        ups: list[torch.Tensor] = []
-        for i in range(len(h)):
-            ups.append(torch.matmul(h[i], w_up[i]))
-        up = torch.cat(ups, 1)  # [n, D, C]
+        up = self.up_features(h)  # [n, D, C]
         if chunked:
             per_atom = max(1, n_nb * (self.n_paths + sum(self.block_k)) * C)
             chunk = max(1, min(n, self.chunk_elements // per_atom))
@@ -271,24 +283,63 @@ class Interaction(ExactConstants):
             G_chunks, hid_chunks, nbr_chunks = [G_in], [hidden], [nbr]
         blocks: list[list[torch.Tensor]] = [[] for _ in range(len(self.a_irreps))]
         for c in range(len(G_chunks)):
-            G_c = G_chunks[c]
-            m = G_c.shape[0]
             hj = up.index_select(0, nbr_chunks[c]).split(self.in_dims, 1)  # per irrep [m*nb, 2l+1, C]
-            Rs = self.radial.out(hid_chunks[c]).view(m * n_nb, self.n_paths, C).split(1, 1)  # per path
-            for b in range(len(self.a_irreps)):
-                k = self.block_k[b]
-                parts: list[torch.Tensor] = []
-                for p, i in self.block_paths[b]:
-                    parts.append(Rs[p] * hj[i])
-                z = torch.cat(parts, 1).view(m, n_nb * k, C)
-                cg = self.cg[:, self.cg_offsets[b] : self.cg_offsets[b + 1]]
-                G = torch.matmul(G_c, cg).view(m, n_nb * k, 2 * self.a_irreps[b][0] + 1)
-                blocks[b].append(torch.bmm(G.transpose(1, 2), z))  # [m, 2L+1, C]
+            parts = self.conv_blocks(G_chunks[c], self.radial.out(hid_chunks[c]), hj)
+            for b in range(len(parts)):
+                blocks[b].append(parts[b])
         w_a = self.w_a.unbind(0)
         out: list[torch.Tensor] = []
         for b in range(len(blocks)):
             out.append(mix(torch.cat(blocks[b], 0), w_a[b], onehot, self.mix_a))
         return out
+
+    def up_features(self, h: list[torch.Tensor]) -> torch.Tensor:
+        """The features neighbours send, ``[n_atoms, D, C]`` (every input irrep's channels mixed)."""
+        w_up = self.w_up.unbind(0)
+        ups: list[torch.Tensor] = []
+        for i in range(len(h)):
+            ups.append(torch.matmul(h[i], w_up[i]))
+        return torch.cat(ups, 1)
+
+    def conv_blocks(self, G_c: torch.Tensor, R: torch.Tensor, hj: list[torch.Tensor]) -> list[torch.Tensor]:
+        """A per output block ``[m, 2L+1, C]`` of m atoms before the channel mixing: ``G_c [m, n_nb,
+        sh_dim]`` their padded neighbours' harmonics, ``R [m·n_nb, n_paths·C]`` radial weights,
+        ``hj`` per input irrep the neighbours' features ``[m·n_nb, 2l+1, C]``."""
+        C = self.channels
+        m, n_nb = G_c.shape[0], G_c.shape[1]
+        Rs = R.view(m * n_nb, self.n_paths, C).split(1, 1)  # per path
+        out: list[torch.Tensor] = []
+        for b in range(len(self.a_irreps)):
+            k = self.block_k[b]
+            parts: list[torch.Tensor] = []
+            for p, i in self.block_paths[b]:
+                parts.append(Rs[p] * hj[i])
+            z = torch.cat(parts, 1).view(m, n_nb * k, C)
+            cg = self.cg[:, self.cg_offsets[b] : self.cg_offsets[b + 1]]
+            G = torch.matmul(G_c, cg).view(m, n_nb * k, 2 * self.a_irreps[b][0] + 1)
+            out.append(torch.bmm(G.transpose(1, 2), z))  # [m, 2L+1, C]
+        return out
+
+    def chunk_step(
+        self,
+        G_c: torch.Tensor,
+        radial_c: torch.Tensor,
+        hj: torch.Tensor,
+        onehot: torch.Tensor,
+        h: list[torch.Tensor],
+        inv_nb: torch.Tensor,
+    ) -> list[torch.Tensor]:
+        """The whole layer on m atoms, shape-static (:mod:`nearsight.models.chunked`): ``G_c [m, n_nb,
+        sh_dim]``, ``radial_c [m·n_nb, n_radial]`` their neighbours' harmonics and radial features,
+        ``hj [m·n_nb, D, C]`` the neighbours' :meth:`up_features`, ``onehot [m, Z]``, ``h`` the atoms'
+        own features.  Returns the 0e channels of the update ``[m, C]`` (for the readout), then the
+        gated features per output irrep."""
+        parts = self.conv_blocks(G_c, self.radial(radial_c), hj.split(self.in_dims, 1))
+        w_a = self.w_a.unbind(0)
+        A = [mix(parts[b], w_a[b], onehot, self.mix_a) * inv_nb for b in range(len(parts))]
+        h_new = self.update(self.traced_symmetric_product(torch.cat(A, 1), onehot), h, onehot)
+        scalars = h_new[self.scalar_index][:, 0].clone()  # (not a view of an output: map forbids it)
+        return [scalars, *self.apply_gate(h_new)]
 
     def element_tensors(self, C: int) -> list[torch.Tensor]:
         """Per parity group, the element weights contracted with the coupling tensors once per call:
@@ -321,18 +372,31 @@ class Interaction(ExactConstants):
             )
         return torch.cat(monos, 2)
 
+    def traced_monomials(self, factors: torch.Tensor, g: int) -> torch.Tensor:
+        """:meth:`monomials` of group ``g`` ``[C, m, K]`` from the factor columns ``A @ factor_select``."""
+        o = self.mono_offsets[g]
+        k1, k2, k3 = o[1] - o[0], o[2] - o[1], o[3] - o[2]
+        f = factors[:, :, self.factor_offsets[g] : self.factor_offsets[g + 1]].split(
+            [k1, k2, k2, k3, k3, k3], 2
+        )
+        monos = [f[0]]
+        if k2 > 0:
+            monos.append(f[1] * f[2])
+        if k3 > 0:
+            monos.append(f[3] * f[4] * f[5])
+        return torch.cat(monos, 2)
+
     def traced_symmetric_product(self, A: torch.Tensor, onehot: torch.Tensor) -> list[torch.Tensor]:
         """:meth:`symmetric_product` without per-element index sets or chunks (what ``torch.export``
         traces): every atom's monomials against all elements' ``T``, each atom keeping its own."""
         C, n, Z = A.shape[2], A.shape[0], self.n_elements
-        At = A.permute(2, 0, 1)  # [C, n, a_dim]
-        pairs = At.index_select(2, self.pair_a) * At.index_select(2, self.pair_b)
+        factors = torch.matmul(A.permute(2, 0, 1), self.factor_select)  # [C, n, columns]
         out: list[torch.Tensor] = []
         T_groups = self.element_tensors(C)
         for g in range(len(self.group_irreps)):
             K, M = self.group_k[g], sum(self.group_dims[g])
             T_all = T_groups[g].permute(1, 2, 0, 3).reshape(C, K, Z * M)  # [C, K, Z·M]
-            res = torch.bmm(self.monomials(At, pairs, g), T_all).view(C, n, Z, M)
+            res = torch.bmm(self.traced_monomials(factors, g), T_all).view(C, n, Z, M)
             res = (res * onehot[None, :, :, None]).sum(2)  # [C, n, M]: each atom's own element
             out.extend(res.permute(1, 2, 0).split(self.group_dims[g], 1))  # [n, 2L+1, C]
         return [out[k] for k in self.out_order]

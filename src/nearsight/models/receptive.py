@@ -42,6 +42,7 @@ def run_on_centres(
     """Atomic energies ``[n_atoms]`` of an :class:`~nearsight.models.equivariant.EquivariantPotential`
     (one state, no charge head) for the atoms of ``centres[-1]``, 0 elsewhere (module docstring)."""
     from ..nn import is_tracing
+    from .chunked import chunk_atoms, chunk_inputs, chunked_layer
 
     element = model.elements(graph[keys.ATOMIC_NUMBERS])
     vectors = graph[keys.EDGE_VECTORS]
@@ -59,8 +60,17 @@ def run_on_centres(
     h = [model.embedding.index_select(0, element)[:, None, :]]  # [n, 1, C] 0e
     energy = vectors.new_zeros(n, 1)
     inv_nb = 1.0 / model.avg_num_neighbours
+    chunks = chunk_inputs(graph, model.num_layers) if traced else None
     for t, layer in enumerate(model.layers):
         c = centres[t]
+        if chunks is not None:  # shape-static, in chunks of S atoms (nearsight.models.chunked)
+            scalars, *gated = chunked_layer(
+                layer, h, Y, radial, slots, neighbour, onehot, c, chunks[t], chunk_atoms(model), inv_nb
+            )
+            readout = scalars @ model.readouts[t] if t < model.num_layers - 1 else model.readout_mlp(scalars)
+            energy = energy.index_add(0, c, readout)
+            h = [x.new_zeros((n,) + x.shape[1:]).index_copy(0, c, x) for x in gated]
+            continue
         m = c.shape[0]
         rows = slots.index_select(0, c).reshape(-1)  # [m * n_nb]
         G = Y.index_select(0, rows).view(m, n_nb, Y.shape[1])
