@@ -92,7 +92,7 @@ def main() -> None:
     results = []
     for kind in args.models:
         model = build_model(kind, SPECIES[args.system]).to(dtype).eval()
-        package = work / f"{kind}_{args.system}_{args.dtype}_aoti_speed.pt2"
+        package = work / f"{kind}_{args.system}_{args.dtype}.pt2"  # (shared with lammps_speed.py)
         compile_s = None
         try:
             read_metadata(package)  # a package of an older format is compiled again

@@ -208,7 +208,7 @@ def test_metadata_and_refusals(aoti_package, tmp_path):
     # one of each per message-passing layer: the atoms it updates, and how many chunks they take
     assert meta["inputs"] == base + ",layer_centres_0,layer_centres_1,layer_chunks_0,layer_chunks_1"
     assert meta["format"] == "nearsight-aoti-4"
-    assert 8 <= int(meta["chunk_atoms"]) <= 256 and meta["kernel_threads"] == "runtime"
+    assert 8 <= int(meta["chunk_atoms"]) <= 256 and meta["kernel_threads"] == "1"
     potential = load_package(package)
     atoms = small_cell()
     atoms.numbers[0] = 6

@@ -63,7 +63,8 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
         "--threads",
         type=int,
         default=None,
-        help="fix the compiled kernels' thread count (default: OMP_NUM_THREADS, read at run time)",
+        help="fix the compiled kernels' thread count (default: OMP_NUM_THREADS, read at run time; "
+        "message-passing models: 1, one per LAMMPS rank; matrix products follow OMP_NUM_THREADS)",
     )
     p.add_argument(
         "--chunk-atoms",
