@@ -4,14 +4,17 @@ Eager calls split each layer's atoms into cache-sized chunks (:meth:`Interaction
 that the per-edge tensors of the convolution (neighbour features times radial weights, ``[m·n_nb·k,
 C]``) stay in cache. A traced model cannot: the number of chunks depends on the atom count, which
 ``torch.export`` keeps symbolic, and a Python loop over it would have to be unrolled. Run as one
-piece, a layer on a few thousand atoms streams those tensors through memory several times, and the
-compiled package ran at 0.75× the eager model on 1536 silicon atoms (``benchmarks/aoti_speed.py``).
+piece, a layer on a few thousand atoms streams those tensors through memory several times: the
+compiled package ran at 0.56× the eager model on 1536 silicon atoms, 1.10× in chunks of 41
+(``benchmarks/RESULTS.md``, compiled packages).
 
 Here the layer's atoms are padded to k·S rows (S atoms per chunk, fixed when the model is traced;
 k, the number of chunks, is the length of an input, ``keys.LAYER_CHUNKS``, so it is a size of its
 own and never a function of another size that export would have to prove things about), and the
 whole layer — radial MLP, convolution, symmetric product, update and gate — runs on one chunk at a
-time inside ``map`` (the higher-order operator that export and AOTInductor compile into a loop).
+time inside ``map`` (torch's higher-order operator ``map_impl``, which ``make_fx`` traces and
+AOTInductor compiles into a while loop; the loop body reads no tensor from outside: the layer's
+weights and the symbolic neighbour width go in as arguments).
 The backward pass, traced into the package for the forces, is a loop over the same chunks that
 recomputes each chunk's forward (activation checkpointing), so the whole-system memory is that of
 the gathered inputs and outputs, not of the per-edge intermediates.
@@ -59,10 +62,9 @@ class _ChunkStep(nn.Module):
     """``layer.chunk_step`` as a module call, so that ``torch.func.functional_call`` can hand it the
     layer's tensors as arguments (the body of ``map`` may not read tensors from outside)."""
 
-    def __init__(self, layer: nn.Module, n_features: int) -> None:
+    def __init__(self, layer: nn.Module) -> None:
         super().__init__()
         self.layer = layer
-        self.n_features = n_features
 
     def forward(self, G, radial, hj, onehot, inv_nb, *h):
         return tuple(self.layer.chunk_step(G, radial, hj, onehot, list(h), inv_nb))
@@ -108,7 +110,7 @@ def chunked_layer(
         x = torch.cat([x, x.new_zeros((1,) + x.shape[1:])]).index_select(0, rows_of)
         return x.view((k, S) + x.shape[1:])
 
-    step = _ChunkStep(layer, len(h))
+    step = _ChunkStep(layer)
     names = [name for name, _ in step.named_parameters()] + [name for name, _ in step.named_buffers()]
     tensors = [t for _, t in step.named_parameters()] + [t for _, t in step.named_buffers()]
 
