@@ -28,8 +28,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import keys
-
 # the largest per-chunk tensors (the convolution's [S·n_nb·(paths + k), C], the symmetric product's
 # factors [C, S, columns]) aim at this many elements: 6 MB in float32, the size at which 1536 silicon
 # atoms ran fastest (S 32–48 against 136 at 4× the size: 0.39 against 0.50 s)
@@ -111,8 +109,8 @@ def chunked_layer(
         return x.view((k, S) + x.shape[1:])
 
     step = _ChunkStep(layer)
-    names = [name for name, _ in step.named_parameters()] + [name for name, _ in step.named_buffers()]
-    tensors = [t for _, t in step.named_parameters()] + [t for _, t in step.named_buffers()]
+    state = {**dict(step.named_parameters()), **dict(step.named_buffers())}
+    names, tensors = list(state), list(state.values())
 
     def body(*args):
         G_c, rad_c, hj_c, onehot_c, *rest = args
@@ -128,10 +126,3 @@ def chunked_layer(
     outs = map_impl(body, xs, [*tensors, inv_nb, n_nb])
     keep = torch.arange(m, device=centres.device)
     return [o.reshape((k * S,) + o.shape[2:]).index_select(0, keep) for o in outs]
-
-
-def chunk_inputs(graph: dict[str, torch.Tensor], num_layers: int) -> list[torch.Tensor] | None:
-    """The ``keys.LAYER_CHUNKS`` size inputs of ``graph``, one per layer, or None."""
-    if keys.LAYER_CHUNKS + "_0" not in graph:
-        return None
-    return [graph[keys.LAYER_CHUNKS + "_" + str(t)] for t in range(num_layers)]

@@ -25,14 +25,16 @@ from .. import keys
 from .reference import switch, switched
 
 
-def layer_centres(graph: dict[str, torch.Tensor], num_layers: int) -> list[torch.Tensor] | None:
-    """The ``keys.LAYER_CENTRES`` index tensors of ``graph``, one per layer, or None when it has none."""
-    key = keys.LAYER_CENTRES + "_0"
-    if key not in graph:
+def layer_centres(
+    graph: dict[str, torch.Tensor], num_layers: int, key: str = keys.LAYER_CENTRES
+) -> list[torch.Tensor] | None:
+    """The ``keys.LAYER_CENTRES`` index tensors of ``graph`` (or those of another per-layer ``key``,
+    e.g. ``keys.LAYER_CHUNKS``), one per layer, or None when it has none."""
+    if key + "_0" not in graph:
         return None
     out: list[torch.Tensor] = []
     for t in range(num_layers):
-        out.append(graph[keys.LAYER_CENTRES + "_" + str(t)])
+        out.append(graph[key + "_" + str(t)])
     return out
 
 
@@ -42,7 +44,7 @@ def run_on_centres(
     """Atomic energies ``[n_atoms]`` of an :class:`~nearsight.models.equivariant.EquivariantPotential`
     (one state, no charge head) for the atoms of ``centres[-1]``, 0 elsewhere (module docstring)."""
     from ..nn import is_tracing
-    from .chunked import chunk_atoms, chunk_inputs, chunked_layer
+    from .chunked import chunk_atoms, chunked_layer
 
     element = model.elements(graph[keys.ATOMIC_NUMBERS])
     vectors = graph[keys.EDGE_VECTORS]
@@ -60,7 +62,7 @@ def run_on_centres(
     h = [model.embedding.index_select(0, element)[:, None, :]]  # [n, 1, C] 0e
     energy = vectors.new_zeros(n, 1)
     inv_nb = 1.0 / model.avg_num_neighbours
-    chunks = chunk_inputs(graph, model.num_layers) if traced else None
+    chunks = layer_centres(graph, model.num_layers, keys.LAYER_CHUNKS) if traced else None
     for t, layer in enumerate(model.layers):
         c = centres[t]
         if chunks is not None:  # shape-static, in chunks of S atoms (nearsight.models.chunked)
