@@ -47,13 +47,23 @@ R_CN = (1.25, 1.55)  # Å
 
 
 def oracle() -> SACASSCFOracle:
-    """SA2-CASSCF(2,2)/6-31G, singlets, CH2NH2+ (charge +1), the lowest-E_SA solution of two starts.
+    """SA2-CASSCF(2,2)/6-31G, singlets, CH2NH2+ (charge +1), from the RHF (HOMO, LUMO) start,
+    falling back to (HOMO−1, LUMO) (orbitals 6, 8) where that one does not converge.
 
-    From the RHF (HOMO, LUMO) alone, 6 of 300 near-planar geometries converged to a solution with
-    E_SA up to 0.5 eV above the one reached from (HOMO−1, LUMO) (orbitals 6, 8): both are tried.
+    The (HOMO, LUMO) start keeps the (π, π*) active space, whose two states are the ones that meet
+    at the twisted S1/S0 intersection.  Near planar with C–N below ~1.335 Å the solution from
+    (HOMO−1, LUMO), with (σ, π*) active orbitals and S1 of σπ* character, has the lower E_SA;
+    keeping the lowest E_SA (the data set's first version) made S1 and h_01 switch character
+    there, with h_01 out of the molecular plane on one side and in it on the other.
     """
     return SACASSCFOracle(
-        basis="6-31g", n_active_orbitals=2, n_active_electrons=2, n_states=2, charge=1, starts=(None, (6, 8))
+        basis="6-31g",
+        n_active_orbitals=2,
+        n_active_electrons=2,
+        n_states=2,
+        charge=1,
+        starts=(None, (6, 8)),
+        select="first",
     )
 
 

@@ -147,6 +147,13 @@ def test_several_starts_keep_the_lowest_average_energy(labelled):
     assert len(e_sa) == 2 and e_sa[both.provenance["start"]] == min(e_sa)
     weights = np.asarray(both.provenance["weights"])
     assert weights @ both.provenance["e_states_hartree"] == pytest.approx(min(e_sa), abs=1e-9)
+    # "first": the first start that converges is kept and the later ones are not run
+    first = SACASSCFOracle(
+        basis="sto-3g", charge=1, starts=((6, 8), None), select="first", forces=False, couplings=False
+    )(atoms)
+    assert first.ok and first.provenance["start"] == 0 and first.provenance["select"] == "first"
+    e_first = first.provenance["start_e_sa_hartree"]
+    assert e_first[0] == pytest.approx(e_sa[1], abs=1e-8) and np.isnan(e_first[1])
 
 
 @pytest.mark.parametrize(
@@ -159,6 +166,7 @@ def test_several_starts_keep_the_lowest_average_energy(labelled):
         ({"weights": (0.7, 0.2)}, "summing to 1"),
         ({"starts": ((6, 6),)}, "distinct orbitals"),
         ({"starts": ()}, "must each be None"),
+        ({"select": "best"}, "select 'best' must be"),
     ],
 )
 def test_bad_arguments_raise(kwargs, match):

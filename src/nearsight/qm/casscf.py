@@ -120,10 +120,16 @@ class SACASSCFOracle(Oracle):
     ROHF start is used for ``spin > 0``.  ``starts``: the initial active spaces,
     each the 0-based indices of the SCF orbitals that form it (``None``: the ones
     around the HOMO-LUMO gap, ``ncore … ncore + n_active_orbitals − 1``).
-    SA-CASSCF has several local minima of E_SA: from every start the solution is
-    converged (starts that do not converge are skipped; the label fails only if
-    none converges) and the one with the lowest E_SA is kept (provenance
-    ``start_e_sa_hartree``, ``start``); one start, the default, is the cheapest.  ``forces`` /
+    SA-CASSCF has several local minima of E_SA, and which one a label comes from is
+    ``select``'s choice (provenance ``start``, ``start_e_sa_hartree``; starts that
+    do not converge are skipped, the label fails only if none converges):
+    ``"lowest"`` converges every start and keeps the solution of lowest E_SA;
+    ``"first"`` keeps the first start that converges, so the later ones are
+    fall-backs.  Lowest E_SA is not the same electronic states everywhere: where two
+    solutions of different active orbitals cross in E_SA, the states that are
+    averaged change character and the labels jump between the two sets; ``"first"``
+    with a start that follows the wanted orbitals keeps one set.  One start, the
+    default, is the cheapest.  ``forces`` /
     ``couplings``: compute the per-state gradients / the couplings h_ij (both
     needed for ``STATE_FORCES`` / ``STATE_COUPLINGS``).  ``spin_shift`` (Eh) is the
     level shift of the spin penalty and ``spin_tol`` the largest accepted
@@ -146,6 +152,7 @@ class SACASSCFOracle(Oracle):
         charge: int = 0,
         spin: int = 0,
         starts: tuple[tuple[int, ...] | None, ...] = (None,),
+        select: str = "lowest",
         conv_tol: float = 1e-10,
         conv_tol_grad: float = 1e-6,
         max_cycle: int = 100,
@@ -186,6 +193,10 @@ class SACASSCFOracle(Oracle):
             raise ValueError(
                 f"{where}: starts {starts!r} must each be None or name {n_orb} distinct orbitals"
             )
+        if select not in ("lowest", "first"):
+            raise ValueError(
+                f"{where}: select {select!r} must be 'lowest' (E_SA) or 'first' (converged start)"
+            )
         if timeout_s is not None and not timeout_s > 0:
             raise ValueError(f"{where}: timeout_s must be positive, got {timeout_s}")
         self.basis = str(basis).lower()
@@ -193,6 +204,7 @@ class SACASSCFOracle(Oracle):
         self.weights = tuple(float(x) for x in w)
         self.charge, self.spin = int(charge), spin
         self.starts = tuple(None if a is None else tuple(int(i) for i in a) for a in starts)
+        self.select = select
         self.conv_tol, self.conv_tol_grad, self.max_cycle = (
             float(conv_tol),
             float(conv_tol_grad),
@@ -225,6 +237,7 @@ class SACASSCFOracle(Oracle):
             "charge": self.charge,
             "spin": self.spin,
             "starts": [None if a is None else list(a) for a in self.starts],
+            "select": self.select,
             "conv_tol": self.conv_tol,
             "conv_tol_grad": self.conv_tol_grad,
             "max_cycle": self.max_cycle,
@@ -321,6 +334,9 @@ class SACASSCFOracle(Oracle):
                 solutions.append((converge(None, active), k))
             except OracleError as err:
                 errors.append(f"start {k} ({'HOMO-LUMO' if active is None else list(active)}): {err}")
+                continue
+            if self.select == "first":
+                break
         if not solutions:
             raise OracleError("; ".join(errors))
         mc, best = min(solutions, key=lambda sol: sol[0].e_tot)
