@@ -13,9 +13,8 @@ Per layer t (Batatia et al., NeurIPS 2022, eqs. 8-11; Batzner et al., Nat. Commu
 With ``charge_embedding`` the 0e input scalars of every layer get e_i(Q, M), the structure's total
 charge and spin distributed over its atoms by attention (:mod:`nearsight.models.electronic`).
 
-R(r) is an MLP (no biases) of Bessel functions √(2/r_c) sin(nπr/r_c)/r times the polynomial
-envelope u_p(r/r_c) (DimeNet), so messages go to zero smoothly at r_c.  N̄ is the mean neighbour
-count of the training set.  The products are channel-wise (depthwise), as in MACE.
+R(r) is an MLP (no biases) of enveloped Bessel functions (:mod:`~nearsight.models.edge_basis`), so
+messages go to zero smoothly at r_c.  N̄ is the mean neighbour count of the training set.  The products are channel-wise (depthwise), as in MACE.
 
 Run time uses plain torch: e3nn builds the Clebsch-Gordan coefficients, the real spherical
 harmonics (as polynomial coefficients of r̂) and the symmetric coupling tensors U once, at
@@ -41,9 +40,12 @@ reflection; ``state_parity`` (±1 per state) takes the 0e readout for pairs of e
 they form the diabatic matrix V_d (``keys.ATOMIC_DIABATIC``).
 
 Modules: :mod:`~nearsight.models.irreps` (irreps, Wigner 3j, spherical-harmonic polynomials, the
-coupling tensors U), :mod:`~nearsight.models.interaction` (one layer),
-:mod:`~nearsight.models.electronic` (total charge and spin), :mod:`~nearsight.models.equivariant_spec`
-(presets and the config mapping), this one (the potential and its statistics).
+coupling tensors U), :mod:`~nearsight.models.edge_basis` (spherical harmonics, radial basis,
+padded neighbour lists), :mod:`~nearsight.models.interaction` (one layer; its symmetric product in
+:mod:`~nearsight.models.symmetric_product`), :mod:`~nearsight.models.electronic` (total charge and
+spin), :mod:`~nearsight.models.energy_statistics` (e_Z, s_Z, N̄, E0_Z),
+:mod:`~nearsight.models.equivariant_spec` (presets, the config mapping, argument checks), this one
+(the potential).
 """
 
 from __future__ import annotations
@@ -59,8 +61,10 @@ from ..nn import ExactConstants, buffer_value, is_tracing
 from ..nonadiabatic.matrix import assemble, check_states, n_pairs
 from .bpnn import element_indices
 from .charges import conserve_charges
+from .edge_basis import edge_basis, neighbour_layout
 from .electronic import ElectronicEmbedding
-from .equivariant_spec import PRESETS, equivariant_arguments
+from .energy_statistics import EnergyStatistics
+from .equivariant_spec import PRESETS, check_arguments, equivariant_arguments
 from .interaction import Interaction, RadialMLP, stacked_weights
 from .irreps import Irrep, irrep_name, irreps_up_to, sh_polynomials
 from .receptive import layer_centres, run_on_centres
@@ -69,7 +73,7 @@ from .reference import switch, switched
 __all__ = ["PRESETS", "EquivariantPotential", "build_equivariant", "equivariant_arguments"]
 
 
-class EquivariantPotential(ExactConstants):
+class EquivariantPotential(EnergyStatistics, ExactConstants):
     """E(3)-equivariant MACE/NequIP-style potential -> ``{keys.ATOMIC_ENERGIES: [n_atoms]}`` (eV).
 
     ``channels`` features per irrep; hidden irreps l ≤ ``l_max`` (natural parity, or both with
@@ -127,28 +131,11 @@ class EquivariantPotential(ExactConstants):
         # which pairs take the scalar readout and which the pseudoscalar one (state_parity mixes them)
         self.register_buffer("even_pairs", torch.tensor(even_pairs, dtype=torch.bool), persistent=False)
         self.register_buffer("odd_pairs", torch.tensor(odd_pairs, dtype=torch.bool), persistent=False)
-        for name, value, low in (
-            ("channels", channels, 1),
-            ("num_layers", num_layers, 1),
-            ("correlation", correlation, 1),
-            ("n_radial", n_radial, 1),
-            ("readout_hidden", readout_hidden, 1),
-            ("envelope_p", envelope_p, 2),
-            ("l_max", l_max, 0),
-            ("sh_l_max", sh_l_max, 0),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"equivariant model: {name} = {value!r} must be an integer >= {low}")
-        if correlation > 3:
-            raise ValueError(f"equivariant model: correlation = {correlation} > 3 is not supported")
-        if l_max > sh_l_max:
-            raise ValueError(f"equivariant model: l_max = {l_max} must be <= sh_l_max = {sh_l_max}")
-        if parity not in ("natural", "both"):
-            raise ValueError(f"equivariant model: parity = {parity!r} must be 'natural' or 'both'")
-        if not float(cutoff) > 0:
-            raise ValueError(f"equivariant model: cutoff = {cutoff!r} must be positive")
-        if not species:
-            raise ValueError("equivariant model: species must not be empty")
+        check_arguments(
+            species, cutoff, parity,
+            channels=channels, num_layers=num_layers, correlation=correlation, n_radial=n_radial,
+            readout_hidden=readout_hidden, envelope_p=envelope_p, l_max=l_max, sh_l_max=sh_l_max,
+        )  # fmt: skip
         self.species = sorted(int(z) for z in species)
         self.cutoff = float(cutoff)
         self.channels, self.l_max, self.sh_l_max = channels, l_max, sh_l_max
@@ -245,32 +232,6 @@ class EquivariantPotential(ExactConstants):
         return cls(species, **{**PRESETS[preset], **overrides})
 
     # -------------------------------------------------------------- statistics
-    def set_statistics(
-        self,
-        energy_shift: dict[int, float],
-        energy_scale: float | dict[int, float],
-        avg_num_neighbours: float,
-    ) -> None:
-        """Per-element shift/scale of atomic energies (eV) and the mean neighbour count N̄."""
-        if not avg_num_neighbours > 0:
-            raise ValueError(f"avg_num_neighbours = {avg_num_neighbours!r} must be positive")
-        self.set_energy_shift(energy_shift)
-        with torch.no_grad():
-            if isinstance(energy_scale, dict):
-                for z, s in energy_scale.items():
-                    if int(z) in self.species:
-                        self.energy_scale[self.species.index(int(z))] = float(s)
-            else:
-                self.energy_scale.fill_(float(energy_scale))
-            self.avg_num_neighbours.fill_(float(avg_num_neighbours))
-
-    @torch.no_grad()
-    def set_energy_shift(self, energy_shift: dict[int, float]) -> None:
-        """Per-element energies e_Z (eV, ``{Z: e}``): refitted when fine-tuning on another level."""
-        for z, e in energy_shift.items():
-            if int(z) in self.species:
-                self.energy_shift[self.species.index(int(z))] = float(e)
-
     @torch.no_grad()
     def set_charge_offsets(self, charges: dict[int, float]) -> None:
         """Per-element charge offsets c_Z (e, ``{Z: c}``) of the charge head: the starting charges."""
@@ -280,72 +241,15 @@ class EquivariantPotential(ExactConstants):
             if int(z) in self.species:
                 self.charge_offset[self.species.index(int(z))] = float(c)
 
-    @torch.no_grad()
-    def set_isolated_energy(self, isolated_energy: dict[int, float]) -> None:
-        """E0_Z, the energy of an isolated atom (eV, ``{Z: e}``): from now on a lone atom has
-        exactly this energy (:mod:`nearsight.models.reference`)."""
-        for z, e in isolated_energy.items():
-            if int(z) in self.species:
-                self.isolated_energy[self.species.index(int(z))] = float(e)
-        self.isolated_reference.fill_(1.0)
-
-    def fit_statistics(
-        self,
-        graphs: Sequence[dict],
-        energy_shift: dict[int, float],
-        energy_scale: float,
-        isolated_energy: dict[int, float] | None = None,
-    ) -> None:
-        """Mean neighbour count of ``graphs`` plus the given energy shift and scale; with
-        ``isolated_energy`` (E0_Z), the isolated-atom reference."""
-        n_edges = sum(int(g[keys.EDGE_INDEX].shape[1]) for g in graphs)
-        n_atoms = sum(int(g[keys.ATOMIC_NUMBERS].shape[0]) for g in graphs)
-        self.set_statistics(energy_shift, energy_scale, max(n_edges / max(n_atoms, 1), 1.0))
-        if isolated_energy is not None:
-            self.set_isolated_energy(isolated_energy)
-
     # ----------------------------------------------------------------- forward
     def _edges(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Spherical harmonics ``[E, (l+1)²]`` and enveloped Bessel features ``[E, n_radial]``."""
-        r = torch.linalg.vector_norm(vectors, dim=-1)  # [E]
-        u = vectors / r[:, None]
-        e = self.sh_exponents  # [n_mono, 3]
-        powers = [u.new_ones(u.shape[0], 3), u]
-        for _ in range(2, self.sh_l_max + 1):
-            powers.append(powers[-1] * u)
-        pw = torch.stack(powers, 2)  # [E, 3, l+1]: u_k^q
-        mono = (
-            pw[:, 0].index_select(1, e[:, 0])
-            * pw[:, 1].index_select(1, e[:, 1])
-            * pw[:, 2].index_select(1, e[:, 2])
-        )
-        Y = mono @ self.sh_coefficients
-        x = r / self.cutoff
-        p = self.envelope_p
-        env = 1 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1) - p * (p + 1) / 2 * x ** (p + 2)
-        env = torch.where(x < 1, env, torch.zeros_like(env))
-        bessel = math.sqrt(2.0 / self.cutoff) * torch.sin(r[:, None] * self.bessel_n) / r[:, None]
-        return Y, bessel * env[:, None]
+        return edge_basis(
+            vectors, self.sh_exponents, self.sh_coefficients, self.sh_l_max, self.bessel_n, self.cutoff,
+            self.envelope_p,
+        )  # fmt: skip
 
-    @staticmethod
-    def neighbour_layout(centres: torch.Tensor, n_atoms: int, n_slots: int = -1) -> tuple[torch.Tensor, int]:
-        """Index ``[n_atoms * n_nb]`` of each atom's edges, padded with ``n_edges`` (a dummy row);
-        ``n_nb`` is the largest neighbour count, or ``n_slots`` when given (traced for export: a
-        size of the inputs; the caller guarantees it is at least the largest count)."""
-        E = centres.shape[0]
-        counts = torch.zeros(n_atoms, dtype=torch.int64, device=centres.device).index_add_(
-            0, centres, torch.ones_like(centres)
-        )
-        n_nb = n_slots
-        if n_slots < 0:
-            n_nb = int(counts.max()) if E > 0 else 0
-        order = torch.argsort(centres, stable=True)
-        start = torch.cumsum(counts, 0) - counts
-        sorted_c = centres[order]
-        slot = torch.arange(E, device=centres.device) - start[sorted_c]
-        pad = torch.full((n_atoms * n_nb,), E, dtype=torch.long, device=centres.device)
-        pad[sorted_c * n_nb + slot] = order
-        return pad, n_nb
+    neighbour_layout = staticmethod(neighbour_layout)
 
     @torch.jit.unused
     def _checked_elements(self, numbers: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """The ``model.equivariant`` mapping of a config: presets (MACE's small, medium and large at
-matched size) and the checked constructor arguments of
-:class:`~nearsight.models.equivariant.EquivariantPotential`.
+matched size), the checked constructor arguments of
+:class:`~nearsight.models.equivariant.EquivariantPotential` and the checks of their values.
 """
 
 from __future__ import annotations
@@ -55,3 +55,28 @@ def equivariant_arguments(spec: dict | None) -> dict:
     ):
         raise ValueError(f"radial_hidden = {hidden!r}: must be a list of positive ints")
     return {**PRESETS[preset], **spec}
+
+
+_LOWEST = {"channels": 1, "num_layers": 1, "correlation": 1, "n_radial": 1, "readout_hidden": 1,
+           "envelope_p": 2, "l_max": 0, "sh_l_max": 0}  # fmt: skip
+
+
+def check_arguments(species, cutoff: float, parity: str, **sizes: int) -> None:
+    """Raise ``ValueError`` naming the first bad constructor argument of the equivariant model;
+    ``sizes``: the integer sizes of ``_LOWEST``."""
+    for name, value in sizes.items():
+        low = _LOWEST[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"equivariant model: {name} = {value!r} must be an integer >= {low}")
+    if sizes["correlation"] > 3:
+        raise ValueError(f"equivariant model: correlation = {sizes['correlation']} > 3 is not supported")
+    if sizes["l_max"] > sizes["sh_l_max"]:
+        raise ValueError(
+            f"equivariant model: l_max = {sizes['l_max']} must be <= sh_l_max = {sizes['sh_l_max']}"
+        )
+    if parity not in ("natural", "both"):
+        raise ValueError(f"equivariant model: parity = {parity!r} must be 'natural' or 'both'")
+    if not float(cutoff) > 0:
+        raise ValueError(f"equivariant model: cutoff = {cutoff!r} must be positive")
+    if not species:
+        raise ValueError("equivariant model: species must not be empty")
