@@ -68,12 +68,15 @@ def train(
     seed: int,
     couplings: str | None = None,
     coupling_weight: float | None = None,
+    direction_weight: float = 0.0,
 ) -> Path:
     config = load_config(HERE.parent / "examples" / "ch2nh2_diabatic.yaml")
     if couplings is not None:
         config["model"]["couplings"] = couplings
     if coupling_weight is not None:
         config["training"]["loss"]["state_couplings"]["weight"] = coupling_weight
+    if direction_weight > 0:
+        config["training"]["loss"]["state_coupling_directions"] = {"weight": direction_weight}
     config["data"]["train"] = str(train_file)
     config["output_dir"] = str(out / "run")
     config["seed"] = seed
@@ -194,6 +197,10 @@ def main(argv=None) -> int:
     parser.add_argument("--couplings", choices=("scalar", "pseudoscalar", "both"), default=None,
                         help="override the example config's coupling symmetry")  # fmt: skip
     parser.add_argument("--coupling-weight", type=float, default=None, help="override the coupling term's λ")
+    parser.add_argument(
+        "--direction-weight", type=float, default=0.0,
+        help="add the coupling-direction term (state_coupling_directions) with this λ",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("runs/ch2nh2_benchmark"))
     parser.add_argument("--minutes", type=float, default=15.0, help="CPU minutes of training")
     parser.add_argument("--model-type", choices=("equivariant", "bpnn"), default="equivariant")
@@ -210,13 +217,15 @@ def main(argv=None) -> int:
     train_file, test_file = split(args.data, args.out, 0.2, args.seed, args.extra_train)
     start = time.process_time()
     path = args.model or train(
-        train_file, args.out, args.minutes, args.model_type, args.seed, args.couplings, args.coupling_weight
-    )
+        train_file, args.out, args.minutes, args.model_type, args.seed, args.couplings, args.coupling_weight,
+        args.direction_weight,
+    )  # fmt: skip
     model = load_model(path, dtype=torch.float64)
     results = {
         "model": str(path),
         "model_type": args.model_type,
         "couplings": model.couplings,
+        "direction_weight": args.direction_weight,
         "extra_train": [str(p) for p in args.extra_train],
         "n_train": len(read(train_file, ":")),
         "train_cpu_s": time.process_time() - start,

@@ -340,6 +340,46 @@ def test_sign_free_coupling_loss_ignores_the_label_sign(float64):
     torch.testing.assert_close(exact, torch.zeros(2))
 
 
+def test_coupling_direction_loss_is_the_sign_free_cosine_of_each_structure(float64):
+    from nearsight.nonadiabatic.loss import StateCouplingDirectionsTerm, sign_free_cosine
+
+    term = StateCouplingDirectionsTerm([0.5])
+    batch = {keys.N_ATOMS: torch.tensor([2, 3]), keys.BATCH: torch.tensor([0, 0, 1, 1, 1])}
+    h, ref = torch.randn(5, 1, 3), torch.randn(5, 1, 3)
+    got = term({keys.STATE_COUPLINGS: h}, {**batch, term.label_key: ref})
+    for g, atoms in enumerate((slice(0, 2), slice(2, 5))):
+        cosine = sign_free_cosine(h[atoms].numpy(), ref[atoms].numpy())
+        assert float(got[g]) == pytest.approx(2 * (1 - cosine) / 0.5**2, rel=1e-10)
+    # the size of either vector and the sign of each label do not matter
+    flipped = ref.clone()
+    flipped[2:] *= -1
+    scaled = term({keys.STATE_COUPLINGS: 7.0 * h}, {**batch, term.label_key: 1e-3 * flipped})
+    torch.testing.assert_close(scaled, got)
+    exact = term({keys.STATE_COUPLINGS: -3.0 * ref}, {**batch, term.label_key: ref})
+    torch.testing.assert_close(exact, torch.zeros(2), atol=1e-12, rtol=0)
+    # a zero label contributes nothing, and a zero prediction gives a finite gradient
+    zero = ref.clone()
+    zero[:2] = 0.0
+    h0 = torch.zeros(5, 1, 3, requires_grad=True)
+    loss = term({keys.STATE_COUPLINGS: h0}, {**batch, term.label_key: zero})
+    assert float(loss[0].detach()) == 0.0 and float(loss[1].detach()) == pytest.approx(2 / 0.5**2)
+    loss.sum().backward()
+    assert torch.isfinite(h0.grad).all()
+
+
+def test_training_with_the_coupling_direction_term(tmp_path):
+    _write_data(tmp_path / "train.xyz")
+    loss = {"state_energies": {}, "state_forces": {}, "state_coupling_directions": {"weight": 1.0}}
+    trainer = Trainer(_config(tmp_path, training={"loss": loss}), log=lambda m: None)
+    path = trainer.train()
+    assert trainer.loss_fn.terms["state_coupling_directions"].sigma == [1.0]
+    with open(tmp_path / "run" / "training_log.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    first, last = (float(r["valid_loss_state_coupling_directions"]) for r in (rows[0], rows[-1]))
+    assert 0 <= last < first <= 2
+    assert load_model(path).metadata["states"]["sigma"]["state_coupling_directions"] == [1.0]
+
+
 def test_bad_state_labels_are_named(tmp_path):
     frames = _write_data(tmp_path / "train.xyz", n=6)
     frames[3].info["state_energies"] = np.append(frames[3].info["state_energies"], 9.0)

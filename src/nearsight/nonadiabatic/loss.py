@@ -3,6 +3,7 @@
     state_energies   (1/S) Σ_s (E_s − E_s^ref)² / σ_E,s²
     state_forces     (1/(3nS)) Σ_s Σ_i ‖F_s,i − F_s,i^ref‖² / σ_F,s²
     state_couplings  (1/(3nP)) Σ_p min_± Σ_i ‖h_p,i ∓ h_p,i^ref‖² / σ_h,p²
+    state_coupling_directions  (1/P) Σ_p min_± ‖ĥ_p ∓ ĥ_p^ref‖² / σ_d,p²,  ĥ = h / ‖h‖
 
 States are in adiabatic order (ascending energy, ground state first) and σ is one number per state
 (per pair for the couplings), recorded with the loss.  The sign of a coupling label is that of the
@@ -10,6 +11,13 @@ reference calculation's states, arbitrary: the coupling term takes, per structur
 better of both signs (a sign-free loss).  σ defaults: the spread of each state's energies about the
 per-element reference energies, the RMS force component of each state, the RMS coupling component
 of each pair.
+
+The direction term compares each structure's coupling vector (all atoms, 3n components) after
+dividing it by its norm: min_± ‖ĥ ∓ ĥ^ref‖² = 2(1 − |cos θ|), so it trains the sign-free cosine
+that validation reports, and every structure counts the same whatever the size of its coupling.
+The squared-error term is dominated by the structures near an intersection, where |h| is largest;
+far from one, where h is small, it leaves the direction of h nearly free.  σ_d defaults to 1 (the
+term then lies in [0, 2]); a label of zero norm contributes nothing.
 """
 
 from __future__ import annotations
@@ -119,6 +127,33 @@ class StateCouplingsTerm(_PerState):
     @classmethod
     def default_sigma(cls, frames: Sequence[Frame], stats: dict) -> list[float]:
         return cls.per_state_rms(frames)
+
+
+@register_loss_term
+class StateCouplingDirectionsTerm(_PerState):
+    """(1/P) Σ_p min_± ‖ĥ_p ∓ ĥ_p^ref‖² / σ_d,p², ĥ = h / ‖h‖ over the structure: 2(1 − |cos θ_p|)/σ²."""
+
+    name = "state_coupling_directions"
+    output = keys.STATE_COUPLINGS
+    EPSILON = 1e-12  # eV/Å: ‖h‖ below this counts as zero
+
+    def __call__(self, pred: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        h, ref = self.prediction(pred), batch[self.label_key]  # [n_atoms, P, 3]
+        n_graphs = batch[keys.N_ATOMS].shape[0]
+
+        def per_graph(x: torch.Tensor) -> torch.Tensor:  # [n_graphs, P]: Σ over a structure's atoms
+            return scatter_sum(x.sum(-1), batch[keys.BATCH], n_graphs)
+
+        norm_h = torch.sqrt(per_graph(h * h) + self.EPSILON**2)
+        norm_ref = torch.sqrt(per_graph(ref * ref))
+        cosine = per_graph(h * ref) / (norm_h * norm_ref.clamp_min(self.EPSILON))
+        error = torch.where(norm_ref > self.EPSILON, 2.0 * (1.0 - cosine.abs()), torch.zeros_like(cosine))
+        return self.weight * (error / self.sigmas(h.shape[1], h) ** 2).mean(-1)
+
+    @classmethod
+    def default_sigma(cls, frames: Sequence[Frame], stats: dict) -> list[float]:
+        """1 per pair."""
+        return [1.0] * len(cls.per_state_rms(frames))
 
 
 def sign_free_cosine(predicted: np.ndarray, label: np.ndarray) -> float:
