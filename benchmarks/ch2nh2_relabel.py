@@ -2,11 +2,11 @@
 ``ch2nh2_data.oracle()`` (``select="first"``: the (π, π*) active space of the RHF HOMO-LUMO
 start), relabelling only the frames whose states differ (issue 18).
 
-For every frame the SA2-CASSCF(2,2) energies from the (HOMO, LUMO) start alone (no gradients,
-~2 s) are compared with the stored ``state_energies``: equal within ``--tol`` eV, the stored
-labels are that solution's and are kept as they are; otherwise (or if that start does not
-converge) the frame is labelled again, with forces and couplings, by ``oracle()`` into a
-resumable store.  The file is then rewritten atomically with the new labels in place and a
+For every frame the SA2-CASSCF(2,2) energies of the solution ``oracle()`` keeps (the first start
+that converges; energies only, no gradients, ~0.2 s) are compared with the stored
+``state_energies``: equal within ``--tol`` eV, the stored labels are that solution's and are kept
+as they are; otherwise the frame is labelled again, with forces and couplings, by ``oracle()``
+into a resumable store.  The file is then rewritten atomically with the new labels in place and a
 ``branch`` entry in every frame's info (``kept`` / ``relabelled``).  The checks are saved as they
 go (``<store>.checks.json``), so a killed run resumes where it stopped.
 
@@ -31,8 +31,7 @@ from ch2nh2_data import oracle
 from nearsight._files import atomic_write
 from nearsight.keys import STATE_ENERGIES
 from nearsight.qm import LabelStore, export_extxyz, label_structures
-from nearsight.qm.casscf import SACASSCFOracle
-from nearsight.qm.oracles import OracleError
+from nearsight.qm.oracles import HARTREE_TO_EV, OracleError
 
 HERE = Path(__file__).resolve().parent
 STORE = HERE / "data" / "ch2nh2_relabel.db"
@@ -48,18 +47,9 @@ def bare(atoms: Atoms) -> Atoms:
     return out
 
 
-def check(frames: list[Atoms], path: Path, checks: dict, save, tol: float) -> list[int]:
-    """Indices of ``frames`` whose stored states are not the (HOMO, LUMO) start's solution (within
+def check(frames: list[Atoms], sa, path: Path, checks: dict, save, tol: float) -> list[int]:
+    """Indices of ``frames`` whose stored states are not the solution the oracle ``sa`` keeps (within
     ``tol`` eV); the largest difference of every frame goes into ``checks`` as it is found."""
-    first = SACASSCFOracle(
-        basis="6-31g",
-        n_active_orbitals=2,
-        n_active_electrons=2,
-        n_states=2,
-        charge=1,
-        forces=False,
-        couplings=False,
-    )
     done = checks.setdefault(str(path), {})
     start = time.perf_counter()
     for i, atoms in enumerate(frames):
@@ -67,10 +57,10 @@ def check(frames: list[Atoms], path: Path, checks: dict, save, tol: float) -> li
             continue
         stored = np.asarray(atoms.info[STATE_ENERGIES], dtype=np.float64)
         try:
-            e = np.asarray(first.casscf(bare(atoms)).e_states) * 27.211386245988
+            e = np.asarray(sa.casscf(bare(atoms)).e_states) * HARTREE_TO_EV  # energies only
             done[str(i)] = float(np.abs(e - stored).max())
         except OracleError:
-            done[str(i)] = None  # start 0 does not converge: oracle() falls back, relabel
+            done[str(i)] = None  # no start converges: relabelling records the failure
         save()
         if (i + 1) % 25 == 0:
             print(
@@ -96,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     store = LabelStore(args.store)
     for path in args.files:
         frames = ase.io.read(path, ":")
-        changed = check(frames, path, checks, save, args.tol)
+        changed = check(frames, sa, path, checks, save, args.tol)
         print(f"{path.name}: {len(changed)} of {len(frames)} frames on another branch: {changed}", flush=True)
         if not changed:
             continue

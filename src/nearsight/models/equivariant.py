@@ -14,7 +14,8 @@ With ``charge_embedding`` the 0e input scalars of every layer get e_i(Q, M), the
 charge and spin distributed over its atoms by attention (:mod:`nearsight.models.electronic`).
 
 R(r) is an MLP (no biases) of enveloped Bessel functions (:mod:`~nearsight.models.edge_basis`), so
-messages go to zero smoothly at r_c.  N̄ is the mean neighbour count of the training set.  The products are channel-wise (depthwise), as in MACE.
+messages go to zero smoothly at r_c.  N̄ is the mean neighbour count of the training set.  The
+products are channel-wise (depthwise), as in MACE.
 
 Run time uses plain torch: e3nn builds the Clebsch-Gordan coefficients, the real spherical
 harmonics (as polynomial coefficients of r̂) and the symmetric coupling tensors U once, at
