@@ -279,9 +279,8 @@ def export_package(
     scalar code at -O0, about three times sooner, that runs several times slower (tests, quick
     checks).  ``threads`` fixes the thread count of the generated kernels (default: read at run
     time, ``OMP_NUM_THREADS``; for message-passing models 1, one per LAMMPS rank; matrix products
-    follow ``OMP_NUM_THREADS`` either way); ``chunk_atoms`` the atoms
-    per chunk of their layers (default: :func:`nearsight.models.chunked.chunk_atoms`).  The file is
-    written atomically.
+    follow ``OMP_NUM_THREADS`` either way); ``chunk_atoms`` the atoms per chunk of their layers
+    (default: :func:`nearsight.models.chunked.chunk_atoms`).  The file is written atomically.
     """
     import copy
 
