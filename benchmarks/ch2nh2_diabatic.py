@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from ase.io import read, write
+from ethanol_equivariant import apply_overrides
 
 from nearsight import keys
 from nearsight.data.neighbours import atoms_to_graph
@@ -69,6 +70,7 @@ def train(
     couplings: str | None = None,
     coupling_weight: float | None = None,
     direction_weight: float = 0.0,
+    overrides: list[str] = (),
 ) -> Path:
     config = load_config(HERE.parent / "examples" / "ch2nh2_diabatic.yaml")
     if couplings is not None:
@@ -82,6 +84,7 @@ def train(
     config["seed"] = seed
     config["training"]["max_time_minutes"] = minutes
     config["training"]["early_stopping_patience"] = 10_000  # the CPU budget ends the run
+    apply_overrides(config, list(overrides))
     if model_type == "bpnn":  # invariant descriptors: only couplings that keep their sign
         model = config["model"]
         model.update(type="bpnn", equivariant=None, couplings="scalar", cutoff_angular=4.0, hidden=[64, 64])
@@ -201,6 +204,10 @@ def main(argv=None) -> int:
         "--direction-weight", type=float, default=0.0,
         help="add the coupling-direction term (state_coupling_directions) with this λ",
     )  # fmt: skip
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=YAML",
+        help="override a config value, e.g. --set training.clip_grad_norm=10",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("runs/ch2nh2_benchmark"))
     parser.add_argument("--minutes", type=float, default=15.0, help="CPU minutes of training")
     parser.add_argument("--model-type", choices=("equivariant", "bpnn"), default="equivariant")
@@ -218,7 +225,7 @@ def main(argv=None) -> int:
     start = time.process_time()
     path = args.model or train(
         train_file, args.out, args.minutes, args.model_type, args.seed, args.couplings, args.coupling_weight,
-        args.direction_weight,
+        args.direction_weight, args.overrides,
     )  # fmt: skip
     model = load_model(path, dtype=torch.float64)
     results = {
@@ -226,6 +233,7 @@ def main(argv=None) -> int:
         "model_type": args.model_type,
         "couplings": model.couplings,
         "direction_weight": args.direction_weight,
+        "overrides": args.overrides,
         "extra_train": [str(p) for p in args.extra_train],
         "n_train": len(read(train_file, ":")),
         "train_cpu_s": time.process_time() - start,
