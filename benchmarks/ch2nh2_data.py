@@ -23,6 +23,10 @@ benchmarks/data/ch2nh2_sa2casscf.extxyz (atomically).  ``--time 3`` only times 3
 independent set of 300 (other random geometries from the same distribution, 0 failures, 36 min):
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ch2nh2_data.py --n 300 --seed 1 \
         --out benchmarks/data/ch2nh2_sa2casscf_seed1.extxyz
+Two more (seeds 2 and 3, 0 failures, 814 s each with the (HOMO, LUMO)-first oracle, run side by
+side on one core each):
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ch2nh2_data.py --n 300 --seed 2 \
+        --store runs/ch2nh2_seed2.db --out benchmarks/data/ch2nh2_sa2casscf_seed2.extxyz
 """
 
 from __future__ import annotations
