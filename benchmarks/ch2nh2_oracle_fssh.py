@@ -159,22 +159,22 @@ def hessian(sa, atoms: Atoms, step_A: float) -> np.ndarray:
     return 0.5 * (H + H.T)
 
 
-def load(settings: dict) -> dict:
-    if RESULTS.is_file():
-        data = json.loads(RESULTS.read_text())
+def load(path: Path, settings: dict) -> dict:
+    if path.is_file():
+        data = json.loads(path.read_text())
         changed = {
             k: (data["settings"].get(k), v) for k, v in settings.items() if data["settings"].get(k) != v
         }
         if changed:
             raise SystemExit(
-                f"{RESULTS}: written with other settings {changed}; move it away to start afresh"
+                f"{path}: written with other settings {changed}; move it away or pass another --results"
             )
         return data
     return {"settings": settings, "setup": None, "trajectories": []}
 
 
-def save(data: dict) -> None:
-    atomic_write(RESULTS, lambda fh: json.dump(data, fh, indent=1))
+def save(path: Path, data: dict) -> None:
+    atomic_write(path, lambda fh: json.dump(data, fh, indent=1))
 
 
 def run_trajectory(sa, atoms: Atoms, modes, q0, masses, seed: int, args) -> dict:
@@ -252,10 +252,10 @@ def run_trajectory(sa, atoms: Atoms, modes, q0, masses, seed: int, args) -> dict
     return record
 
 
-def summary() -> int:
+def summary(path: Path) -> int:
     """One line per finished trajectory, with the largest one-step change of the total energy (a
     jump of a tenth of an eV or more marks a CASSCF solution that changed between two steps)."""
-    data = json.loads(RESULTS.read_text())
+    data = json.loads(path.read_text())
     setup = data["setup"]
     freqs = setup["frequencies_cm1"]
     print(f"S0 minimum {setup['s0_min_energy_eV']:.6f} eV, frequencies {freqs[0]:.0f}-{freqs[-1]:.0f} cm⁻¹")
@@ -286,16 +286,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fmax", type=float, default=0.01)
     parser.add_argument("--hessian-step", type=float, default=0.005, help="Å")
     parser.add_argument("--summary", action="store_true", help="only summarise the results file")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the results file (JSON)")
     args = parser.parse_args(argv)
     if args.summary:
-        return summary()
+        return summary(args.results)
     sa = warm_oracle()
     settings = {
         "oracle": sa.settings(), "seed": args.seed, "steps": args.steps, "timestep_fs": args.timestep_fs,
         "decoherence_Eh": args.decoherence, "frustrated": "keep", "initial_state": 1, "temperature_K": 0.0,
         "substeps": 20, "fmax_eV_per_A": args.fmax, "hessian_step_A": args.hessian_step,
     }  # fmt: skip
-    data = load(settings)
+    data = load(args.results, settings)
     ground = oracle()
     ground.couplings = False  # S0 forces suffice for the minimum and the Hessian
     atoms = optimise(ground, args.fmax)
@@ -320,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             "frequencies_cm1": (omega * AU_CM1).tolist(),
             "wall_time_s": time.perf_counter() - start,
         }
-        save(data)
+        save(args.results, data)
     setup = data["setup"]
     H = torch.tensor(setup["hessian_Eh_per_bohr2"], dtype=torch.float64)
 
@@ -342,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trajectory seed {seed}", flush=True)
         record = run_trajectory(sa, atoms, modes, q0, masses, seed, args)
         data["trajectories"].append(record)
-        save(data)
+        save(args.results, data)
         print(
             f"seed {seed}: ok {record['ok']}, {record.get('steps')} steps, first S1->S0 hop "
             f"{record.get('first_hop_s1_s0_fs')} fs, final S{record.get('final_state')}, drift "
