@@ -32,6 +32,10 @@ starts at each step and keep the solution whose E_SA is nearest E_SA(t) − Σ_I
     OMP_NUM_THREADS=1 nohup .venv/bin/python benchmarks/ch2nh2_oracle_fssh.py --trajectories 4 \\
         > /tmp/ch2nh2_oracle_fssh.log 2>&1 &
     .venv/bin/python benchmarks/ch2nh2_oracle_fssh.py --summary
+
+The results file records the settings (the oracle's included) and refuses a run with others;
+``--results PATH`` keeps another set, e.g. the (π, π*)-first oracle of the current data set
+(``results/ch2nh2_oracle_fssh_pi.json``), or a second process with its own ``--seed``.
 """
 
 from __future__ import annotations
