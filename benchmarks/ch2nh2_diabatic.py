@@ -43,6 +43,7 @@ from nearsight.training.metrics import compute_metrics, predict
 from nearsight.training.trainer import Trainer
 
 HERE = Path(__file__).resolve().parent
+EXAMPLE = HERE.parent / "examples" / "ch2nh2_diabatic.yaml"
 EXTRA = {name: name for name in ("state_energies", "state_forces", "state_couplings")}
 FS_PER_AU = 0.02418884326585747
 
@@ -73,7 +74,7 @@ def train(
     direction_weight: float | None = None,
     overrides: list[str] = (),
 ) -> Path:
-    config = load_config(HERE.parent / "examples" / "ch2nh2_diabatic.yaml")
+    config = load_config(EXAMPLE)
     if couplings is not None:
         config["model"]["couplings"] = couplings
     if coupling_weight is not None:
@@ -99,7 +100,7 @@ def direction_weight(override: float | None) -> float:
     """The λ of the coupling-direction term a run trains with (``override`` or the example's)."""
     if override is not None:
         return override
-    loss = load_config(HERE.parent / "examples" / "ch2nh2_diabatic.yaml")["training"]["loss"]
+    loss = load_config(EXAMPLE)["training"]["loss"]
     return float(loss.get("state_coupling_directions", {}).get("weight", 0.0))
 
 
